@@ -1,0 +1,3 @@
+from longvid.cli import main
+
+main()

@@ -1,0 +1,56 @@
+"""One registry for every backend, the built-in ones included.
+
+Built-ins are registered by `longvid.backends.builtin.register_backends`, exactly
+as a third-party package does through the `longvid.backends` entry-point group:
+
+    [project.entry-points."longvid.backends"]
+    mine = "my_pkg.longvid_plugin:register_backends"
+
+where `register_backends(register)` calls `register(MyBackendClass)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from longvid.backends.base import Backend, BackendCaps
+from longvid.errors import InputError
+
+DEFAULT_PLUGINS = ("longvid.backends.builtin",)
+
+_registry: dict[str, type[Backend]] = {}
+_loaded = False
+
+
+def register(backend: type[Backend]) -> None:
+    if backend.name in _registry and _registry[backend.name] is not backend:
+        raise ValueError(f"backend {backend.name!r} is registered twice")
+    _registry[backend.name] = backend
+
+
+def _load_plugins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in DEFAULT_PLUGINS:
+        importlib.import_module(module).register_backends(register)
+    for ep in entry_points(group="longvid.backends"):
+        ep.load()(register)
+
+
+def available() -> dict[str, type[Backend]]:
+    _load_plugins()
+    return dict(sorted(_registry.items()))
+
+
+def backend_class(name: str) -> type[Backend]:
+    backends = available()
+    if name not in backends:
+        raise InputError(f"unknown backend {name!r}",
+                         "installed backends: " + ", ".join(backends))
+    return backends[name]
+
+
+__all__ = ["Backend", "BackendCaps", "available", "backend_class", "register"]

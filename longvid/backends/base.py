@@ -1,0 +1,77 @@
+"""The backend seam: capabilities, one request/result pair, and the Protocol.
+
+Torch-free on purpose: `longvid plan` reads `caps` from backend classes without
+importing torch. Tensors cross this seam typed as `Any`; shapes are in comments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+
+@dataclass(frozen=True)
+class BackendCaps:
+    """What a backend can do, declared once and read by the planner.
+
+    Frames follow `frame_multiple * k + frame_offset` (4k+1 for Wan); one latent
+    frame holds `latent_stride_t` pixel frames, except the first of a take (1 frame).
+    """
+
+    native_fps: int
+    any_fps: bool  # False: the storyboard fps must equal native_fps
+    frame_multiple: int
+    frame_offset: int
+    latent_stride_t: int
+    max_latents: int  # latent frames per window (context included)
+    context_latents: int  # latent frames carried from one segment into the next
+    size_multiple: int  # width and height must be multiples of this
+    max_side: int  # largest width or height the backend accepts
+    takes_context: bool  # accepts context latents (continuation inside a take)
+    tokens_per_latent_px: int  # spatial patch area in pixels: tokens = T * H * W / this
+
+    @property
+    def max_frames(self) -> int:
+        return (self.max_latents - 1) * self.latent_stride_t + 1
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    index: int
+    prompt: str  # style and camera already folded in
+    negative_prompt: str
+    num_latents: int  # new latent frames to generate
+    context: Any  # None, or latents (1, C, context_latents, H/8, W/8) to continue from
+    width: int
+    height: int
+    seed: int
+    steps: int
+    guidance_scale: float
+
+
+@dataclass(frozen=True)
+class SegmentOutput:
+    latents: Any  # (1, C, num_latents, H/8, W/8) float32, new latents only
+    frames: Any  # uint8 numpy (F, H, W, 3): 4n-3 frames without context, 4n with
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage wall time
+
+
+StepCallback = Callable[[int, int], None]  # (step done, steps total)
+
+
+class Backend(Protocol):
+    name: ClassVar[str]
+    caps: ClassVar[BackendCaps]
+
+    def load(self, options: dict[str, Any]) -> None:
+        """Build or load the models. Heavy imports happen here, never at import time."""
+
+    def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
+        """Denoise one segment and decode its new frames."""
+
+    def encode_frames(self, frames: Any) -> Any:
+        """uint8 (F, H, W, 3), F = 4k+1 -> latents (1, C, k+1, H/8, W/8), for `extend`."""
+
+    def versions(self) -> dict[str, str]:
+        """Library and weight versions that determine this backend's output."""

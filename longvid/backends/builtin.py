@@ -1,0 +1,11 @@
+"""Registers the backends that ship with longvid, through the same hook plugins use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def register_backends(register: Callable[[type], None]) -> None:
+    from longvid.backends.tiny import TinyWanBackend
+
+    register(TinyWanBackend)

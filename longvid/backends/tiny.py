@@ -1,0 +1,162 @@
+"""`tiny`: the real diffusers Wan classes at a tiny size, weights from a fixed seed.
+
+WanTransformer3DModel + AutoencoderKLWan + a T5 encoder with a byte-level tokenizer
+built in memory: no download, CPU, about a second per segment. Its pictures are
+coloured texture, not imagery; it exists so the whole path runs anywhere and so
+tests exercise real diffusers code.
+
+Continuation inside a take is diffusion-forcing style: the context latents (the
+tail of the previous segment) sit at the head of the window and are re-imposed at
+every step at the current noise level, then restored exactly, so context never
+leaves latent space. Each segment is decoded with the context as warm-up for the
+VAE's causal cache, and the warm-up frames are dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
+
+_TEXT_TOKENS = 128  # byte-level tokens per prompt
+_SPECIALS = ("<pad>", "</s>", "<unk>")
+
+
+class TinyWanBackend:
+    name: ClassVar[str] = "tiny"
+    caps: ClassVar[BackendCaps] = BackendCaps(
+        native_fps=16, any_fps=True, frame_multiple=4, frame_offset=1, latent_stride_t=4,
+        max_latents=9, context_latents=2, size_multiple=16, max_side=512, takes_context=True,
+        tokens_per_latent_px=8 * 8 * 2 * 2,
+    )
+
+    def __init__(self) -> None:
+        self._embeddings: dict[str, Any] = {}
+        self.options: dict[str, Any] = {}
+
+    # -- models --------------------------------------------------------------------------
+
+    def load(self, options: dict[str, Any]) -> None:
+        import torch
+        from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
+        from diffusers import WanTransformer3DModel
+        from transformers import T5Config, T5EncoderModel
+
+        self.options = {"weights_seed": 0, "flow_shift": 3.0} | dict(options)
+        seed = int(self.options["weights_seed"])
+        self.tokenizer = _byte_tokenizer()
+        torch.manual_seed(seed)
+        self.text_encoder = T5EncoderModel(T5Config(
+            vocab_size=len(self.tokenizer), d_model=32, d_ff=64, d_kv=8, num_heads=4,
+            num_layers=2, relative_attention_num_buckets=8, feed_forward_proj="relu",
+            pad_token_id=0, eos_token_id=1)).eval()
+        torch.manual_seed(seed + 1)
+        self.transformer = WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=16,
+            out_channels=16, text_dim=32, freq_dim=64, ffn_dim=64, num_layers=2,
+            cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64).eval()
+        torch.manual_seed(seed + 2)
+        self.vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1],
+                                    num_res_blocks=1, temperal_downsample=[False, True, True]
+                                    ).eval()
+        self.scheduler_config = FlowMatchEulerDiscreteScheduler(
+            shift=float(self.options["flow_shift"])).config
+        mean = torch.tensor(self.vae.config.latents_mean).view(1, 16, 1, 1, 1)
+        std = torch.tensor(self.vae.config.latents_std).view(1, 16, 1, 1, 1)
+        self._mean, self._std = mean, std
+
+    def versions(self) -> dict[str, str]:
+        import diffusers
+        import torch
+        import transformers
+
+        return {"diffusers": diffusers.__version__, "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "tiny_weights_seed": str(self.options.get("weights_seed", 0))}
+
+    # -- text ------------------------------------------------------------------------------
+
+    def _embed(self, text: str) -> Any:
+        import torch
+
+        if text not in self._embeddings:
+            ids = self.tokenizer(text, padding="max_length", max_length=_TEXT_TOKENS,
+                                 truncation=True, return_tensors="pt")
+            with torch.no_grad():
+                out = self.text_encoder(ids.input_ids, attention_mask=ids.attention_mask)
+            mask = ids.attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+            self._embeddings[text] = out.last_hidden_state * mask  # (1, L, 32), zero past EOS
+        return self._embeddings[text]
+
+    # -- generation --------------------------------------------------------------------------
+
+    def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
+        import torch
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        t0 = time.perf_counter()
+        cond = self._embed(request.prompt)
+        uncond = self._embed(request.negative_prompt) if request.guidance_scale > 1 else None
+        context = request.context  # (1, 16, c, h, w) or None
+        c = 0 if context is None else context.shape[2]
+        h, w = request.height // 8, request.width // 8
+        generator = torch.Generator().manual_seed(request.seed)
+        noise = torch.randn((1, 16, c + request.num_latents, h, w), generator=generator)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        scheduler.set_timesteps(request.steps)
+        latents = noise.clone()  # (1, 16, c + n, h, w)
+        with torch.no_grad():
+            for i, t in enumerate(scheduler.timesteps):
+                if c:  # re-impose the context at this step's noise level
+                    sigma = scheduler.sigmas[i]
+                    latents[:, :, :c] = (1 - sigma) * context + sigma * noise[:, :, :c]
+                step_t = t.expand(1)
+                velocity = self.transformer(latents, timestep=step_t,
+                                            encoder_hidden_states=cond, return_dict=False)[0]
+                if uncond is not None:
+                    base = self.transformer(latents, timestep=step_t,
+                                            encoder_hidden_states=uncond, return_dict=False)[0]
+                    velocity = base + request.guidance_scale * (velocity - base)
+                latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
+                on_step(i + 1, request.steps)
+            if c:
+                latents[:, :, :c] = context
+            t1 = time.perf_counter()
+            frames = self._decode(latents, drop=4 * c - 3 if c else 0)
+        t2 = time.perf_counter()
+        return SegmentOutput(latents=latents[:, :, c:].clone(), frames=frames,
+                             seconds={"denoise": t1 - t0, "decode": t2 - t1})
+
+    def _decode(self, latents: Any, drop: int) -> Any:
+        """Normalized latents (1, 16, T, h, w) -> uint8 frames (4T-3-drop, H, W, 3)."""
+        video = self.vae.decode(latents * self._std + self._mean, return_dict=False)[0]
+        video = video[0, :, drop:]  # (3, F, H, W) in [-1, 1]
+        pixels = ((video.clamp(-1, 1) + 1) * 127.5).round().byte()
+        return pixels.permute(1, 2, 3, 0).contiguous().numpy()
+
+    def encode_frames(self, frames: Any) -> Any:
+        import torch
+
+        video = torch.from_numpy(frames).float().permute(3, 0, 1, 2).unsqueeze(0) / 127.5 - 1
+        with torch.no_grad():
+            z = self.vae.encode(video).latent_dist.mode()  # (1, 16, k+1, h, w)
+        return (z - self._mean) / self._std
+
+
+def _byte_tokenizer() -> Any:
+    """A byte-level BPE tokenizer with no merges: every string encodes, offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {tok: i for i, tok in enumerate(_SPECIALS)}
+    for ch in sorted(alphabet):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>")

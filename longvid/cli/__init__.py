@@ -1,0 +1,43 @@
+"""The Typer app: wiring only. Each command lives in its own module."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from longvid import __version__
+from longvid.cli import doctor, extend, plan, render
+
+app = typer.Typer(
+    name="longvid", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False, rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Author long AI videos from a YAML storyboard on one consumer GPU.\n\n"
+         "Exit codes: 0 ok, 1 unexpected, 2 usage, 3 invalid storyboard or input, "
+         "4 missing resource, 130 interrupted (resumable).",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"longvid {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """longvid: storyboard in, long video out."""
+
+
+app.command("render")(render.render)
+app.command("plan")(plan.plan)
+app.command("extend")(extend.extend)
+app.command("doctor")(doctor.doctor)
+
+
+def main() -> None:
+    app()

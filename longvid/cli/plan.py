@@ -1,0 +1,34 @@
+"""`longvid plan FILE`: validate a storyboard and show its timeline. Never imports torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from longvid.cli._ui import guarded
+
+
+def plan(
+    storyboard: Annotated[Path, typer.Argument(help="Storyboard YAML file.")],
+    preset: Annotated[str | None, typer.Option("--preset", "-p",
+                                               help="Preset name or .yaml path; overrides "
+                                                    "the storyboard's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Validate STORYBOARD and print its shots, segments, prompt switches and work estimate."""
+
+    def body() -> None:
+        from longvid.render import load_job
+
+        _, _, p = load_job(storyboard, preset)
+        if as_json:
+            print(json.dumps(p.to_dict(), indent=2))
+        else:
+            from longvid.cli.plan_view import show_plan
+
+            show_plan(p)
+
+    guarded(body, as_json)

@@ -1,0 +1,42 @@
+"""Rich tables for `longvid plan`."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from longvid.plan import Plan
+from longvid.timecode import timecode
+
+
+def show_plan(p: Plan) -> None:
+    console = Console()
+    tc = lambda f: timecode(max(f, 0), p.fps)  # noqa: E731
+    console.print(f"[bold]{p.title}[/]  {p.width}x{p.height} @ {p.fps} fps, "
+                  f"{p.total_frames} frames ({p.duration_s:.2f}s), preset {p.preset} "
+                  f"(backend {p.backend})")
+    shots = Table("shot", "start", "end", "frames", "take", "transition", "recall",
+                  title="Shots", title_justify="left")
+    for s in p.shots:
+        trans = s.transition + (f" {s.transition_frames}f" if s.transition_frames else "")
+        shots.add_row(s.id, tc(s.start_frame), tc(s.end_frame), str(s.end_frame - s.start_frame),
+                      str(s.take), trans, ", ".join(s.recall))
+    console.print(shots)
+    segs = Table("seg", "take", "shot", "start", "frames", "latents", "context", "seed",
+                 title="Segments", title_justify="left")
+    for g in p.segments:
+        note = f" (+{g.hold_frames} held)" if g.hold_frames else ""
+        note += f" ({g.blend_frames} dissolved)" if g.blend_frames else ""
+        segs.add_row(str(g.index), str(g.take), g.shot_id, tc(g.start_frame),
+                     f"{g.emit_frames}{note}", str(g.num_latents), str(g.context_latents),
+                     str(g.seed))
+    console.print(segs)
+    sw = Table("shot", "asked at", "takes effect", "moved", "prompt",
+               title="Prompt switches", title_justify="left")
+    for s in p.switches:
+        moved = "dropped: a later prompt snaps to the same frame" if s.dropped else (
+            f"{s.frame - s.requested_frame:+d}f" if s.frame != s.requested_frame else "exact")
+        sw.add_row(s.shot_id, tc(s.requested_frame), tc(s.frame), moved, s.text[:48])
+    console.print(sw)
+    console.print(f"work: {len(p.segments)} segments x {p.steps} steps = {p.forwards} "
+                  f"transformer forwards of at most {p.max_tokens} tokens")

@@ -1,0 +1,91 @@
+"""`longvid render A.yaml [B.yaml ...]`: render storyboards; resumes by default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from longvid.cli._ui import fail, report
+from longvid.errors import ExitCode
+
+# worst first: an interrupt, then a bug, then missing resources, then bad input
+SEVERITY = (ExitCode.INTERRUPTED, ExitCode.UNEXPECTED, ExitCode.MISSING_RESOURCE,
+            ExitCode.INVALID_INPUT, ExitCode.OK)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        i = n = 0
+    if not 1 <= i <= n:
+        raise typer.BadParameter(f"{text!r} is not I/N with 1 <= I <= N (e.g. 2/8)")
+    return i, n
+
+
+def shard(items: list[Path], i: int, n: int) -> list[Path]:
+    """Items at positions i-1, i-1+n, ... : disjoint for different i, together the whole list."""
+    return items[i - 1::n]
+
+
+def render(
+    storyboards: Annotated[list[Path], typer.Argument(help="Storyboard YAML files.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Output .mp4 (one storyboard) or folder (several).")] = None,
+    preset: Annotated[str | None, typer.Option(
+        "--preset", "-p", help="Preset name or .yaml path; overrides the storyboards'.")] = None,
+    crf: Annotated[int, typer.Option(min=0, max=51, help="H.264 quality (lower is better).")
+                   ] = 18,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Discard an earlier run of the same output and start over.")] = False,
+    shard_spec: Annotated[str | None, typer.Option(
+        "--shard", metavar="I/N", help="Render only the I-th of N interleaved slices of the "
+        "list (1-based), e.g. --shard $((SLURM_ARRAY_TASK_ID+1))/8.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON line per storyboard on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Render STORYBOARDS to mp4. Rerunning after Ctrl-C or a crash resumes where it stopped."""
+    from longvid.progress import make_progress
+    from longvid.render import BackendPool, render_storyboard
+
+    jobs = storyboards
+    if shard_spec is not None:
+        jobs = shard(storyboards, *parse_shard(shard_spec))
+    if output is not None and len(storyboards) > 1 and output.suffix.lower() == ".mp4":
+        fail(ExitCode.USAGE, "-o names one .mp4 but several storyboards were given",
+             "pass a folder with -o, or render one storyboard at a time", as_json)
+    pool, progress = BackendPool(), make_progress(quiet)
+    worst = ExitCode.OK
+    for path in jobs:
+        out = output
+        if output is not None and output.suffix.lower() != ".mp4":
+            out = output / f"{path.stem}.mp4"
+        try:
+            result = render_storyboard(path, output=out, preset_name=preset, crf=crf,
+                                       fresh=fresh, pool=pool, progress=progress)
+        except BaseException as exc:  # noqa: BLE001 - one failure must not stop the batch
+            progress.finish()
+            code = ExitCode(report(exc, as_json=False) if not as_json else _json_error(path, exc))
+            worst = min(worst, code, key=SEVERITY.index)
+            if code == ExitCode.INTERRUPTED:
+                break
+            continue
+        if as_json:
+            print(json.dumps(result.to_dict()), flush=True)
+        elif not quiet:
+            progress.message(f"wrote {result.output} ({result.frames} frames, "
+                             f"{result.duration_s:.2f}s) in {result.seconds:.1f}s")
+    raise typer.Exit(int(worst))
+
+
+def _json_error(path: Path, exc: BaseException) -> int:
+    from longvid.cli._ui import error_dict
+
+    err = error_dict(exc)
+    print(json.dumps({"status": "error", "source": path.name, "error": err}), flush=True)
+    report(exc, as_json=False)  # the human-readable line goes to stderr as well
+    return err["code"]

@@ -1,0 +1,93 @@
+"""`extend`: continue an existing clip. The clip's tail becomes the first take's context.
+
+The job is an ordinary render of a one-shot storyboard whose first take continues
+from latents encoded from the clip's last frames; the clip itself is re-encoded
+once with the segment settings and joined in front by stream copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from longvid.backends import backend_class
+from longvid.errors import InputError
+from longvid.plan import make_plan
+from longvid.presets import load_preset
+from longvid.progress import Progress
+from longvid.render import BackendPool, RenderResult, _run_job, file_sha256
+from longvid.storyboard import Shot, Storyboard, TimedPrompt, Transition
+from longvid.timecode import Time
+
+DEFAULT_PROMPT = "the same scene continues"
+
+
+def generation_size(width: int, height: int, multiple: int, max_side: int) -> tuple[int, int]:
+    """The clip's size if the backend takes it, else the nearest size it does (same aspect)."""
+    scale = min(1.0, max_side / max(width, height))
+
+    def fit(v: float) -> int:
+        return max(multiple, int(round(v * scale / multiple)) * multiple)
+
+    return fit(width), fit(height)
+
+
+def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: str,
+                output: Path, seed: int, crf: int, fresh: bool, pool: BackendPool,
+                progress: Progress) -> RenderResult:
+    from longvid.mux import probe
+
+    if seconds <= 0:
+        raise InputError(f"--seconds must be positive, got {seconds:g}",
+                         "say how much to add, e.g. --seconds 60")
+    info = probe(clip)
+    fps = round(info.fps)
+    if abs(info.fps - fps) > Fraction(1, 100):
+        raise InputError(f"{clip}: frame rate {float(info.fps):.3f} is not a whole number",
+                         f"convert it first: ffmpeg -i {clip.name} -r {fps} fixed.mp4")
+    preset = load_preset(preset_name)
+    caps = backend_class(preset.backend).caps
+    if not caps.takes_context:
+        raise InputError(f"preset {preset.name!r} cannot continue from context frames",
+                         "choose a preset whose backend takes context (see docs/presets.md)")
+    size = generation_size(info.width, info.height, caps.size_multiple, caps.max_side)
+    clip_sha = file_sha256(clip)
+    text = prompt or DEFAULT_PROMPT
+    sb = _one_shot(clip, text, seconds, fps, size, seed, clip_sha)
+    plan = make_plan(sb, preset, caps, continues=True)
+    out_size = (info.width, info.height) if size != (info.width, info.height) else None
+    tail_frames = (caps.context_latents - 1) * caps.latent_stride_t + 1
+
+    def init_state(backend: Any) -> dict[str, Any]:
+        from longvid.mux import read_frames
+
+        tail = read_frames(clip, size[0], size[1], first=max(0, info.frames - tail_frames))
+        if len(tail) < tail_frames:  # a clip shorter than the context: repeat its first frame
+            import numpy as np
+
+            tail = np.concatenate([tail[:1].repeat(tail_frames - len(tail), 0), tail])
+        return {"context": backend.encode_frames(tail[-tail_frames:])}
+
+    return _run_job(plan, preset, output.resolve(), crf=crf, fresh=fresh, pool=pool,
+                    progress=progress, seed=seed,
+                    audio=(clip.resolve(), 0.0) if info.has_audio else None,
+                    label=clip.name, prefix=(clip.resolve(), clip_sha), output_size=out_size,
+                    init_state=init_state)
+
+
+def _one_shot(clip: Path, text: str, seconds: float, fps: int, size: tuple[int, int],
+              seed: int, clip_sha: str) -> Storyboard:
+    duration = Time(frames=max(1, round(seconds * fps)))
+    shot = Shot(id="extend", prompts=(TimedPrompt(Time(seconds=Fraction(0)), text, 0),),
+                duration=duration, start=None, end=None,
+                transition=Transition("continue", Time(seconds=Fraction(0)), 0), seed=None,
+                camera=None, recall=(), line=0, key_lines=())
+    key = hashlib.sha256(f"{clip_sha}:{text}:{duration}:{fps}:{size}:{seed}".encode())
+    return Storyboard(path=str(clip), version=1, title=f"{clip.stem} extended", preset="",
+                      fps=fps, resolution=size, seed=seed, negative_prompt="", style="",
+                      audio=None, output=None, shots=(shot,), content_sha256=key.hexdigest(),
+                      lines=())
+
+

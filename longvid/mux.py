@@ -1,0 +1,179 @@
+"""ffmpeg at the rim: encode segments once, join by stream copy, mux audio, probe.
+
+Every command is built with ffmpeg-python (argv lists, never a shell string). The
+binary is the one on PATH, else the one imageio-ffmpeg ships. Only `ffmpeg` is
+needed (no ffprobe): probing parses `ffmpeg -i` and counts frames by stream copy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from longvid.errors import InputError, ResourceError
+
+ENCODE_ARGS = {"vcodec": "libx264", "pix_fmt": "yuv420p", "preset": "medium",
+               "profile:v": "high"}
+
+
+def ffmpeg_exe() -> str:
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        raise ResourceError("ffmpeg not found",
+                            "install it (apt install ffmpeg, brew install ffmpeg) or "
+                            "`pip install imageio-ffmpeg`") from None
+
+
+def _run(stream: Any, what: str) -> str:
+    import ffmpeg
+
+    try:
+        _, err = stream.run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
+    except ffmpeg.Error as exc:
+        tail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"ffmpeg failed to {what}: " + " | ".join(tail)) from None
+    return err.decode(errors="replace")
+
+
+def encode_frames(frames: Any, path: Path, fps: int, crf: int,
+                  size: tuple[int, int] | None = None) -> None:
+    """uint8 (F, H, W, 3) -> H.264 mp4 at `path` (atomic); `size` (W, H) rescales."""
+    import ffmpeg
+
+    count, height, width, _ = frames.shape
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
+    stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
+                          framerate=fps)
+    if size is not None and size != (width, height):
+        stream = stream.filter("scale", size[0], size[1], flags="bicubic")
+    out = stream.output(str(tmp), crf=crf, r=fps, video_track_timescale=fps * 1000,
+                        **ENCODE_ARGS).overwrite_output().global_args("-nostdin")
+    proc = out.run_async(cmd=ffmpeg_exe(), pipe_stdin=True, pipe_stderr=True, quiet=True)
+    _, err = proc.communicate(input=frames.tobytes())
+    if proc.returncode != 0 or not tmp.exists():
+        tmp.unlink(missing_ok=True)
+        tail = err.decode(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"ffmpeg failed to encode {count} frames: " + " | ".join(tail))
+    os.replace(tmp, path)
+
+
+def reencode_video(source: Path, path: Path, fps: int, crf: int,
+                   size: tuple[int, int] | None = None) -> None:
+    """Re-encode a clip with the segment settings so it can be joined by stream copy."""
+    import ffmpeg
+
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
+    stream = ffmpeg.input(str(source)).video
+    if size is not None:
+        stream = stream.filter("scale", size[0], size[1], flags="bicubic")
+    out = stream.output(
+        str(tmp), crf=crf, r=fps, video_track_timescale=fps * 1000, **ENCODE_ARGS)
+    _run(out.overwrite_output().global_args("-nostdin"), f"re-encode {source}")
+    os.replace(tmp, path)
+
+
+def concat(videos: list[Path], path: Path, *, fps: int, total_frames: int,
+           audio: tuple[Path, float] | None = None, metadata: dict[str, str] | None = None,
+           list_file: Path) -> None:
+    """Join segment mp4s by stream copy; mux `audio` (path, offset_s) cut or padded to fit."""
+    import ffmpeg
+
+    lines = ["ffconcat version 1.0"] + [f"file '{v.resolve()}'" for v in videos]
+    list_file.write_text("\n".join(lines) + "\n")
+    duration = total_frames / fps
+    video = ffmpeg.input(str(list_file), format="concat", safe=0).video
+    streams, args = [video], {"c:v": "copy"}
+    if audio is not None:
+        source, offset_s = audio
+        sound = ffmpeg.input(str(source), ss=offset_s).audio.filter("apad")
+        streams.append(sound)
+        args |= {"c:a": "aac", "b:a": "192k"}
+    for i, (key, value) in enumerate((metadata or {}).items()):
+        args[f"metadata:g:{i}"] = f"{key}={value}"
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = ffmpeg.output(*streams, str(tmp), t=f"{duration:.6f}",
+                        movflags="+faststart+use_metadata_tags", **args)
+    try:
+        _run(out.overwrite_output().global_args("-nostdin"), f"write {path}")
+    except RuntimeError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    width: int
+    height: int
+    fps: Fraction
+    frames: int
+    duration_s: float
+    has_audio: bool
+    tags: dict[str, str]
+
+
+_VIDEO = re.compile(r"Stream #\S+.*?: Video: .*?(\d{2,5})x(\d{2,5}).*?, ([\d.]+(?:/\d+)?) fps")
+_DURATION = re.compile(r"Duration: (\d+):(\d+):([\d.]+)")
+_FRAME = re.compile(r"frame=\s*(\d+)")
+_TAG = re.compile(r"^\s{4}(\w+)\s*: (.*)$")
+
+
+def probe(path: Path) -> MediaInfo:
+    """What a video file holds, or InputError if it is missing, empty or not a video."""
+    if not path.is_file() or path.stat().st_size == 0:
+        raise InputError(f"{path}: {'empty file' if path.is_file() else 'file not found'}",
+                         "pass an existing, non-empty video file")
+    exe = ffmpeg_exe()
+    info = subprocess.run([exe, "-hide_banner", "-i", str(path)], capture_output=True,
+                          text=True, errors="replace").stderr
+    m = _VIDEO.search(info)
+    if m is None:
+        raise InputError(f"{path}: no readable video stream (corrupt or not a video)",
+                         "check that the file plays; re-export it as H.264 mp4 if needed")
+    counted = subprocess.run([exe, "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0",
+                              "-c", "copy", "-f", "null", "-"], capture_output=True, text=True,
+                             errors="replace").stderr
+    frames = [int(x) for x in _FRAME.findall(counted)]
+    if not frames or frames[-1] == 0:
+        raise InputError(f"{path}: the video stream has no frames (corrupt or truncated)",
+                         "check that the file plays; re-export it if needed")
+    d = _DURATION.search(info)
+    duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3)) if d else 0.0
+    header = info.split("Stream #", 1)[0]
+    tags = {t.group(1).lower(): t.group(2).strip() for t in map(_TAG.match, header.splitlines())
+            if t}
+    return MediaInfo(width=int(m.group(1)), height=int(m.group(2)), fps=Fraction(m.group(3)),
+                     frames=frames[-1], duration_s=duration, has_audio=" Audio: " in info,
+                     tags=tags)
+
+
+def read_frames(path: Path, width: int, height: int, first: int = 0) -> Any:
+    """Decode frames [first, end) of the video stream to uint8 (F, H, W, 3), scaled to
+    width x height when the file's size differs."""
+    import ffmpeg
+    import numpy as np
+
+    stream = ffmpeg.input(str(path)).video
+    if first:
+        stream = stream.filter("select", f"gte(n,{first})")
+    stream = stream.filter("scale", width, height, flags="bicubic")
+    out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+    raw, _ = out.global_args("-nostdin").run(cmd=ffmpeg_exe(), capture_stdout=True,
+                                             capture_stderr=True)
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)

@@ -1,0 +1,311 @@
+"""Storyboard -> Plan: exact frame math, takes and model-sized segments. Pure.
+
+A *take* is a run of shots joined by `continue`: it is generated as one latent
+sequence, segment after segment, each conditioned on the tail latents of the one
+before. `cut` and `crossfade` start a new take. A crossfade of x frames is centred
+on the cut: the take before it generates x//2 frames past its end, the take after
+it x - x//2 frames before its start, and the two are blended; so the output always
+has exactly the storyboard's frame count.
+
+Inside a take, the first segment of n latents yields 4n-3 frames and every later
+one 4n frames (Wan's causal VAE). Prompt switches snap to these latent boundaries,
+at most two frames from where the storyboard asked; `plan` shows both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+from longvid.backends.base import BackendCaps
+from longvid.errors import StoryboardError
+from longvid.presets import Preset
+from longvid.storyboard import Shot, Storyboard
+from longvid.timecode import timecode
+
+CAMERA_PHRASES = {
+    "static": "static camera", "pan-left": "camera pans left", "pan-right": "camera pans right",
+    "tilt-up": "camera tilts up", "tilt-down": "camera tilts down", "zoom-in": "camera zooms in",
+    "zoom-out": "camera zooms out", "orbit-left": "camera orbits left",
+    "orbit-right": "camera orbits right",
+}
+
+
+@dataclass(frozen=True)
+class PlannedShot:
+    id: str
+    start_frame: int
+    end_frame: int
+    take: int
+    transition: str
+    transition_frames: int
+    recall: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PromptSwitch:
+    shot_id: str
+    text: str
+    requested_frame: int
+    frame: int  # where it takes effect, on a latent boundary
+    dropped: bool  # True when a later switch snapped onto the same boundary
+
+
+@dataclass(frozen=True)
+class Take:
+    index: int
+    shot_ids: tuple[str, ...]
+    start_frame: int  # timeline, inclusive
+    end_frame: int  # timeline, exclusive
+    lead_frames: int  # generated before start_frame for a crossfade in
+    tail_frames: int  # generated after end_frame for a crossfade out
+    num_latents: int
+
+
+@dataclass(frozen=True)
+class Segment:
+    index: int
+    take: int
+    shot_id: str
+    first_latent: int  # take-local index of its first new latent
+    num_latents: int  # new latents
+    context_latents: int  # latents carried in from the previous segment (0 at a take start)
+    start_frame: int  # timeline frame of its first new frame (negative only in a crossfade lead)
+    num_frames: int  # new frames the backend returns
+    blend_frames: int  # first frames dissolved with the held tail of the previous take
+    emit_frames: int  # frames written to the video (blended ones included)
+    hold_frames: int  # frames kept back for the next take's crossfade
+    prompt: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    title: str
+    storyboard: str
+    content_sha256: str
+    preset: str
+    backend: str
+    fps: int
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    negative_prompt: str
+    total_frames: int
+    shots: tuple[PlannedShot, ...]
+    takes: tuple[Take, ...]
+    segments: tuple[Segment, ...]
+    switches: tuple[PromptSwitch, ...]
+    forwards: int  # transformer forward passes, the unit of work
+    max_tokens: int  # largest transformer sequence of one forward
+
+    @property
+    def duration_s(self) -> float:
+        return self.total_frames / self.fps
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"duration_s": self.duration_s}
+
+
+def segment_seed(base_seed: int, index: int) -> int:
+    """A 63-bit seed per segment: stable across runs, machines and Python versions."""
+    digest = hashlib.sha256(f"longvid:{base_seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def compose_prompt(text: str, shot: Shot, style: str) -> str:
+    parts = [text.strip()]
+    if shot.camera is not None:
+        parts.append(CAMERA_PHRASES[shot.camera.move])
+    if style.strip():
+        parts.append(style.strip())
+    return ", ".join(parts)
+
+
+def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
+              continues: bool = False) -> Plan:
+    """`continues`: the first take continues from given context latents (`extend`)."""
+    fps, (width, height) = _check_format(sb, preset, caps)
+    shots = _place_shots(sb, fps)
+    takes, segments, switches = [], [], []
+    groups: list[list[int]] = []
+    for i, shot in enumerate(sb.shots):
+        if i == 0 or shot.transition.kind != "continue":
+            groups.append([])
+        groups[-1].append(i)
+    for t, group in enumerate(groups):
+        take, segs, sw = _plan_take(sb, shots, group, t, len(segments), caps, fps,
+                                    continues=continues and t == 0)
+        takes.append(take)
+        segments += segs
+        switches += sw
+    total = shots[-1].end_frame
+    assert sum(s.emit_frames for s in segments) == total, "frame accounting is off"
+    cfg = 2 if preset.guidance_scale > 1 else 1
+    tokens_per_latent = width * height // caps.tokens_per_latent_px
+    return Plan(
+        title=sb.title, storyboard=sb.path, content_sha256=sb.content_sha256,
+        preset=preset.name, backend=preset.backend, fps=fps, width=width, height=height,
+        steps=preset.steps, guidance_scale=preset.guidance_scale,
+        negative_prompt=sb.negative_prompt, total_frames=total,
+        shots=tuple(shots), takes=tuple(takes), segments=tuple(segments),
+        switches=tuple(switches), forwards=len(segments) * preset.steps * cfg,
+        max_tokens=max((s.context_latents + s.num_latents) for s in segments) * tokens_per_latent,
+    )
+
+
+def _err(sb: Storyboard, line: int | None, key: str, message: str, hint: str) -> StoryboardError:
+    return StoryboardError(message, hint, path=sb.path, line=line, key=key)
+
+
+def _check_format(sb: Storyboard, preset: Preset, caps: BackendCaps) -> tuple[int, tuple[int, int]]:
+    fps = sb.fps or preset.fps
+    if not caps.any_fps and fps != caps.native_fps:
+        raise _err(sb, sb.line_of("fps"), "fps",
+                   f"preset {preset.name!r} generates at {caps.native_fps} fps, not {fps}",
+                   f"set `fps: {caps.native_fps}` or remove `fps` to use the preset's")
+    width, height = sb.resolution or preset.resolution
+    m = caps.size_multiple
+    for side, value in (("width", width), ("height", height)):
+        if value % m or not m <= value <= caps.max_side:
+            lo, hi = max(m, value // m * m), min(caps.max_side, -(-value // m) * m)
+            raise _err(sb, sb.line_of("resolution"), "resolution",
+                       f"{side} {value} does not fit preset {preset.name!r}: it must be a "
+                       f"multiple of {m} between {m} and {caps.max_side}",
+                       f"use {lo} or {hi} instead of {value}")
+    return fps, (width, height)
+
+
+def _place_shots(sb: Storyboard, fps: int) -> list[PlannedShot]:
+    placed: list[PlannedShot] = []
+    cursor, take = 0, -1
+    for i, shot in enumerate(sb.shots):
+        start = cursor if shot.start is None else shot.start.to_frames(fps)
+        if start != cursor:
+            gap = start > cursor
+            raise _err(sb, shot.line_of("start"), f"shots.{i}.start",
+                       f"shot {shot.id!r} starts at {timecode(start, fps)} but the timeline is at "
+                       f"{timecode(cursor, fps)}: that leaves a {'gap' if gap else 'overlap'} of "
+                       f"{abs(start - cursor)} frame(s)",
+                       f"set `start: {timecode(cursor, fps)}`, or drop `start` and use `duration`")
+        end = start + shot.duration.to_frames(fps) if shot.duration else shot.end.to_frames(fps)
+        key = "duration" if shot.duration else "end"
+        if end <= start:
+            raise _err(sb, shot.line_of(key), f"shots.{i}.{key}",
+                       f"shot {shot.id!r} would last {end - start} frame(s) at {fps} fps",
+                       "a shot must last at least one frame; give it a positive duration")
+        for j, p in enumerate(shot.prompts):
+            at = p.at.to_frames(fps)
+            if j == 0 and at != 0:
+                raise _err(sb, p.line, f"shots.{i}.prompts.0.at",
+                           f"the first timed prompt of shot {shot.id!r} starts at {p.at}, "
+                           "so nothing is prompted before it", "make the first one `at: 0s`")
+            if not 0 <= at < end - start:
+                raise _err(sb, p.line, f"shots.{i}.prompts.{j}.at",
+                           f"`at: {p.at}` is outside shot {shot.id!r}, which lasts "
+                           f"{(end - start) / fps:g}s ({end - start} frames)",
+                           "`at` counts from the shot's start; use a time inside the shot")
+            if j and at <= shot.prompts[j - 1].at.to_frames(fps):
+                raise _err(sb, p.line, f"shots.{i}.prompts.{j}.at",
+                           "timed prompts must be in increasing order of `at`",
+                           "sort them by time, one prompt per moment")
+        kind, x = shot.transition.kind, 0
+        if i == 0 or kind != "continue":
+            take += 1
+        if i and kind == "crossfade":
+            x = shot.transition.length.to_frames(fps)
+            room = min(placed[-1].end_frame - placed[-1].start_frame, end - start)
+            if not 2 <= x <= room:
+                raise _err(sb, shot.transition.line, f"shots.{i}.transition",
+                           f"a crossfade of {x} frame(s) into {shot.id!r} does not fit: it needs "
+                           f"at least 2 frames and at most {room} (the shorter of the two shots)",
+                           f"use `seconds:` between {2 / fps:.2f} and {room / fps:.2f}")
+        placed.append(PlannedShot(shot.id, start, end, take, kind if i else "start", x,
+                                  shot.recall))
+        cursor = end
+    return placed
+
+
+def _plan_take(sb: Storyboard, shots: list[PlannedShot], group: list[int], t: int,
+               first_index: int, caps: BackendCaps, fps: int, continues: bool
+               ) -> tuple[Take, list[Segment], list[PromptSwitch]]:
+    first, last = shots[group[0]], shots[group[-1]]
+    x_in = first.transition_frames
+    nxt = shots[group[-1] + 1] if group[-1] + 1 < len(shots) else None
+    x_out = nxt.transition_frames if nxt is not None and nxt.transition == "crossfade" else 0
+    lead, tail = x_in - x_in // 2, x_out // 2
+    origin = first.start_frame - lead  # timeline frame of the take's local frame 0
+    gen = last.end_frame - first.start_frame + lead + tail
+    stride = caps.latent_stride_t
+    # smallest L whose frames cover gen: (L-1)*stride+1 at a take start, L*stride continuing
+    latents = -(-gen // stride) if continues else -(-(gen + stride - 1) // stride)
+
+    # 1. prompt switches, snapped to latent boundaries (local frame stride*j - (stride-1))
+    def local_frame(j: int) -> int:
+        if continues:
+            return stride * j
+        return 0 if j == 0 else stride * j - (stride - 1)
+
+    wanted: list[tuple[int, int, int, int]] = []  # (boundary j, shot index, prompt index, frame)
+    for i in group:
+        for pi, p in enumerate(sb.shots[i].prompts):
+            requested = shots[i].start_frame + p.at.to_frames(fps)
+            local = requested - origin
+            shift = 0 if continues else stride - 1
+            j = 0 if local <= lead else min(round((local + shift) / stride), latents - 1)
+            wanted.append((max(j, 0), i, pi, requested))
+    starts = {j: (i, pi) for j, i, pi, _ in wanted}  # a later switch on the same boundary wins
+    switches = [PromptSwitch(sb.shots[i].id, sb.shots[i].prompts[pi].text, requested,
+                             origin + local_frame(j), dropped=starts[j] != (i, pi))
+                for j, i, pi, requested in wanted]
+
+    # 2. split each prompt span into windows that fit the backend
+    if not caps.takes_context and latents > caps.max_latents:
+        raise _err(sb, sb.shots[group[0]].line, f"shots.{group[0]}",
+                   f"the take starting at shot {first.id!r} is {gen} frames; this backend cannot "
+                   f"continue a take beyond {caps.max_frames} frames",
+                   "shorten the shots or separate them with `transition: cut`")
+    bounds = sorted(starts) + [latents]
+    chunks: list[tuple[int, int, int]] = []  # (first latent, count, span start boundary)
+    for a, b in zip(bounds, bounds[1:]):
+        n = b - a
+        room = caps.max_latents - caps.context_latents
+        k = 1 if a == 0 and not continues and n <= caps.max_latents else -(-n // room)
+        size, extra = divmod(n, k)
+        pos = a
+        for c in range(k):
+            count = size + (1 if c < extra else 0)
+            chunks.append((pos, count, a))
+            pos += count
+
+    # 3. frame accounting for each segment
+    segments: list[Segment] = []
+    for k, (a, n, span) in enumerate(chunks):
+        s_f, e_f = local_frame(a), local_frame(a + n)
+        emit = max(0, min(e_f, gen - x_out) - s_f)
+        hold = max(0, min(e_f, gen) - max(s_f, gen - x_out))
+        if a == 0 and e_f < x_in or (hold and hold != x_out):
+            raise _err(sb, sb.shots[group[0]].transition.line, f"shots.{group[0]}.transition",
+                       f"the crossfade around take {t} does not fit in one model window",
+                       "shorten the crossfade, or move the prompt change away from the cut")
+        index = first_index + k
+        shot_i, prompt_i = starts[span]
+        shot = sb.shots[shot_i]
+        within_shot = sum(1 for s in segments if s.shot_id == shot.id)
+        seed = (segment_seed(shot.seed, within_shot) if shot.seed is not None
+                else segment_seed(sb.seed, index))
+        segments.append(Segment(
+            index=index, take=t, shot_id=shot.id, first_latent=a, num_latents=n,
+            context_latents=(caps.context_latents if continues else min(caps.context_latents, a))
+            if caps.takes_context else 0,
+            start_frame=origin + s_f, num_frames=e_f - s_f,
+            blend_frames=x_in if a == 0 else 0, emit_frames=emit, hold_frames=hold,
+            prompt=compose_prompt(shot.prompts[prompt_i].text, shot, sb.style), seed=seed))
+    if gen - x_out < x_in:
+        raise _err(sb, sb.shots[group[0]].line, f"shots.{group[0]}",
+                   f"take {t} is too short for its crossfades", "lengthen the shots or the "
+                   "crossfades' neighbours, or shorten the crossfades")
+    take = Take(t, tuple(shots[i].id for i in group), first.start_frame, last.end_frame,
+                lead, tail, latents)
+    return take, segments, switches

@@ -1,0 +1,97 @@
+"""Presets: named model settings in YAML (presets/*.yaml), validated at the edge.
+
+A preset names a backend and the settings a render uses by default (fps,
+resolution, steps, guidance, backend options). They ship inside the wheel as
+`longvid/presets/`; from a checkout they are read from the top-level `presets/`.
+Users may add their own under `$LONGVID_HOME/presets/` or pass a path to a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from longvid.errors import InputError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    backend: str
+    fps: int
+    resolution: tuple[int, int]  # (width, height)
+    steps: int
+    guidance_scale: float
+    min_vram_gib: float  # 0: runs on the CPU
+    options: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def sha256(self) -> str:
+        data = {k: v for k, v in self.__dict__.items() if k not in ("source", "description")}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+class _PresetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    backend: str
+    fps: int = Field(ge=1, le=120)
+    resolution: str = Field(pattern=r"^\d+x\d+$")
+    steps: int = Field(ge=1, le=200)
+    guidance_scale: float = Field(default=1.0, ge=0)
+    min_vram_gib: float = Field(default=0, ge=0)
+    options: dict[str, Any] = {}
+
+
+def preset_dirs() -> list[Path]:
+    """Where presets are looked up, first match wins: user, packaged, checkout."""
+    dirs = []
+    if home := os.environ.get("LONGVID_HOME"):
+        dirs.append(Path(home) / "presets")
+    package = Path(__file__).resolve().parent
+    dirs += [package / "presets", package.parent / "presets"]
+    return [d for d in dirs if d.is_dir()]
+
+
+def available_presets() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in reversed(preset_dirs()):  # earlier directories override later ones
+        for p in sorted(d.glob("*.yaml")):
+            found[p.stem] = p
+    return dict(sorted(found.items()))
+
+
+def load_preset(name_or_path: str) -> Preset:
+    """A preset by name (`tiny`) or by path to a YAML file; InputError if unknown or invalid."""
+    from longvid.yamlsrc import load_yaml
+
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        path = candidate
+    else:
+        known = available_presets()
+        if name_or_path not in known:
+            raise InputError(
+                f"unknown preset {name_or_path!r}",
+                "choose one of: " + ", ".join(known) + " (or pass a path to a preset .yaml)")
+        path = known[name_or_path]
+    doc = load_yaml(path, what="preset")
+    try:
+        p = _PresetIn.model_validate(doc.data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise doc.error(tuple(err["loc"]), f"invalid preset: {err['msg']}",
+                        "see docs/presets.md") from None
+    width, height = (int(v) for v in p.resolution.split("x"))
+    return Preset(name=p.name, description=p.description, backend=p.backend, fps=p.fps,
+                  resolution=(width, height), steps=p.steps, guidance_scale=p.guidance_scale,
+                  min_vram_gib=p.min_vram_gib, options=dict(p.options), source=str(path))

@@ -1,0 +1,186 @@
+"""One render job, from storyboard file to mp4: the effects around the pure core.
+
+load storyboard -> preset -> plan -> run directory -> segment loop -> concat + audio
+-> sidecar JSON. `extend` is the same job with a clip in front and its tail as the
+first take's context. Backends are loaded once per process and reused across jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import longvid
+from longvid.backends import backend_class
+from longvid.errors import InputError
+from longvid.plan import Plan, make_plan
+from longvid.presets import Preset, load_preset
+from longvid.progress import Progress
+from longvid.rundir import RunDir, atomic_write_text
+from longvid.storyboard import Storyboard, load_storyboard
+
+
+@dataclass
+class BackendPool:
+    """Loaded backends by preset, so a batch loads each model once."""
+
+    loaded: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, preset: Preset) -> Any:
+        key = preset.sha256
+        if key not in self.loaded:
+            backend = backend_class(preset.backend)()
+            backend.load(preset.options)
+            self.loaded[key] = backend
+        return self.loaded[key]
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    source: str
+    output: Path
+    run_dir: Path
+    frames: int
+    duration_s: float
+    segments: int
+    resumed_segments: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "ok", "source": self.source, "output": str(self.output),
+                "run_dir": str(self.run_dir), "frames": self.frames,
+                "duration_s": round(self.duration_s, 3), "segments": self.segments,
+                "resumed_segments": self.resumed_segments, "seconds": round(self.seconds, 2)}
+
+
+def default_output(sb: Storyboard) -> Path:
+    return sb.output if sb.output is not None else Path.cwd() / f"{Path(sb.path).stem}.mp4"
+
+
+def run_dir_for(output: Path) -> Path:
+    """`out.mp4` -> `out.run/` beside it, or under $LONGVID_HOME/runs/ when that is set."""
+    output = output.resolve()
+    if home := os.environ.get("LONGVID_HOME"):
+        tag = hashlib.sha256(str(output).encode()).hexdigest()[:8]
+        return Path(home) / "runs" / f"{output.stem}-{tag}"
+    return output.with_suffix(".run")
+
+
+def load_job(path: Path, preset_name: str | None) -> tuple[Storyboard, Preset, Plan]:
+    sb = load_storyboard(path)
+    preset = load_preset(preset_name or sb.preset)
+    return sb, preset, make_plan(sb, preset, backend_class(preset.backend).caps)
+
+
+def render_storyboard(path: Path, *, output: Path | None, preset_name: str | None, crf: int,
+                      fresh: bool, pool: BackendPool, progress: Progress) -> RenderResult:
+    sb, preset, plan = load_job(path, preset_name)
+    out = (output or default_output(sb)).resolve()
+    audio = (sb.audio.path, float(sb.audio.offset.seconds or 0)
+             if sb.audio.offset.frames is None else sb.audio.offset.frames / plan.fps
+             ) if sb.audio else None
+    return _run_job(plan, preset, out, crf=crf, fresh=fresh, pool=pool, progress=progress,
+                    seed=sb.seed, audio=audio, label=Path(path).name)
+
+
+def _run_key(plan: Plan, preset: Preset, crf: int, extra: str = "") -> str:
+    data = plan.to_dict()
+    for volatile in ("title", "storyboard", "content_sha256"):
+        data.pop(volatile)
+    text = json.dumps(data, sort_keys=True) + preset.sha256 + f"crf={crf}" + extra
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _run_job(plan: Plan, preset: Preset, out: Path, *, crf: int, fresh: bool, pool: BackendPool,
+             progress: Progress, seed: int, audio: tuple[Path, float] | None, label: str,
+             prefix: tuple[Path, str] | None = None, output_size: tuple[int, int] | None = None,
+             init_state: Any = None) -> RenderResult:
+    """Generate (or resume) every segment of `plan`, then write `out` and its sidecar."""
+    from longvid.generate import render_segments
+    from longvid.mux import concat, ffmpeg_exe
+
+    ffmpeg_exe()  # fail with exit 4 before any model loads
+    t0 = time.perf_counter()
+    run = RunDir(run_dir_for(out))
+    manifest = {"longvid": longvid.__version__, "run_key": _run_key(plan, preset, crf,
+                                                                     prefix[1] if prefix else ""),
+                "storyboard": plan.storyboard, "content_sha256": plan.content_sha256,
+                "preset": preset.name, "preset_sha256": preset.sha256, "backend": plan.backend,
+                "crf": crf, "output": str(out)}
+    done_before = run.open(manifest, fresh=fresh)
+    try:
+        prefix_video = None
+        if prefix is not None:
+            from longvid.mux import reencode_video
+
+            prefix_video = run.root / "clip.mp4"
+            if not prefix_video.exists():
+                reencode_video(prefix[0], prefix_video, plan.fps, crf, size=output_size)
+        backend = pool.get(preset)
+        if init_state is not None and not run.state_path(-1).exists():
+            run.save_state(-1, init_state(backend))
+        progress.start(plan, label)
+        if done_before:
+            progress.message(f"resuming {run.root}: {done_before} of {len(plan.segments)} "
+                             "segments already done")
+        records = []
+        for done in render_segments(plan, backend, run, crf=crf, output_size=output_size,
+                                    on_start=progress.segment_start, on_step=progress.step):
+            progress.segment_done(done.segment, done.skipped, done.seconds)
+            records.append(run.record(done.segment.index))
+        progress.finish()
+        videos = ([prefix_video] if prefix_video else []) + [run.video(s.index) for s in plan.segments
+                                                    if s.emit_frames]
+        prefix_frames = _prefix_frames(prefix_video)
+        concat(videos, out, fps=plan.fps, total_frames=prefix_frames + plan.total_frames,
+               audio=audio, list_file=run.root / "concat.txt",
+               metadata={"title": plan.title, "comment": f"longvid {longvid.__version__} "
+                         f"seed={seed} storyboard_sha256={plan.content_sha256}",
+                         "longvid_seed": str(seed),
+                         "longvid_storyboard_sha256": plan.content_sha256})
+        seconds = time.perf_counter() - t0
+        sidecar = {"title": plan.title, "storyboard": plan.storyboard,
+                   "storyboard_sha256": plan.content_sha256, "preset": preset.name,
+                   "backend": plan.backend, "seed": seed, "fps": plan.fps,
+                   "width": plan.width, "height": plan.height, "steps": plan.steps,
+                   "guidance_scale": plan.guidance_scale, "crf": crf,
+                   "frames": prefix_frames + plan.total_frames,
+                   "duration_s": (prefix_frames + plan.total_frames) / plan.fps,
+                   "audio": str(audio[0]) if audio else None,
+                   "versions": {"longvid": longvid.__version__} | backend.versions(),
+                   "timings": {"wall_s": round(seconds, 3),
+                               "generate_s": round(sum(r["seconds"] for r in records), 3)},
+                   "segments": records}
+        atomic_write_text(out.with_suffix(".json"), json.dumps(sidecar, indent=2))
+        return RenderResult(label, out, run.root, prefix_frames + plan.total_frames,
+                            (prefix_frames + plan.total_frames) / plan.fps, len(plan.segments),
+                            done_before, seconds)
+    finally:
+        run.close()
+
+
+def _prefix_frames(video: Path | None) -> int:
+    if video is None:
+        return 0
+    from longvid.mux import probe
+
+    return probe(video).frames
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_output(path: Path) -> Path:
+    if path.suffix.lower() != ".mp4":
+        raise InputError(f"output {path} is not an .mp4 file", "name the output like `out.mp4`")
+    return path

@@ -1,0 +1,330 @@
+"""The storyboard YAML: pydantic schema at the edge, frozen dataclasses inside.
+
+`load_storyboard(path)` is the only way in. It validates the schema and every rule
+that needs no frame rate (ids, recall, files, transitions); frame-level rules
+(gaps, overlaps, `at` inside its shot) are checked by `plan.make_plan`, which gets
+the line numbers it needs from the dataclasses below. The format is documented in
+docs/storyboard.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from longvid.errors import StoryboardError
+from longvid.timecode import TIME_FORMS, Time, parse_time
+from longvid.yamlsrc import YamlDoc, load_yaml
+
+CAMERA_MOVES = (
+    "static", "pan-left", "pan-right", "tilt-up", "tilt-down", "zoom-in", "zoom-out",
+    "orbit-left", "orbit-right",
+)
+TRANSITION_KINDS = ("cut", "continue", "crossfade")
+DEFAULT_TRANSITION_S = {"continue": 1, "crossfade": "0.5"}
+_RESOLUTION = re.compile(r"^(\d+)\s*[xX×]\s*(\d+)$")
+
+
+# --- frozen data used everywhere downstream ------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimedPrompt:
+    at: Time  # relative to the shot's start
+    text: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Transition:
+    kind: str  # "cut" | "continue" | "crossfade"
+    length: Time
+    line: int
+
+
+@dataclass(frozen=True)
+class Camera:
+    move: str
+    speed: float
+
+
+@dataclass(frozen=True)
+class Audio:
+    path: Path
+    offset: Time  # where in the audio file the video's first frame starts
+
+
+@dataclass(frozen=True)
+class Shot:
+    id: str
+    prompts: tuple[TimedPrompt, ...]
+    duration: Time | None
+    start: Time | None
+    end: Time | None
+    transition: Transition
+    seed: int | None
+    camera: Camera | None
+    recall: tuple[str, ...]
+    line: int
+    key_lines: tuple[tuple[str, int], ...]  # ("duration", 12), ... for error messages
+
+    def line_of(self, key: str) -> int:
+        return dict(self.key_lines).get(key, self.line)
+
+
+@dataclass(frozen=True)
+class Storyboard:
+    path: str
+    version: int
+    title: str
+    preset: str
+    fps: int | None  # None: the preset's
+    resolution: tuple[int, int] | None  # (width, height); None: the preset's
+    seed: int
+    negative_prompt: str
+    style: str
+    audio: Audio | None
+    output: Path | None
+    shots: tuple[Shot, ...]
+    content_sha256: str  # of everything that changes generated frames
+    lines: tuple[tuple[str, int], ...]
+
+    def line_of(self, key: str) -> int | None:
+        return dict(self.lines).get(key)
+
+
+# --- pydantic schema (edge only) -------------------------------------------------------
+
+
+def _time(value: Any) -> Time:
+    return parse_time(value)
+
+
+TimeField = Annotated[Time, BeforeValidator(_time)]
+
+
+def _mapping_of(key: str):
+    def wrap(value: Any) -> Any:
+        return {key: value} if isinstance(value, str) else value
+
+    return BeforeValidator(wrap)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, strict=False)
+
+
+class _PromptIn(_Model):
+    at: TimeField
+    text: str = Field(min_length=1)
+
+
+class _TransitionIn(_Model):
+    type: Literal["cut", "continue", "crossfade"]
+    seconds: TimeField | None = None
+
+
+class _CameraIn(_Model):
+    move: Literal[CAMERA_MOVES]  # type: ignore[valid-type]
+    speed: float = Field(default=1.0, gt=0, le=10)
+
+
+class _AudioIn(_Model):
+    path: str = Field(min_length=1)
+    offset: TimeField = Time(seconds=0)  # type: ignore[arg-type]
+
+
+class _ShotIn(_Model):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    prompt: str | None = Field(default=None, min_length=1)
+    prompts: list[_PromptIn] | None = Field(default=None, min_length=1)
+    duration: TimeField | None = None
+    start: TimeField | None = None
+    end: TimeField | None = None
+    transition: Annotated[_TransitionIn | None, _mapping_of("type")] = None
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    camera: Annotated[_CameraIn | None, _mapping_of("move")] = None
+    recall: list[str] = []
+
+
+class _StoryboardIn(_Model):
+    version: Literal[1] = 1
+    title: str = ""
+    preset: str = "tiny"
+    fps: int | None = Field(default=None, ge=1, le=120)
+    resolution: str | None = None
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    negative_prompt: str = ""
+    style: str = ""
+    audio: Annotated[_AudioIn | None, _mapping_of("path")] = None
+    output: str | None = None
+    shots: list[_ShotIn] = Field(min_length=1)
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def load_storyboard(path: str | Path) -> Storyboard:
+    """Read, validate and freeze a storyboard; raise StoryboardError naming file, line, key."""
+    path = Path(path)
+    doc = load_yaml(path)
+    try:
+        model = _StoryboardIn.model_validate(doc.data)
+    except ValidationError as exc:
+        raise _explain(exc, doc) from None
+    return _freeze(model, doc, path)
+
+
+def _explain(exc: ValidationError, doc: YamlDoc) -> StoryboardError:
+    """The first schema error, in words a user can act on (plus a count of the rest)."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    loc = tuple(p for p in loc if p not in ("_TransitionIn", "_CameraIn", "_AudioIn"))
+    kind, given = err["type"], err.get("input")
+    key = str(loc[-1]) if loc else ""
+    parent = loc[:-1]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(parent)
+        close = difflib.get_close_matches(key, allowed, n=1)
+        message = f"unknown key {key!r}"
+        hint = (f"did you mean {close[0]!r}? " if close else "") + "allowed here: " + ", ".join(
+            allowed)
+    elif kind == "missing":
+        message = f"missing required key {key!r}"
+        hint = _MISSING_HINTS.get(key, f"add `{key}:` here; see docs/storyboard.md")
+    elif kind == "value_error":
+        message = f"{key}: {err['msg'].removeprefix('Value error, ')}"
+        hint = f"times are written {TIME_FORMS}" if "time" in err["msg"] else ""
+    elif kind == "literal_error":
+        message = f"{key}: {given!r} is not allowed; {err['msg'].lower()}"
+        hint = "see docs/storyboard.md for the accepted values"
+    elif kind in ("too_short", "string_too_short"):
+        message = f"{key} must not be empty"
+        hint = "give at least one value, or remove the key"
+    elif kind == "string_pattern_mismatch":
+        message = f"{key}: {given!r} may only use letters, digits, '_', '-' and '.'"
+        hint = "shot ids name files in the run directory; use e.g. `harbour-night`"
+    else:
+        message = f"{key}: {err['msg'].lower()} (got {given!r})"
+        hint = "see docs/storyboard.md for this key's type"
+    if len(errors) > 1:
+        hint = (hint + "; " if hint else "") + f"{len(errors) - 1} more problem(s) after this one"
+    return doc.error(loc, message, hint)
+
+
+_MISSING_HINTS = {
+    "shots": "add a `shots:` list; each shot needs an `id`, a `prompt` and a `duration`",
+    "id": "give every shot a unique `id:` such as `intro`",
+    "at": "each timed prompt needs `at:` (time from the shot's start) and `text:`",
+    "text": "each timed prompt needs `at:` and `text:`",
+    "type": "write the transition as `cut`, `continue`, or `{type: crossfade, seconds: 0.5}`",
+    "path": "write audio as a path, or `{path: music.wav, offset: 0s}`",
+    "move": f"camera is one of {', '.join(CAMERA_MOVES)}",
+}
+
+
+def _allowed_keys(parent: tuple[str | int, ...]) -> list[str]:
+    names = [p for p in parent if isinstance(p, str)]
+    model: type[BaseModel] = _StoryboardIn
+    if names[:1] == ["shots"]:
+        model = _ShotIn
+        if len(names) > 1:
+            model = {"prompts": _PromptIn, "transition": _TransitionIn,
+                     "camera": _CameraIn}.get(names[1], _ShotIn)
+    elif names[:1] == ["audio"]:
+        model = _AudioIn
+    return list(model.model_fields)
+
+
+def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
+    """Check the frame-free rules and convert to frozen dataclasses."""
+    base = path.parent
+    seen: dict[str, int] = {}
+    shots: list[Shot] = []
+    for i, s in enumerate(model.shots):
+        loc = ("shots", i)
+        line = doc.line_of(loc)
+        if s.id in seen:
+            raise doc.error(loc + ("id",), f"duplicate shot id {s.id!r} (shot {seen[s.id] + 1} "
+                            "has it too)", "give every shot its own id")
+        seen[s.id] = i
+        if (s.prompt is None) == (s.prompts is None):
+            both = s.prompt is not None
+            raise doc.error(
+                loc + (("prompts",) if both else ()),
+                f"shot {s.id!r} has {'both `prompt` and `prompts`' if both else 'no prompt'}",
+                "use `prompt: ...` for one prompt, or `prompts: [{at: 0s, text: ...}, ...]` "
+                "for timed prompts, not both")
+        if s.prompt is not None:
+            prompts = (TimedPrompt(Time(seconds=0), s.prompt, doc.line_of(loc + ("prompt",))),)
+        else:
+            prompts = tuple(TimedPrompt(p.at, p.text, doc.line_of(loc + ("prompts", j)))
+                            for j, p in enumerate(s.prompts or []))
+        if s.duration is None and s.end is None:
+            raise doc.error(loc, f"shot {s.id!r} has no length",
+                            "add `duration: 4s` (or absolute `start:` and `end:`)")
+        if s.duration is not None and s.end is not None:
+            raise doc.error(loc + ("end",), f"shot {s.id!r} has both `duration` and `end`",
+                            "keep one: `duration` is relative, `end` absolute")
+        for r in s.recall:
+            if r not in seen or r == s.id:
+                later = any(o.id == r for o in model.shots)
+                raise doc.error(
+                    loc + ("recall",),
+                    f"shot {s.id!r} recalls {r!r}, which is "
+                    + ("not an earlier shot" if later else "not a shot id"),
+                    "recall may only name shots that come before this one: "
+                    + (", ".join(repr(x) for x in seen if x != s.id) or "(none yet)"))
+        kind = s.transition.type if s.transition else "continue"
+        length = (s.transition.seconds if s.transition and s.transition.seconds is not None
+                  else parse_time(DEFAULT_TRANSITION_S.get(kind, 0)))
+        if i == 0 and s.transition and kind == "crossfade":
+            raise doc.error(loc + ("transition",), "the first shot cannot crossfade: nothing "
+                            "comes before it", "remove its `transition`")
+        key_lines = tuple((k, doc.line_of(loc + (k,))) for k in
+                          ("duration", "start", "end", "transition", "prompts"))
+        shots.append(Shot(
+            id=s.id, prompts=prompts, duration=s.duration, start=s.start, end=s.end,
+            transition=Transition(kind, length, doc.line_of(loc + ("transition",))),
+            seed=s.seed, camera=Camera(s.camera.move, s.camera.speed) if s.camera else None,
+            recall=tuple(s.recall), line=line, key_lines=key_lines))
+
+    audio = None
+    if model.audio is not None:
+        audio_path = (base / model.audio.path).resolve()
+        if not audio_path.is_file():
+            raise doc.error(("audio", "path") if isinstance(doc.data["audio"], dict)
+                            else ("audio",), f"audio file not found: {audio_path}",
+                            "audio paths are relative to the storyboard file")
+        audio = Audio(audio_path, model.audio.offset)
+    resolution = None
+    if model.resolution is not None:
+        m = _RESOLUTION.match(model.resolution.strip())
+        if not m or int(m.group(1)) == 0 or int(m.group(2)) == 0:
+            raise doc.error(("resolution",), f"resolution {model.resolution!r} is not WIDTHxHEIGHT",
+                            "write it like `832x480` (width first)")
+        resolution = (int(m.group(1)), int(m.group(2)))
+
+    return Storyboard(
+        path=str(path), version=model.version, title=model.title or path.stem,
+        preset=model.preset, fps=model.fps, resolution=resolution, seed=model.seed,
+        negative_prompt=model.negative_prompt, style=model.style, audio=audio,
+        output=(base / model.output) if model.output else None, shots=tuple(shots),
+        content_sha256=_content_hash(model),
+        lines=tuple((k, doc.line_of((k,))) for k in ("fps", "resolution", "preset", "shots")),
+    )
+
+
+def _content_hash(model: _StoryboardIn) -> str:
+    """Hash of what changes generated frames; audio, output and title only change the mux."""
+    data = model.model_dump(exclude={"audio", "output", "title"})
+    text = json.dumps(data, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
