@@ -23,6 +23,13 @@ ENCODE_ARGS = {"vcodec": "libx264", "pix_fmt": "yuv420p", "preset": "medium",
 
 
 def ffmpeg_exe() -> str:
+    """$LONGVID_FFMPEG if set, else ffmpeg on PATH, else imageio-ffmpeg's binary."""
+    explicit = os.environ.get("LONGVID_FFMPEG")
+    if explicit:
+        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
+            raise ResourceError(f"LONGVID_FFMPEG={explicit} is not an executable file",
+                                "point it at an ffmpeg binary, or unset it")
+        return explicit
     found = shutil.which("ffmpeg")
     if found:
         return found

@@ -15,6 +15,7 @@ at most two frames from where the storyboard asked; `plan` shows both.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass
 
 from longvid.backends.base import BackendCaps
@@ -186,7 +187,7 @@ def _place_shots(sb: Storyboard, fps: int) -> list[PlannedShot]:
             gap = start > cursor
             raise _err(sb, shot.line_of("start"), f"shots.{i}.start",
                        f"shot {shot.id!r} starts at {timecode(start, fps)} but the timeline is at "
-                       f"{timecode(cursor, fps)}: that leaves a {'gap' if gap else 'overlap'} of "
+                       f"{timecode(cursor, fps)}: that leaves {'a gap' if gap else 'an overlap'} of "
                        f"{abs(start - cursor)} frame(s)",
                        f"set `start: {timecode(cursor, fps)}`, or drop `start` and use `duration`")
         end = start + shot.duration.to_frames(fps) if shot.duration else shot.end.to_frames(fps)
@@ -247,35 +248,48 @@ def _plan_take(sb: Storyboard, shots: list[PlannedShot], group: list[int], t: in
             return stride * j
         return 0 if j == 0 else stride * j - (stride - 1)
 
+    # a switch cannot land inside a dissolve: keep it after the crossfade in and before
+    # the frames held back for the crossfade out
+    j_min = next(j for j in range(latents + 1) if j == latents or local_frame(j) >= x_in)
+    j_max = max(j for j in range(latents) if j == 0 or local_frame(j) <= gen - x_out)
     wanted: list[tuple[int, int, int, int]] = []  # (boundary j, shot index, prompt index, frame)
     for i in group:
         for pi, p in enumerate(sb.shots[i].prompts):
             requested = shots[i].start_frame + p.at.to_frames(fps)
             local = requested - origin
             shift = 0 if continues else stride - 1
-            j = 0 if local <= lead else min(round((local + shift) / stride), latents - 1)
+            j = 0 if local <= lead else math.floor((local + shift) / stride + 0.5)
+            if j:
+                j = max(min(j, j_max), min(j_min, j_max))
             wanted.append((max(j, 0), i, pi, requested))
     starts = {j: (i, pi) for j, i, pi, _ in wanted}  # a later switch on the same boundary wins
     switches = [PromptSwitch(sb.shots[i].id, sb.shots[i].prompts[pi].text, requested,
                              origin + local_frame(j), dropped=starts[j] != (i, pi))
                 for j, i, pi, requested in wanted]
 
-    # 2. split each prompt span into windows that fit the backend
+    # 2. split each prompt span into windows that fit the backend; the first window must
+    # hold the crossfade in, the last one the frames held for the crossfade out
     if not caps.takes_context and latents > caps.max_latents:
         raise _err(sb, sb.shots[group[0]].line, f"shots.{group[0]}",
                    f"the take starting at shot {first.id!r} is {gen} frames; this backend cannot "
                    f"continue a take beyond {caps.max_frames} frames",
                    "shorten the shots or separate them with `transition: cut`")
     bounds = sorted(starts) + [latents]
+    room = caps.max_latents - caps.context_latents  # new latents per window after the first
+    min_head = -(-(x_in + stride - 1) // stride) if x_in else 1
+    held_from = gen - x_out  # local frame where the held frames start
+    min_last = latents - (held_from + (0 if continues else stride - 1)) // stride
     chunks: list[tuple[int, int, int]] = []  # (first latent, count, span start boundary)
     for a, b in zip(bounds, bounds[1:]):
-        n = b - a
-        room = caps.max_latents - caps.context_latents
-        k = 1 if a == 0 and not continues and n <= caps.max_latents else -(-n // room)
-        size, extra = divmod(n, k)
+        head_cap = room if a or continues else caps.max_latents
+        sizes = _windows(b - a, head_cap, room, min_head if a == 0 else 1,
+                         min_last if b == latents and x_out else 1)
+        if sizes is None:
+            raise _err(sb, sb.shots[group[0]].transition.line, f"shots.{group[0]}.transition",
+                       f"the crossfades around shot {first.id!r} are longer than one model "
+                       f"window ({stride * room} frames)", "shorten the crossfade")
         pos = a
-        for c in range(k):
-            count = size + (1 if c < extra else 0)
+        for count in sizes:
             chunks.append((pos, count, a))
             pos += count
 
@@ -285,10 +299,7 @@ def _plan_take(sb: Storyboard, shots: list[PlannedShot], group: list[int], t: in
         s_f, e_f = local_frame(a), local_frame(a + n)
         emit = max(0, min(e_f, gen - x_out) - s_f)
         hold = max(0, min(e_f, gen) - max(s_f, gen - x_out))
-        if a == 0 and e_f < x_in or (hold and hold != x_out):
-            raise _err(sb, sb.shots[group[0]].transition.line, f"shots.{group[0]}.transition",
-                       f"the crossfade around take {t} does not fit in one model window",
-                       "shorten the crossfade, or move the prompt change away from the cut")
+        assert not (a == 0 and e_f < x_in or (hold and hold != x_out)), "window split is off"
         index = first_index + k
         shot_i, prompt_i = starts[span]
         shot = sb.shots[shot_i]
@@ -309,3 +320,34 @@ def _plan_take(sb: Storyboard, shots: list[PlannedShot], group: list[int], t: in
     take = Take(t, tuple(shots[i].id for i in group), first.start_frame, last.end_frame,
                 lead, tail, latents)
     return take, segments, switches
+
+
+def _windows(n: int, head_cap: int, room: int, min_head: int, min_last: int) -> list[int] | None:
+    """Split n latents into the fewest windows (first <= head_cap, others <= room), as even
+    as possible, with the first >= min_head and, when there are several, the last >= min_last.
+    None if no split satisfies both."""
+    if n <= head_cap and n >= min_head:
+        return [n]
+    k = 1 + -(-(n - head_cap) // room) if n > head_cap else 2
+    for k in range(max(k, 2), n + 1):
+        head = min(head_cap, max(-(-n // k), n - (k - 1) * room, min_head))
+        if n - head < k - 1:
+            break
+        sizes = [head] + _even_split(n - head, k - 1)
+        if sizes[-1] < min_last:
+            last = min(room, min_last)
+            if k == 2:
+                sizes = [n - last, last]
+            else:
+                sizes = [head] + _even_split(n - head - last, k - 2) + [last]
+        ok = (min_head <= sizes[0] <= head_cap and all(1 <= s <= room for s in sizes[1:])
+              and sizes[-1] >= min_last)
+        if ok:
+            return sizes
+    return None
+
+
+def _even_split(n: int, k: int) -> list[int]:
+    """n into k near-equal positive parts, larger ones first."""
+    size, extra = divmod(n, k) if k else (0, 0)
+    return [size + (1 if i < extra else 0) for i in range(k)]

@@ -17,7 +17,7 @@ from typing import Any
 
 import longvid
 from longvid.backends import backend_class
-from longvid.errors import InputError
+from longvid.errors import InputError, StoryboardError
 from longvid.plan import Plan, make_plan
 from longvid.presets import Preset, load_preset
 from longvid.progress import Progress
@@ -73,7 +73,16 @@ def run_dir_for(output: Path) -> Path:
 
 def load_job(path: Path, preset_name: str | None) -> tuple[Storyboard, Preset, Plan]:
     sb = load_storyboard(path)
-    preset = load_preset(preset_name or sb.preset)
+    name = preset_name or sb.preset
+    if preset_name is None and name.endswith((".yaml", ".yml")):
+        name = str(Path(sb.path).parent / name)  # a preset file named by the storyboard
+    try:
+        preset = load_preset(name)
+    except InputError as exc:
+        if preset_name is not None or isinstance(exc, StoryboardError):
+            raise
+        raise StoryboardError(exc.message, exc.hint, path=sb.path, line=sb.line_of("preset"),
+                              key="preset") from None
     return sb, preset, make_plan(sb, preset, backend_class(preset.backend).caps)
 
 
@@ -81,9 +90,7 @@ def render_storyboard(path: Path, *, output: Path | None, preset_name: str | Non
                       fresh: bool, pool: BackendPool, progress: Progress) -> RenderResult:
     sb, preset, plan = load_job(path, preset_name)
     out = (output or default_output(sb)).resolve()
-    audio = (sb.audio.path, float(sb.audio.offset.seconds or 0)
-             if sb.audio.offset.frames is None else sb.audio.offset.frames / plan.fps
-             ) if sb.audio else None
+    audio = (sb.audio.path, sb.audio.offset.to_seconds(plan.fps)) if sb.audio else None
     return _run_job(plan, preset, out, crf=crf, fresh=fresh, pool=pool, progress=progress,
                     seed=sb.seed, audio=audio, label=Path(path).name)
 

@@ -6,6 +6,7 @@ exactly 24 frames; rounding happens once, when a time meets a frame rate.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,7 +30,10 @@ class Time:
             return self.frames
         assert self.seconds is not None
         exact = self.seconds * fps
-        return int(exact + Fraction(1, 2))  # round half up, never banker's rounding
+        return math.floor(exact + Fraction(1, 2))  # round half up, never banker's rounding
+
+    def to_seconds(self, fps: int) -> float:
+        return self.frames / fps if self.frames is not None else float(self.seconds or 0)
 
     def __str__(self) -> str:
         if self.frames is not None:

@@ -62,6 +62,13 @@ def load_yaml(path: Path, what: str = "storyboard") -> YamlDoc:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        raise StoryboardError(
+            f"YAML tags that construct objects are not allowed ({exc.problem})",
+            "remove the `!!...` tag: longvid reads plain YAML values only",
+            path=shown, line=mark.line + 1 if mark else None,
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
