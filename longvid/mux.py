@@ -18,8 +18,7 @@ from typing import Any
 
 from longvid.errors import InputError, ResourceError
 
-ENCODE_ARGS = {"vcodec": "libx264", "pix_fmt": "yuv420p", "preset": "medium",
-               "profile:v": "high"}
+ENCODE_ARGS = {"vcodec": "libx264", "pix_fmt": "yuv420p", "preset": "medium"}
 
 
 def ffmpeg_exe() -> str:

@@ -1,0 +1,102 @@
+"""The segment loop on the tiny backend: what each segment receives and what it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from longvid.backends.base import SegmentRequest
+from longvid.generate import render_segments
+from longvid.mux import encode_frames, read_frames
+from longvid.plan import make_plan
+from longvid.presets import load_preset
+from longvid.rundir import RunDir
+from longvid.storyboard import load_storyboard
+from longvid.transitions import crossfade
+
+
+class Spy:
+    """Wraps the loaded tiny backend and records each request (the real seam, not a mock)."""
+
+    def __init__(self, inner):
+        self.inner, self.requests, self.outputs = inner, [], []
+        self.name, self.caps = inner.name, inner.caps
+
+    def generate(self, req, on_step):
+        out = self.inner.generate(req, on_step)
+        self.requests.append(req)
+        self.outputs.append(out)
+        return out
+
+
+def render(small: Path, tmp_path: Path, tiny):
+    plan = make_plan(load_storyboard(small), load_preset("tiny"), tiny.caps)
+    run = RunDir(tmp_path / "run")
+    run.open({"run_key": "k"})
+    spy = Spy(tiny)
+    done = list(render_segments(plan, spy, run, crf=0))
+    run.close()
+    return plan, run, spy, done
+
+
+def test_each_segment_gets_the_right_context_prompt_and_seed(small, tmp_path, tiny):
+    plan, run, spy, done = render(small, tmp_path, tiny)
+    assert [d.segment.index for d in done] == list(range(len(plan.segments)))
+    assert not any(d.skipped for d in done)
+    for k, (seg, req) in enumerate(zip(plan.segments, spy.requests)):
+        assert (req.prompt, req.seed, req.num_latents) == (seg.prompt, seg.seed, seg.num_latents)
+        if seg.context_latents == 0:
+            assert req.context is None  # a cut (or the start) carries nothing over
+        else:  # within a take: the previous segment's tail latents, untouched
+            previous = spy.outputs[k - 1].latents
+            assert torch.equal(req.context, previous[:, :, -seg.context_latents:])
+            assert torch.equal(req.context, run.load_state(k - 1)["context"])
+    cut = next(s for s in plan.segments if s.shot_id == "c")
+    assert cut.context_latents == 0
+
+
+def test_timed_prompt_switch_reaches_the_backend(small, tmp_path, tiny):
+    plan, _, spy, _ = render(small, tmp_path, tiny)
+    prompts = [r.prompt for r in spy.requests]
+    assert prompts.index("a blue harbour") > prompts.index("a red harbour")
+    assert "a green pier" in prompts
+
+
+def test_crossfade_dissolves_the_held_tail_into_the_next_take(small, tmp_path, tiny):
+    plan, run, spy, _ = render(small, tmp_path, tiny)
+    k = next(i for i, s in enumerate(plan.segments) if s.blend_frames)
+    seg, before = plan.segments[k], plan.segments[k - 1]
+    held = run.load_state(k - 1)["held"].numpy()
+    assert held.shape == (before.hold_frames, 32, 32, 3) == (seg.blend_frames, 32, 32, 3)
+    raw = spy.outputs[k].frames[:seg.emit_frames]
+    expected = raw.copy()
+    expected[:seg.blend_frames] = crossfade(held, raw[:seg.blend_frames])
+    written = read_frames(run.video(k), 32, 32)
+    assert written.shape[0] == seg.emit_frames
+
+    def roundtrip(frames):  # the same encoder settings, so only the pixels can differ
+        encode_frames(frames, tmp_path / "check.mp4", plan.fps, crf=0)
+        return read_frames(tmp_path / "check.mp4", 32, 32)
+
+    assert np.array_equal(written, roundtrip(expected))  # the dissolve is what was written
+    assert not np.array_equal(written[:seg.blend_frames], roundtrip(raw)[:seg.blend_frames])
+    assert np.array_equal(written[seg.blend_frames:], roundtrip(raw)[seg.blend_frames:])
+    # the held frames were not written by the segment that generated them
+    assert read_frames(run.video(k - 1), 32, 32).shape[0] == before.emit_frames
+
+
+def test_committed_segments_are_skipped(small, tmp_path, tiny):
+    plan, run, _, _ = render(small, tmp_path, tiny)
+    run.open({"run_key": "k"})
+    spy = Spy(tiny)
+    done = list(render_segments(plan, spy, run, crf=0))
+    assert all(d.skipped for d in done) and spy.requests == []
+
+
+def test_request_is_frozen_dataclass():
+    import dataclasses
+
+    assert dataclasses.is_dataclass(SegmentRequest)
+    assert SegmentRequest.__dataclass_params__.frozen
