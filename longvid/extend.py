@@ -8,6 +8,7 @@ once with the segment settings and joined in front by stream copy.
 from __future__ import annotations
 
 import hashlib
+import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def generation_size(width: int, height: int, multiple: int, max_side: int) -> tu
     scale = min(1.0, max_side / max(width, height))
 
     def fit(v: float) -> int:
-        return max(multiple, int(round(v * scale / multiple)) * multiple)
+        return max(multiple, math.floor(v * scale / multiple + 0.5) * multiple)
 
     return fit(width), fit(height)
 

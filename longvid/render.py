@@ -120,6 +120,8 @@ def _run_job(plan: Plan, preset: Preset, out: Path, *, crf: int, fresh: bool, po
                 "preset": preset.name, "preset_sha256": preset.sha256, "backend": plan.backend,
                 "crf": crf, "output": str(out)}
     done_before = run.open(manifest, fresh=fresh)
+    for stale in out.parent.glob(f".{out.stem}.*.tmp.mp4"):
+        stale.unlink()  # a join killed midway; the lock makes this run the only writer
     try:
         prefix_video = None
         if prefix is not None:

@@ -69,6 +69,8 @@ class RunDir:
                     f"({old.get('storyboard', '?')}, preset {old.get('preset', '?')})",
                     "add --fresh to discard it and start over, or render to another output (-o)")
         self.segments.mkdir(exist_ok=True)
+        for stale in [*self.root.glob(".*.tmp*"), *self.segments.glob(".*.tmp*")]:
+            stale.unlink()  # left by a render killed mid-write; we hold the lock now
         atomic_write_text(path, json.dumps(manifest | {"manifest_version": MANIFEST_VERSION,
                                                        "updated": time.time()}, indent=2))
         return sum(1 for _ in self.segments.glob("seg_*.json"))

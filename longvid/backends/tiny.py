@@ -138,7 +138,7 @@ class TinyWanBackend:
     def encode_frames(self, frames: Any) -> Any:
         import torch
 
-        video = torch.from_numpy(frames).float().permute(3, 0, 1, 2).unsqueeze(0) / 127.5 - 1
+        video = torch.from_numpy(frames.copy()).float().permute(3, 0, 1, 2).unsqueeze(0) / 127.5 - 1
         with torch.no_grad():
             z = self.vae.encode(video).latent_dist.mode()  # (1, 16, k+1, h, w)
         return (z - self._mean) / self._std

@@ -1,0 +1,83 @@
+"""The CLI surface: help, version, exit codes, plan output, doctor, lazy imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def _modules_after(argv: list[str]) -> set[str]:
+    code = ("import sys\nfrom longvid.cli import main\nsys.argv = " + repr(["longvid", *argv]) +
+            "\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('MODULES:' + ','.join(m for m in ('torch', 'diffusers', 'transformers', "
+            "'numpy') if m in sys.modules), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("MODULES:"), out.stderr
+    return set(filter(None, line.removeprefix("MODULES:").split(",")))
+
+
+def test_plan_and_help_never_import_torch():
+    quickstart = str(REPO / "storyboards" / "quickstart.yaml")
+    assert _modules_after(["plan", quickstart]) == set()
+    assert _modules_after(["plan", quickstart, "--json"]) == set()
+    assert _modules_after(["--help"]) == set()
+    assert _modules_after(["render", "--help"]) == set()
+
+
+def test_version_and_help(cli):
+    code, out, _ = cli("--version")
+    assert code == 0 and out.startswith("longvid 0.")
+    code, out, _ = cli("-h")
+    assert code == 0
+    for command in ("render", "plan", "extend", "doctor"):
+        assert command in out
+    assert "130 interrupted" in out
+
+
+def test_usage_errors_exit_2(cli):
+    assert cli("render", "--no-such-flag")[0] == 2
+    assert cli("extend", "x.mp4")[0] == 2  # --seconds is required
+    assert cli("frobnicate")[0] == 2
+
+
+def test_plan_json_describes_the_timeline(cli):
+    code, out, _ = cli("plan", REPO / "storyboards" / "quickstart.yaml", "--json")
+    plan = json.loads(out)
+    assert code == 0
+    assert plan["total_frames"] == 192 and plan["fps"] == 16 and plan["duration_s"] == 12.0
+    assert [s["id"] for s in plan["shots"]] == ["harbour", "pier", "market", "harbour-again"]
+    assert plan["forwards"] == len(plan["segments"]) * plan["steps"]
+    assert {"requested_frame", "frame", "dropped"} <= set(plan["switches"][1])
+
+
+def test_plan_table_shows_switches_and_work(cli):
+    code, out, _ = cli("plan", REPO / "storyboards" / "quickstart.yaml")
+    assert code == 0
+    assert "Prompt switches" in out and "+1f" in out and "transformer forwards" in out
+    assert "crossfade 8f" in out
+
+
+def test_plan_preset_override_and_unknown_preset(cli):
+    code, _, err = cli("plan", REPO / "storyboards" / "quickstart.yaml", "--preset", "nope")
+    assert code == 3 and "unknown preset 'nope'" in err and "choose one of: tiny" in err
+
+
+def test_doctor_reports_the_machine(cli):
+    code, out, _ = cli("doctor", "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert {"python", "torch", "diffusers", "cuda", "ram_available_gib", "disk_free_gib",
+            "ffmpeg", "hf_cache", "presets"} <= set(info)
+    assert info["presets"]["tiny"]["fits"] is True and info["ffmpeg"]
+    code, out, _ = cli("doctor")
+    assert code == 0 and "ffmpeg" in out and "tiny" in out
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "longvid", "--version"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and out.stdout.startswith("longvid ")

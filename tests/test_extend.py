@@ -1,0 +1,63 @@
+"""`longvid extend` on clips made by ffmpeg."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import ffmpeg_make_clip
+from longvid.extend import generation_size
+from longvid.mux import probe
+from mediacheck import audio_seconds, frames_of, psnr
+
+
+def test_extend_appends_a_continuation_and_keeps_the_clip(cli, tmp_path):
+    clip = ffmpeg_make_clip(tmp_path / "clip.mp4", seconds=2, audio=True)
+    source = frames_of(clip)
+    code, out, err = cli("extend", clip, "--seconds", "1", "--prompt", "waves", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    output = tmp_path / "clip_extended.mp4"
+    assert result["output"] == str(output) and result["frames"] == 48
+    info = probe(output)
+    assert (info.width, info.height, info.fps, info.frames) == (32, 32, 16, 48)
+    frames = frames_of(output)
+    assert psnr(frames[:32], source) > 35  # the clip itself is visually unchanged
+    assert psnr(frames[32:], np.repeat(source[-1:], 16, 0)) < 25  # something new follows
+    assert info.has_audio and audio_seconds(output) == pytest.approx(3.0, abs=0.05)
+    again = json.loads(cli("extend", clip, "--seconds", "1", "--prompt", "waves", "--json")[1])
+    assert again["resumed_segments"] == again["segments"]
+
+
+def test_extend_keeps_an_odd_frame_size(cli, tmp_path):
+    clip = ffmpeg_make_clip(tmp_path / "odd.mp4", seconds=1, size="40x24", fps=12)
+    code, _, err = cli("extend", clip, "-s", "0.5", "-o", tmp_path / "x.mp4", "-q")
+    assert code == 0, err
+    info = probe(tmp_path / "x.mp4")
+    assert (info.width, info.height, info.fps, info.frames) == (40, 24, 12, 18)
+
+
+def test_generation_size_rounds_to_the_backend_grid():
+    assert generation_size(832, 480, 16, 512) == (512, 288)
+    assert generation_size(40, 24, 16, 512) == (48, 32)  # halves round up
+    assert generation_size(160, 96, 16, 512) == (160, 96)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "file not found"), (b"", "empty file"),
+    (b"\x00garbage" * 100, "no readable video stream"),
+])
+def test_bad_clips_are_explained(cli, tmp_path, content, message):
+    clip = tmp_path / "bad.mp4"
+    if content is not None:
+        clip.write_bytes(content)
+    code, _, err = cli("extend", clip, "--seconds", "1")
+    assert code == 3 and message in err and "Traceback" not in err
+
+
+def test_extend_needs_a_positive_length(cli, tmp_path):
+    clip = ffmpeg_make_clip(tmp_path / "c.mp4", seconds=1)
+    code, _, err = cli("extend", clip, "--seconds", "0")
+    assert code == 3 and "--seconds must be positive" in err
