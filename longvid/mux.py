@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -141,21 +140,27 @@ _TAG = re.compile(r"^\s{4}(\w+)\s*: (.*)$")
 
 
 def probe(path: Path) -> MediaInfo:
-    """What a video file holds, or InputError if it is missing, empty or not a video."""
+    """What a video file holds, or InputError if it is missing, empty or not a video.
+
+    One ffmpeg run: the stream header it prints, and the frames it counts while
+    stream-copying the video to the null muxer."""
+    import ffmpeg
+
     if not path.is_file() or path.stat().st_size == 0:
         raise InputError(f"{path}: {'empty file' if path.is_file() else 'file not found'}",
                          "pass an existing, non-empty video file")
-    exe = ffmpeg_exe()
-    info = subprocess.run([exe, "-hide_banner", "-i", str(path)], capture_output=True,
-                          text=True, errors="replace").stderr
+    count = (ffmpeg.input(str(path)).output("-", format="null", map="0:v:0", c="copy")
+             .global_args("-hide_banner", "-nostdin"))
+    try:
+        _, raw = count.run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
+    except ffmpeg.Error as exc:
+        raw = exc.stderr or b""
+    info = raw.decode(errors="replace")
     m = _VIDEO.search(info)
     if m is None:
         raise InputError(f"{path}: no readable video stream (corrupt or not a video)",
                          "check that the file plays; re-export it as H.264 mp4 if needed")
-    counted = subprocess.run([exe, "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0",
-                              "-c", "copy", "-f", "null", "-"], capture_output=True, text=True,
-                             errors="replace").stderr
-    frames = [int(x) for x in _FRAME.findall(counted)]
+    frames = [int(x) for x in _FRAME.findall(info)]
     if not frames or frames[-1] == 0:
         raise InputError(f"{path}: the video stream has no frames (corrupt or truncated)",
                          "check that the file plays; re-export it if needed")
@@ -164,8 +169,9 @@ def probe(path: Path) -> MediaInfo:
     header = info.split("Stream #", 1)[0]
     tags = {t.group(1).lower(): t.group(2).strip() for t in map(_TAG.match, header.splitlines())
             if t}
+    inputs = info.split("Output #", 1)[0]
     return MediaInfo(width=int(m.group(1)), height=int(m.group(2)), fps=Fraction(m.group(3)),
-                     frames=frames[-1], duration_s=duration, has_audio=" Audio: " in info,
+                     frames=frames[-1], duration_s=duration, has_audio=" Audio: " in inputs,
                      tags=tags)
 
 
