@@ -323,31 +323,20 @@ def _plan_take(sb: Storyboard, shots: list[PlannedShot], group: list[int], t: in
 
 
 def _windows(n: int, head_cap: int, room: int, min_head: int, min_last: int) -> list[int] | None:
-    """Split n latents into the fewest windows (first <= head_cap, others <= room), as even
-    as possible, with the first >= min_head and, when there are several, the last >= min_last.
-    None if no split satisfies both."""
-    if n <= head_cap and n >= min_head:
-        return [n]
-    k = 1 + -(-(n - head_cap) // room) if n > head_cap else 2
-    for k in range(max(k, 2), n + 1):
-        head = min(head_cap, max(-(-n // k), n - (k - 1) * room, min_head))
-        if n - head < k - 1:
+    """Split n latents into windows greedily, as diffusion forcing does: the first up to
+    head_cap, then full windows of `room`, the remainder last. The first must be >= min_head;
+    a last window below min_last borrows from the ones before it. None if impossible."""
+    sizes = [min(n, head_cap)]
+    while sum(sizes) < n:
+        sizes.append(min(room, n - sum(sizes)))
+    if sizes[0] < min_head:
+        return None
+    need = min_last - sizes[-1] if len(sizes) > 1 else 0
+    for i in range(len(sizes) - 2, -1, -1):
+        if need <= 0:
             break
-        sizes = [head] + _even_split(n - head, k - 1)
-        if sizes[-1] < min_last:
-            last = min(room, min_last)
-            if k == 2:
-                sizes = [n - last, last]
-            else:
-                sizes = [head] + _even_split(n - head - last, k - 2) + [last]
-        ok = (min_head <= sizes[0] <= head_cap and all(1 <= s <= room for s in sizes[1:])
-              and sizes[-1] >= min_last)
-        if ok:
-            return sizes
-    return None
-
-
-def _even_split(n: int, k: int) -> list[int]:
-    """n into k near-equal positive parts, larger ones first."""
-    size, extra = divmod(n, k) if k else (0, 0)
-    return [size + (1 if i < extra else 0) for i in range(k)]
+        give = min(need, sizes[i] - (min_head if i == 0 else 1))
+        sizes[i] -= give
+        sizes[-1] += give
+        need -= give
+    return None if need > 0 or sizes[-1] > (room if len(sizes) > 1 else head_cap) else sizes

@@ -47,15 +47,15 @@ def check_invariants(plan, caps=CAPS, continues=False):
     for sw in plan.switches:
         if sw.dropped:
             continue
-        take = next(t for t in plan.takes if t.start_frame - t.lead_frames <= sw.frame
-                    < t.end_frame + t.tail_frames)
+        shot = next(s for s in plan.shots if s.id == sw.shot_id)
+        take = plan.takes[shot.take]
         first_xf = next(s for s in plan.shots if s.id == take.shot_ids[0]).transition_frames
         last = plan.shots.index(next(s for s in plan.shots if s.id == take.shot_ids[-1]))
         out_xf = plan.shots[last + 1].transition_frames if last + 1 < len(plan.shots) else 0
         near_dissolve = (sw.requested_frame < take.start_frame + first_xf or
                          sw.requested_frame >= take.end_frame - out_xf - 3)
         assert abs(sw.frame - sw.requested_frame) <= 2 or near_dissolve, sw
-        seg = next(s for s in plan.segments if s.start_frame == sw.frame)
+        seg = next(s for s in plan.segments if s.start_frame == sw.frame and s.take == take.index)
         assert sw.text in seg.prompt
 
 
