@@ -32,6 +32,10 @@ def render_segments(plan: Plan, backend: Backend, run: RunDir, *, crf: int,
                     ) -> Iterator[SegmentDone]:
     import torch
 
+    todo = [seg for seg in plan.segments if not run.is_done(seg.index)]
+    if todo:  # every prompt encoded once, up front (a text encoder can then be freed)
+        backend.prepare(sorted({seg.prompt for seg in todo}), plan.negative_prompt,
+                        plan.guidance_scale)
     for seg in plan.segments:
         # 1. skip what an earlier run committed
         if run.is_done(seg.index):
@@ -49,7 +53,7 @@ def render_segments(plan: Plan, backend: Backend, run: RunDir, *, crf: int,
             index=seg.index, prompt=seg.prompt, negative_prompt=plan.negative_prompt,
             num_latents=seg.num_latents, context=context, width=plan.width,
             height=plan.height, seed=seg.seed, steps=plan.steps,
-            guidance_scale=plan.guidance_scale), on_step)
+            guidance_scale=plan.guidance_scale, fps=plan.fps), on_step)
         frames = out.frames
         if frames.shape[0] != seg.num_frames:
             raise RuntimeError(f"backend {backend.name!r} returned {frames.shape[0]} frames for "
@@ -66,7 +70,7 @@ def render_segments(plan: Plan, backend: Backend, run: RunDir, *, crf: int,
             encode_frames(frames[:seg.emit_frames], run.video(seg.index), plan.fps, crf,
                           size=output_size)
         tail = out.latents if context is None else torch.cat([context, out.latents], dim=2)
-        next_state = {"context": tail[:, :, -backend.caps.context_latents:].contiguous()}
+        next_state = {"context": tail[:, :, -plan.context_latents:].contiguous()}
         if seg.hold_frames:
             held = frames[seg.emit_frames:seg.emit_frames + seg.hold_frames]
             next_state["held"] = torch.from_numpy(held.copy())

@@ -98,6 +98,7 @@ class Plan:
     takes: tuple[Take, ...]
     segments: tuple[Segment, ...]
     switches: tuple[PromptSwitch, ...]
+    context_latents: int  # latents carried between the segments of a take
     forwards: int  # transformer forward passes, the unit of work
     max_tokens: int  # largest transformer sequence of one forward
 
@@ -151,7 +152,8 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         steps=preset.steps, guidance_scale=preset.guidance_scale,
         negative_prompt=sb.negative_prompt, total_frames=total,
         shots=tuple(shots), takes=tuple(takes), segments=tuple(segments),
-        switches=tuple(switches), forwards=len(segments) * preset.steps * cfg,
+        switches=tuple(switches), context_latents=caps.context_latents,
+        forwards=len(segments) * preset.steps * cfg,
         max_tokens=max((s.context_latents + s.num_latents) for s in segments) * tokens_per_latent,
     )
 

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from longvid.errors import InputError
+from longvid.hub import HubSource
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,21 @@ class Preset:
     guidance_scale: float
     min_vram_gib: float  # 0: runs on the CPU
     options: dict[str, Any] = field(default_factory=dict)
+    hub: HubSource | None = None  # None: nothing to download (embedded weights)
     source: str = ""
 
     @property
     def sha256(self) -> str:
         data = {k: v for k, v in self.__dict__.items() if k not in ("source", "description")}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+class _HubIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    revision: str = "main"
+    files: list[str] = Field(min_length=1)
+    verified: bool = False
 
 
 class _PresetIn(BaseModel):
@@ -50,6 +60,7 @@ class _PresetIn(BaseModel):
     guidance_scale: float = Field(default=1.0, ge=0)
     min_vram_gib: float = Field(default=0, ge=0)
     options: dict[str, Any] = {}
+    hub: _HubIn | None = None
 
 
 def preset_dirs() -> list[Path]:
@@ -94,4 +105,6 @@ def load_preset(name_or_path: str) -> Preset:
     width, height = (int(v) for v in p.resolution.split("x"))
     return Preset(name=p.name, description=p.description, backend=p.backend, fps=p.fps,
                   resolution=(width, height), steps=p.steps, guidance_scale=p.guidance_scale,
-                  min_vram_gib=p.min_vram_gib, options=dict(p.options), source=str(path))
+                  min_vram_gib=p.min_vram_gib, options=dict(p.options), source=str(path),
+                  hub=HubSource(p.hub.repo, p.hub.revision, tuple(p.hub.files), p.hub.verified)
+                  if p.hub else None)

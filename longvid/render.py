@@ -17,6 +17,7 @@ from typing import Any
 
 import longvid
 from longvid.backends import backend_class
+from longvid.backends.base import caps_for
 from longvid.errors import InputError, StoryboardError
 from longvid.plan import Plan, make_plan
 from longvid.presets import Preset, load_preset
@@ -35,7 +36,7 @@ class BackendPool:
         key = preset.sha256
         if key not in self.loaded:
             backend = backend_class(preset.backend)()
-            backend.load(preset.options)
+            backend.load(preset)
             self.loaded[key] = backend
         return self.loaded[key]
 
@@ -83,7 +84,8 @@ def load_job(path: Path, preset_name: str | None) -> tuple[Storyboard, Preset, P
             raise
         raise StoryboardError(exc.message, exc.hint, path=sb.path, line=sb.line_of("preset"),
                               key="preset") from None
-    return sb, preset, make_plan(sb, preset, backend_class(preset.backend).caps)
+    caps = caps_for(backend_class(preset.backend).caps, preset.options)
+    return sb, preset, make_plan(sb, preset, caps)
 
 
 def render_storyboard(path: Path, *, output: Path | None, preset_name: str | None, crf: int,

@@ -62,9 +62,10 @@ def small(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny():
     from longvid.backends.tiny import TinyWanBackend
+    from longvid.presets import load_preset
 
     backend = TinyWanBackend()
-    backend.load({})
+    backend.load(load_preset("tiny"))
     return backend
 
 

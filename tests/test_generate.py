@@ -24,6 +24,10 @@ class Spy:
         self.inner, self.requests, self.outputs = inner, [], []
         self.name, self.caps = inner.name, inner.caps
 
+    def prepare(self, prompts, negative_prompt, guidance_scale):
+        self.prepared = prompts
+        self.inner.prepare(prompts, negative_prompt, guidance_scale)
+
     def generate(self, req, on_step):
         out = self.inner.generate(req, on_step)
         self.requests.append(req)

@@ -7,7 +7,7 @@ importing torch. Tensors cross this seam typed as `Any`; shapes are in comments.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
 
@@ -48,6 +48,7 @@ class SegmentRequest:
     seed: int
     steps: int
     guidance_scale: float
+    fps: int
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,13 @@ class Backend(Protocol):
     name: ClassVar[str]
     caps: ClassVar[BackendCaps]
 
-    def load(self, options: dict[str, Any]) -> None:
-        """Build or load the models. Heavy imports happen here, never at import time."""
+    def load(self, preset: Any) -> None:
+        """Build or load the models of a `Preset`. Heavy imports happen here, never at
+        import time."""
+
+    def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
+        """Encode every prompt the run still needs, before the first segment, so a text
+        encoder can be freed before the denoiser runs."""
 
     def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
         """Denoise one segment and decode its new frames."""
@@ -75,3 +81,9 @@ class Backend(Protocol):
 
     def versions(self) -> dict[str, str]:
         """Library and weight versions that determine this backend's output."""
+
+
+def caps_for(caps: BackendCaps, options: dict[str, Any]) -> BackendCaps:
+    """A preset may shrink the window: options `max_latents` and `context_latents`."""
+    keys = ("max_latents", "context_latents")
+    return replace(caps, **{k: int(options[k]) for k in keys if k in options})

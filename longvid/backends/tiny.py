@@ -37,13 +37,13 @@ class TinyWanBackend:
 
     # -- models --------------------------------------------------------------------------
 
-    def load(self, options: dict[str, Any]) -> None:
+    def load(self, preset: Any) -> None:
         import torch
         from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
         from diffusers import WanTransformer3DModel
         from transformers import T5Config, T5EncoderModel
 
-        self.options = {"weights_seed": 0, "flow_shift": 3.0} | dict(options)
+        self.options = {"weights_seed": 0, "flow_shift": 3.0} | dict(preset.options)
         seed = int(self.options["weights_seed"])
         self.tokenizer = _byte_tokenizer()
         torch.manual_seed(seed)
@@ -76,6 +76,10 @@ class TinyWanBackend:
                 "tiny_weights_seed": str(self.options.get("weights_seed", 0))}
 
     # -- text ------------------------------------------------------------------------------
+
+    def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
+        for text in prompts + ([negative_prompt] if guidance_scale > 1 else []):
+            self._embed(text)
 
     def _embed(self, text: str) -> Any:
         import torch
