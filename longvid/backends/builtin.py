@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 
 def register_backends(register: Callable[[type], None]) -> None:
+    from longvid.backends.skyreels_df import SkyReelsDFBackend
     from longvid.backends.tiny import TinyWanBackend
 
     register(TinyWanBackend)
+    register(SkyReelsDFBackend)

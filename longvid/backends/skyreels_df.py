@@ -1,0 +1,222 @@
+"""`skyreels-df`: SkyReels-V2 diffusion forcing from the Hub, driven by longvid's loop.
+
+Each segment is one diffusion-forcing window: the context latents (the previous
+window's tail) sit clean at its head with timestep 0 (or lightly noised with
+timestep `addnoise_condition`), every other latent frame is denoised with its own
+scheduler. This is the synchronous schedule of diffusers'
+`SkyReelsV2DiffusionForcingPipeline` (ar_step 0, causal block 1), written out here
+so that prompts can change per window and every window can be committed and
+resumed; tests check it against that pipeline numerically.
+
+Memory: prompts are encoded once (`prepare`), cached on disk, and the text encoder
+is released before the transformer runs; each window is decoded on its own (VAE
+tiling on a GPU) and streamed to the encoder, so nothing holds the whole video.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
+from longvid.errors import ResourceError
+
+NATIVE_FPS = 24
+
+
+def embeddings_cache_dir() -> Path:
+    home = os.environ.get("LONGVID_HOME")
+    base = Path(home) / "cache" if home else Path.home() / ".cache" / "longvid"
+    return base / "prompt-embeddings"
+
+
+class SkyReelsDFBackend:
+    name: ClassVar[str] = "skyreels-df"
+    caps: ClassVar[BackendCaps] = BackendCaps(
+        native_fps=NATIVE_FPS, any_fps=False, frame_multiple=4, frame_offset=1,
+        latent_stride_t=4, max_latents=25, context_latents=5, size_multiple=16,
+        max_side=1280, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
+    )  # windows of 97 frames with 17 frames of history: the 540P model's training setup
+
+    def __init__(self) -> None:
+        self._embeddings: dict[str, Any] = {}
+
+    # -- models --------------------------------------------------------------------------
+
+    def load(self, preset: Any) -> None:
+        import torch
+        from diffusers import (AutoencoderKLWan, SkyReelsV2Transformer3DModel,
+                               UniPCMultistepScheduler)
+
+        from longvid import hub
+
+        self.preset = preset
+        self.options = {"flow_shift": None, "addnoise_condition": 0,
+                        "max_sequence_length": 512} | dict(preset.options)
+        self.folder = hub.resolve(preset.hub, preset.name)
+        cuda = torch.cuda.is_available()
+        if preset.min_vram_gib > 0 and not cuda:
+            raise ResourceError(
+                f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
+                "GiB) and this machine has none", "try the tool on the CPU with --preset tiny")
+        self.device = torch.device("cuda" if cuda else "cpu")
+        self.dtype = torch.bfloat16 if cuda else torch.float32
+        self.transformer = SkyReelsV2Transformer3DModel.from_pretrained(
+            self.folder, subfolder="transformer", torch_dtype=self.dtype).eval()
+        self.vae = AutoencoderKLWan.from_pretrained(self.folder, subfolder="vae",
+                                                    torch_dtype=torch.float32).eval()
+        scheduler = UniPCMultistepScheduler.from_pretrained(self.folder, subfolder="scheduler")
+        if self.options["flow_shift"] is not None:
+            scheduler = UniPCMultistepScheduler.from_config(
+                scheduler.config, flow_shift=float(self.options["flow_shift"]))
+        self.scheduler = scheduler
+        if cuda:  # 1.3B in bf16 is 2.7 GiB: it stays on the GPU; the text encoder is gone
+            self.transformer.to(self.device)
+            self.vae.to(self.device).enable_tiling()
+        z = self.vae.config.z_dim
+        self._mean = torch.tensor(self.vae.config.latents_mean).view(1, z, 1, 1, 1)
+        self._std = torch.tensor(self.vae.config.latents_std).view(1, z, 1, 1, 1)
+
+    def versions(self) -> dict[str, str]:
+        import diffusers
+        import torch
+        import transformers
+
+        return {"diffusers": diffusers.__version__, "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "weights": f"{self.preset.hub.repo}@{self.folder.name}"}
+
+    # -- text: encode once, cache on disk, free the encoder ---------------------------------
+
+    def _cache_path(self, text: str) -> Path:
+        key = f"{self.preset.hub.repo}@{self.folder.name}:{self.options['max_sequence_length']}:"
+        return embeddings_cache_dir() / (hashlib.sha256((key + text).encode()).hexdigest()
+                                         + ".safetensors")
+
+    def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
+        from safetensors.torch import load_file, save_file
+
+        texts = prompts + ([negative_prompt] if guidance_scale > 1 else [])
+        missing = [t for t in texts if not self._cache_path(t).exists()]
+        if missing:
+            encoder = self._text_pipeline()
+            embeddings_cache_dir().mkdir(parents=True, exist_ok=True)
+            for text in missing:
+                embeds, _ = encoder.encode_prompt(
+                    prompt=text, do_classifier_free_guidance=False,
+                    max_sequence_length=int(self.options["max_sequence_length"]),
+                    device=encoder.text_encoder.device)
+                path = self._cache_path(text)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                save_file({"embeds": embeds.float().cpu().contiguous()}, str(tmp))
+                os.replace(tmp, path)
+            del encoder
+            gc.collect()  # the text encoder is gone before the first denoising step
+        for text in texts:
+            self._embeddings[text] = load_file(str(self._cache_path(text)))["embeds"]
+
+    def _text_pipeline(self) -> Any:
+        """A pipeline holding only the tokenizer and text encoder, for diffusers' own
+        prompt cleaning and padding rules."""
+        from diffusers import SkyReelsV2DiffusionForcingPipeline
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        tokenizer = AutoTokenizer.from_pretrained(self.folder / "tokenizer")
+        text_encoder = UMT5EncoderModel.from_pretrained(
+            self.folder, subfolder="text_encoder", torch_dtype=self.dtype).eval()
+        text_encoder.to(self.device)
+        return SkyReelsV2DiffusionForcingPipeline(tokenizer=tokenizer, text_encoder=text_encoder,
+                                                  transformer=None, vae=None, scheduler=None)
+
+    # -- generation --------------------------------------------------------------------------
+
+    def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
+        import torch
+
+        t0 = time.perf_counter()
+        context = request.context  # (1, 16, c, h, w) or None
+        c = 0 if context is None else context.shape[2]
+        z = self.vae.config.z_dim
+        shape = (1, z, c + request.num_latents, request.height // 8, request.width // 8)
+        generator = torch.Generator().manual_seed(request.seed)
+        latents = torch.randn(shape, generator=generator, dtype=torch.float32)
+        if c:
+            latents[:, :, :c] = context
+        latents = self._denoise(latents.to(self.device), c, request, generator, on_step)
+        t1 = time.perf_counter()
+        frames = self._decode(latents, drop=4 * c - 3 if c else 0)
+        return SegmentOutput(latents=latents[:, :, c:].cpu().clone(), frames=frames,
+                             seconds={"denoise": t1 - t0, "decode": time.perf_counter() - t1})
+
+    def _denoise(self, latents: Any, c: int, request: SegmentRequest, generator: Any,
+                 on_step: StepCallback) -> Any:
+        """Synchronous diffusion forcing over one window; the first c latents are clean."""
+        import torch
+
+        scheduler = copy.deepcopy(self.scheduler)
+        scheduler.set_timesteps(request.steps, device=self.device)
+        frames = latents.shape[2]
+        per_frame = []  # one multistep scheduler per latent frame, as the pipeline keeps
+        for _ in range(frames):
+            s = copy.deepcopy(scheduler)
+            s.set_timesteps(request.steps, device=self.device)
+            per_frame.append(s)
+        cond = self._embeddings[request.prompt].to(self.device, self.dtype)
+        cfg = request.guidance_scale > 1
+        uncond = self._embeddings[request.negative_prompt].to(self.device, self.dtype) if cfg \
+            else None
+        fps_flag = [0 if request.fps == 16 else 1]
+        noise_level = float(self.options["addnoise_condition"])
+        with torch.no_grad():
+            for i, step_t in enumerate(scheduler.timesteps):
+                t = torch.full((frames,), int(step_t), dtype=torch.long, device=self.device)
+                t[:c] = 0
+                model_in = latents.to(self.dtype).clone()
+                timestep = t.expand(1, -1).clone()
+                if noise_level > 0 and c:
+                    f = 0.001 * noise_level
+                    noise = torch.randn(model_in[:, :, :c].shape, generator=generator)
+                    model_in[:, :, :c] = model_in[:, :, :c] * (1 - f) + noise.to(model_in) * f
+                    timestep[:, :c] = int(noise_level)
+                with self.transformer.cache_context("cond"):
+                    pred = self.transformer(model_in, timestep=timestep,
+                                            encoder_hidden_states=cond,
+                                            enable_diffusion_forcing=True, fps=fps_flag,
+                                            return_dict=False)[0]
+                if cfg:
+                    with self.transformer.cache_context("uncond"):
+                        base = self.transformer(model_in, timestep=timestep,
+                                                encoder_hidden_states=uncond,
+                                                enable_diffusion_forcing=True, fps=fps_flag,
+                                                return_dict=False)[0]
+                    pred = base + request.guidance_scale * (pred - base)
+                for k in range(c, frames):
+                    latents[:, :, k] = per_frame[k].step(pred[:, :, k], t[k], latents[:, :, k],
+                                                         return_dict=False)[0]
+                on_step(i + 1, request.steps)
+        return latents
+
+    def _decode(self, latents: Any, drop: int) -> Any:
+        """Normalized latents (1, 16, T, h, w) -> uint8 frames (4T-3-drop, H, W, 3)."""
+        import torch
+
+        z = latents.float().cpu() * self._std + self._mean
+        with torch.no_grad():
+            video = self.vae.decode(z.to(self.vae.device), return_dict=False)[0]
+        video = video[0, :, drop:].float().cpu()  # (3, F, H, W) in [-1, 1]
+        pixels = ((video.clamp(-1, 1) + 1) * 127.5).round().byte()
+        return pixels.permute(1, 2, 3, 0).contiguous().numpy()
+
+    def encode_frames(self, frames: Any) -> Any:
+        import torch
+
+        video = torch.from_numpy(frames.copy()).float().permute(3, 0, 1, 2).unsqueeze(0)
+        video = video / 127.5 - 1
+        with torch.no_grad():
+            z = self.vae.encode(video.to(self.vae.device)).latent_dist.mode().cpu()
+        return (z - self._mean) / self._std

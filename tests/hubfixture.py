@@ -1,0 +1,79 @@
+"""Tiny real-architecture checkpoints written into a local Hub cache, in the Hub's own layout.
+
+    $HF_HUB_CACHE/models--ORG--NAME/blobs/<sha256>
+    $HF_HUB_CACHE/models--ORG--NAME/snapshots/<commit>/<path> -> ../../blobs/<sha256>
+    $HF_HUB_CACHE/models--ORG--NAME/refs/main   (the commit hash)
+
+so that huggingface_hub finds them exactly as it finds a real download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+SKYREELS_REPO = "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers"
+
+
+def write_hub_snapshot(cache: Path, repo: str, source: Path, revision: str = "main") -> Path:
+    """Copy the files under `source` into `cache` as commit `revision` of `repo`."""
+    files = sorted(p for p in source.rglob("*") if p.is_file())
+    commit = hashlib.sha1("".join(str(p.relative_to(source)) for p in files).encode()).hexdigest()
+    root = cache / ("models--" + repo.replace("/", "--"))
+    snapshot = root / "snapshots" / commit
+    (root / "blobs").mkdir(parents=True, exist_ok=True)
+    for path in files:
+        data = path.read_bytes()
+        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = snapshot / path.relative_to(source)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blob, link.parent), link)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / revision).write_text(commit)
+    return snapshot
+
+
+def tiny_skyreels_components(seed: int = 0) -> dict:
+    import torch
+    from diffusers import AutoencoderKLWan, SkyReelsV2Transformer3DModel, UniPCMultistepScheduler
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from longvid.backends.tiny import _byte_tokenizer
+
+    tokenizer = _byte_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer), d_model=32, d_ff=37, d_kv=8, num_heads=4, num_layers=2,
+        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0,
+        eos_token_id=1, decoder_start_token_id=0)).eval()
+    torch.manual_seed(seed)
+    transformer = SkyReelsV2Transformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
+        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        inject_sample_info=True).eval()
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True]).eval()
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        flow_shift=8.0)
+    return {"tokenizer": tokenizer, "text_encoder": text_encoder, "transformer": transformer,
+            "vae": vae, "scheduler": scheduler}
+
+
+def install_tiny_skyreels(cache: Path) -> Path:
+    """A tiny SkyReels-V2 DF pipeline saved as the real repo id would be; returns the snapshot."""
+    from diffusers import SkyReelsV2DiffusionForcingPipeline
+
+    pipe = SkyReelsV2DiffusionForcingPipeline(**tiny_skyreels_components())
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        return write_hub_snapshot(cache, SKYREELS_REPO, Path(tmp))
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, symlinks=True)

@@ -1,0 +1,165 @@
+"""The skyreels-df backend on a tiny SkyReels-V2 checkpoint in a local Hub cache.
+
+The checkpoint is written in the Hub's own cache layout under the real repo id and
+loaded offline through exactly the code path a real download takes. The loop is
+checked numerically against diffusers' SkyReelsV2DiffusionForcingPipeline.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import write
+from hubfixture import SKYREELS_REPO, install_tiny_skyreels
+from longvid.backends.skyreels_df import SkyReelsDFBackend
+from longvid.generate import render_segments
+from longvid.presets import load_preset
+from longvid.render import load_job
+from longvid.rundir import RunDir
+
+TEST_PRESET = """\
+name: skyreels-test
+backend: skyreels-df
+fps: 24
+resolution: 32x32
+steps: 3
+guidance_scale: %(guidance)s
+min_vram_gib: 0
+options:
+  flow_shift: 8.0
+  addnoise_condition: %(addnoise)s
+  max_sequence_length: 16
+  max_latents: 5
+  context_latents: 2
+hub:
+  repo: %(repo)s
+  revision: main
+  verified: true
+  files: [model_index.json, scheduler/*.json, tokenizer/*, text_encoder/*.json,
+          text_encoder/*.safetensors*, transformer/*.json, transformer/*.safetensors*,
+          vae/*.json, vae/*.safetensors*]
+"""
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "hf" / "hub"
+    install_tiny_skyreels(cache)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LONGVID_HOME", str(tmp_path / "home"))
+    return cache
+
+
+def preset_file(tmp_path, guidance=1.0, addnoise=0, repo=SKYREELS_REPO):
+    return write(tmp_path / "skyreels-test.yaml",
+                 TEST_PRESET % {"guidance": guidance, "addnoise": addnoise, "repo": repo})
+
+
+class Spy:
+    def __init__(self, inner):
+        self.inner, self.outputs = inner, []
+        self.name, self.caps = inner.name, inner.caps
+
+    def prepare(self, *args):
+        self.inner.prepare(*args)
+
+    def generate(self, req, on_step):
+        out = self.inner.generate(req, on_step)
+        self.outputs.append(out)
+        return out
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_loop_matches_diffusers_skyreels_pipeline(hub_cache, tmp_path, guidance):
+    """One prompt, same seeds: longvid's windows == SkyReelsV2DiffusionForcingPipeline."""
+    from diffusers import SkyReelsV2DiffusionForcingPipeline
+
+    sb_path = write(tmp_path / "one.yaml", """\
+        version: 1
+        seed: 11
+        negative_prompt: blurry
+        shots: [{id: a, prompt: a lighthouse in fog, duration: 37f}]
+        """)
+    _, preset, plan = load_job(sb_path, str(preset_file(tmp_path, guidance)))
+    assert [(s.context_latents, s.num_latents) for s in plan.segments] == [(0, 5), (2, 3),
+                                                                            (2, 2)]
+    backend = SkyReelsDFBackend()
+    backend.load(preset)
+    spy = Spy(backend)
+    run = RunDir(tmp_path / "run")
+    run.open({"run_key": "k"})
+    list(render_segments(plan, spy, run, crf=18))
+    ours = torch.cat([o.latents for o in spy.outputs], dim=2)  # (1, 16, 10, 4, 4)
+
+    pipe = SkyReelsV2DiffusionForcingPipeline.from_pretrained(backend.folder)
+    seeds = [s.seed for s in plan.segments]
+    generator = torch.Generator().manual_seed(seeds[0])
+    window = {"k": 0}
+
+    def reseed_per_window(pipe_, i, t, kwargs):  # longvid seeds each window on its own
+        if i == preset.steps - 1 and window["k"] + 1 < len(seeds):
+            window["k"] += 1
+            generator.manual_seed(seeds[window["k"]])
+        return {}
+
+    theirs = pipe(prompt="a lighthouse in fog", negative_prompt="blurry", height=32, width=32,
+                  num_frames=37, num_inference_steps=3, guidance_scale=guidance,
+                  generator=generator, output_type="latent", max_sequence_length=16,
+                  base_num_frames=17, overlap_history=5, addnoise_condition=0, fps=24,
+                  callback_on_step_end=reseed_per_window).frames
+    assert theirs.shape == ours.shape == (1, 16, 10, 4, 4)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_render_end_to_end_offline_with_timed_prompts(hub_cache, tmp_path, cli):
+    preset = preset_file(tmp_path, addnoise=20)
+    sb = write(tmp_path / "story.yaml", f"""\
+        version: 1
+        preset: {preset.name}
+        seed: 3
+        shots:
+          - id: a
+            duration: 1.5s
+            prompts: [{{at: 0, text: a harbour}}, {{at: 0.75s, text: a storm}}]
+          - {{id: b, duration: 0.5s, prompt: a pier, transition: cut}}
+        """)
+    code, out, err = cli("render", sb, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["frames"] == 48 and result["segments"] >= 3
+    sidecar = json.loads((tmp_path / "story.json").read_text())
+    assert sidecar["versions"]["weights"].startswith(SKYREELS_REPO + "@")
+    cached = list((tmp_path / "home" / "cache" / "prompt-embeddings").glob("*.safetensors"))
+    assert len(cached) == 3  # each distinct prompt encoded once, kept on disk
+    code, out, _ = cli("render", sb, "--json")
+    assert code == 0 and json.loads(out)["resumed_segments"] == result["segments"]
+
+
+def test_not_cached_while_offline_is_exit_4_with_the_pull_command(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 1s}]\n")
+    code, _, err = cli("render", sb, "--preset", "skyreels-df-1.3b")
+    assert code == 4
+    assert "are not in the Hub cache" in err and "longvid models pull skyreels-df-1.3b" in err
+
+
+def test_pickle_checkpoints_are_refused(hub_cache, tmp_path, cli):
+    text = preset_file(tmp_path).read_text().replace("vae/*.safetensors*", "vae/model.bin")
+    bad = write(tmp_path / "pickled.yaml", text)
+    sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 1s}]\n")
+    code, _, err = cli("render", sb, "--preset", bad)
+    assert code == 3 and "pickle checkpoint" in err and "safetensors" in err
+
+
+def test_real_preset_needs_a_gpu_on_a_cpu_machine(hub_cache, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    backend = SkyReelsDFBackend()
+    with pytest.raises(Exception, match="runs on a CUDA GPU") as info:
+        backend.load(load_preset("skyreels-df-1.3b"))
+    assert info.value.code == 4 and "--preset tiny" in info.value.hint
