@@ -63,7 +63,8 @@ def test_plan_table_shows_switches_and_work(cli):
 
 def test_plan_preset_override_and_unknown_preset(cli):
     code, _, err = cli("plan", REPO / "storyboards" / "quickstart.yaml", "--preset", "nope")
-    assert code == 3 and "unknown preset 'nope'" in err and "choose one of: tiny" in err
+    assert code == 3 and "unknown preset 'nope'" in err and "choose one of: " in err
+    assert "tiny" in err.split("choose one of: ")[1] and "skyreels-df-1.3b" in err
 
 
 def test_doctor_reports_the_machine(cli):
