@@ -86,6 +86,13 @@ def resolve(source: HubSource, preset_name: str, *, download: bool = True) -> Pa
     return folder
 
 
+def _unreachable(source: HubSource, exc: Exception) -> ResourceError:
+    return ResourceError(f"cannot fetch {source.repo}@{source.revision} from the Hub: "
+                         f"{type(exc).__name__}: {exc}",
+                         "check the network, HF_ENDPOINT and HF_TOKEN (gated repos need a token), "
+                         "or pull on a machine with network and copy the Hub cache over")
+
+
 def download_snapshot(source: HubSource) -> Path:
     """Download the preset's files (resumable; honours HF_TOKEN) into the Hub cache."""
     from huggingface_hub import snapshot_download
@@ -96,17 +103,24 @@ def download_snapshot(source: HubSource) -> Path:
         raise ResourceError(
             f"{source.repo} needs {needed / 2**30:.1f} GiB but {hub_cache_dir()} has "
             f"{free / 2**30:.1f} GiB free", "free some disk, or point HF_HOME elsewhere")
-    return Path(snapshot_download(source.repo, revision=source.revision,
-                                  allow_patterns=list(source.files), cache_dir=hub_cache_dir()))
+    try:
+        return Path(snapshot_download(source.repo, revision=source.revision,
+                                      allow_patterns=list(source.files),
+                                      cache_dir=hub_cache_dir()))
+    except Exception as exc:  # noqa: BLE001 - any transport or Hub error: the Hub is out of reach
+        raise _unreachable(source, exc) from None
 
 
 def remote_files(source: HubSource) -> list:
     """What a pull would fetch (name and size), asked of the Hub; network required."""
     from huggingface_hub import snapshot_download
 
-    return list(snapshot_download(source.repo, revision=source.revision,
-                                  allow_patterns=list(source.files), cache_dir=hub_cache_dir(),
-                                  dry_run=True))
+    try:
+        return list(snapshot_download(source.repo, revision=source.revision,
+                                      allow_patterns=list(source.files),
+                                      cache_dir=hub_cache_dir(), dry_run=True))
+    except Exception as exc:  # noqa: BLE001 - any transport or Hub error: the Hub is out of reach
+        raise _unreachable(source, exc) from None
 
 
 def _existing_parent(path: Path) -> Path:

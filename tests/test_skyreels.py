@@ -163,3 +163,41 @@ def test_real_preset_needs_a_gpu_on_a_cpu_machine(hub_cache, tmp_path):
     with pytest.raises(Exception, match="runs on a CUDA GPU") as info:
         backend.load(load_preset("skyreels-df-1.3b"))
     assert info.value.code == 4 and "--preset tiny" in info.value.hint
+
+
+def test_models_list_pull_and_rm_against_the_local_cache(hub_cache, cli):
+    code, out, _ = cli("models", "list", "--json")
+    rows = {r["preset"]: r for r in json.loads(out)}
+    assert code == 0 and rows["skyreels-df-1.3b"]["cached"] and rows["skyreels-df-1.3b"]["bytes"]
+    code, out, _ = cli("models", "pull", "skyreels-df-1.3b", "--json")
+    assert code == 0 and json.loads(out)["already_cached"] is True
+    code, out, _ = cli("models", "pull", "skyreels-df-1.3b", "--dry-run", "--json")
+    listing = json.loads(out)
+    names = {f["file"] for f in listing["files"]}
+    assert code == 0 and "transformer/diffusion_pytorch_model.safetensors" in names
+    assert listing["bytes"] == sum(f["bytes"] for f in listing["files"]) > 0
+    code, out, _ = cli("models", "rm", "skyreels-df-1.3b")
+    assert code == 0 and out.startswith(f"removed {SKYREELS_REPO}")
+    assert not list(hub_cache.glob("models--Skywork--*"))
+    code, _, err = cli("models", "pull", "skyreels-df-1.3b")  # offline, no longer cached
+    assert code == 4 and "longvid models pull skyreels-df-1.3b" in err
+
+
+def test_pull_of_a_builtin_preset_says_there_is_nothing_to_pull(cli):
+    code, _, err = cli("models", "pull", "tiny")
+    assert code == 3 and "no weights to download" in err
+
+
+def test_presets_list_and_show(cli, tmp_path):
+    code, out, _ = cli("presets", "list", "--json")
+    names = [p["name"] for p in json.loads(out)]
+    assert code == 0 and {"tiny", "skyreels-df-1.3b"} <= set(names)
+    code, out, _ = cli("presets", "show", "skyreels-df-1.3b", "--json")
+    shown = json.loads(out)
+    assert shown["hub"]["repo"] == SKYREELS_REPO and shown["resolution"] == "960x544"
+    unverified = write(tmp_path / "community.yaml", TEST_PRESET % {
+        "guidance": 1, "addnoise": 0, "repo": "someone/Wan-1.3B-GGUF"}).read_text()
+    path = write(tmp_path / "community.yaml", unverified.replace("verified: true",
+                                                                 "verified: false"))
+    code, out, _ = cli("presets", "show", path)
+    assert code == 0 and "could not be verified" in out

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from longvid import __version__
-from longvid.cli import doctor, extend, plan, render
+from longvid.cli import doctor, extend, models, plan, render
 
 app = typer.Typer(
     name="longvid", no_args_is_help=True, add_completion=False,
@@ -37,6 +37,8 @@ app.command("render")(render.render)
 app.command("plan")(plan.plan)
 app.command("extend")(extend.extend)
 app.command("doctor")(doctor.doctor)
+app.add_typer(models.models_app, name="models")
+app.add_typer(models.presets_app, name="presets")
 
 
 def main() -> None:
