@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from longvid.budget import MemorySpec
 from longvid.errors import InputError
 from longvid.hub import HubSource
 
@@ -33,6 +34,7 @@ class Preset:
     min_vram_gib: float  # 0: runs on the CPU
     options: dict[str, Any] = field(default_factory=dict)
     hub: HubSource | None = None  # None: nothing to download (embedded weights)
+    memory: MemorySpec | None = None  # None: runs on the CPU, no VRAM policy
     source: str = ""
 
     @property
@@ -49,6 +51,17 @@ class _HubIn(BaseModel):
     verified: bool = False
 
 
+class _MemoryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text_encoder_gib: float = Field(ge=0)
+    text_encoder_act_gib: float = Field(default=0.5, ge=0)
+    transformer_gib: float = Field(gt=0)
+    transformer_blocks: int = Field(ge=1)
+    act_bytes_per_token: int = Field(gt=0)
+    vae_gib: float = Field(ge=0)
+    vae_decode_gib: float = Field(ge=0)
+
+
 class _PresetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -61,6 +74,7 @@ class _PresetIn(BaseModel):
     min_vram_gib: float = Field(default=0, ge=0)
     options: dict[str, Any] = {}
     hub: _HubIn | None = None
+    memory: _MemoryIn | None = None
 
 
 def preset_dirs() -> list[Path]:
@@ -107,4 +121,5 @@ def load_preset(name_or_path: str) -> Preset:
                   resolution=(width, height), steps=p.steps, guidance_scale=p.guidance_scale,
                   min_vram_gib=p.min_vram_gib, options=dict(p.options), source=str(path),
                   hub=HubSource(p.hub.repo, p.hub.revision, tuple(p.hub.files), p.hub.verified)
-                  if p.hub else None)
+                  if p.hub else None,
+                  memory=MemorySpec(**p.memory.model_dump()) if p.memory else None)

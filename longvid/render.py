@@ -18,7 +18,8 @@ from typing import Any
 import longvid
 from longvid.backends import backend_class
 from longvid.backends.base import caps_for
-from longvid.errors import InputError, StoryboardError
+from longvid.budget import LoadPolicy, policy_for
+from longvid.errors import InputError, ResourceError, StoryboardError
 from longvid.plan import Plan, make_plan
 from longvid.presets import Preset, load_preset
 from longvid.progress import Progress
@@ -30,13 +31,13 @@ from longvid.storyboard import Storyboard, load_storyboard
 class BackendPool:
     """Loaded backends by preset, so a batch loads each model once."""
 
-    loaded: dict[str, Any] = field(default_factory=dict)
+    loaded: dict[tuple[str, LoadPolicy | None], Any] = field(default_factory=dict)
 
-    def get(self, preset: Preset) -> Any:
-        key = preset.sha256
+    def get(self, preset: Preset, policy: LoadPolicy | None = None) -> Any:
+        key = (preset.sha256, policy)
         if key not in self.loaded:
             backend = backend_class(preset.backend)()
-            backend.load(preset)
+            backend.load(preset, policy)
             self.loaded[key] = backend
         return self.loaded[key]
 
@@ -88,13 +89,42 @@ def load_job(path: Path, preset_name: str | None) -> tuple[Storyboard, Preset, P
     return sb, preset, make_plan(sb, preset, caps)
 
 
+def detected_vram_gib() -> float | None:
+    """Free VRAM of the first CUDA device, or None without one (imports torch)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.mem_get_info()[0] / 2**30
+
+
+def choose_policy(preset: Preset, plan: Plan, vram_gib: float | None) -> LoadPolicy | None:
+    """The load policy for `vram_gib` (default: the free VRAM); exit 4 if the GPU is too small."""
+    if preset.memory is None:
+        return None
+    vram = vram_gib if vram_gib is not None else detected_vram_gib()
+    if vram is None:
+        return None  # no GPU: the backend says so plainly when it loads
+    policy = policy_for(vram, preset.memory, plan.max_tokens)
+    if vram < preset.min_vram_gib or not policy.fits:
+        worst = max(policy.stages, key=lambda s: s.peak_gib)
+        raise ResourceError(
+            f"preset {preset.name!r} needs at least {max(preset.min_vram_gib, policy.peak_gib):.1f}"
+            f" GiB of GPU memory ({worst.name} stage) and {vram:.1f} GiB is available",
+            "free GPU memory (close other programs), lower the resolution, or choose a smaller "
+            "preset (`longvid doctor` lists what fits)")
+    return policy
+
+
 def render_storyboard(path: Path, *, output: Path | None, preset_name: str | None, crf: int,
-                      fresh: bool, pool: BackendPool, progress: Progress) -> RenderResult:
+                      fresh: bool, pool: BackendPool, progress: Progress,
+                      vram_gib: float | None = None) -> RenderResult:
     sb, preset, plan = load_job(path, preset_name)
+    policy = choose_policy(preset, plan, vram_gib)
     out = (output or default_output(sb)).resolve()
     audio = (sb.audio.path, sb.audio.offset.to_seconds(plan.fps)) if sb.audio else None
     return _run_job(plan, preset, out, crf=crf, fresh=fresh, pool=pool, progress=progress,
-                    seed=sb.seed, audio=audio, label=Path(path).name)
+                    seed=sb.seed, audio=audio, label=Path(path).name, policy=policy)
 
 
 def _run_key(plan: Plan, preset: Preset, crf: int, extra: str = "") -> str:
@@ -108,7 +138,7 @@ def _run_key(plan: Plan, preset: Preset, crf: int, extra: str = "") -> str:
 def _run_job(plan: Plan, preset: Preset, out: Path, *, crf: int, fresh: bool, pool: BackendPool,
              progress: Progress, seed: int, audio: tuple[Path, float] | None, label: str,
              prefix: tuple[Path, str] | None = None, output_size: tuple[int, int] | None = None,
-             init_state: Any = None) -> RenderResult:
+             init_state: Any = None, policy: LoadPolicy | None = None) -> RenderResult:
     """Generate (or resume) every segment of `plan`, then write `out` and its sidecar."""
     from longvid.generate import render_segments
     from longvid.mux import concat, ffmpeg_exe
@@ -132,7 +162,7 @@ def _run_job(plan: Plan, preset: Preset, out: Path, *, crf: int, fresh: bool, po
             prefix_video = run.root / "clip.mp4"
             if not prefix_video.exists():
                 reencode_video(prefix[0], prefix_video, plan.fps, crf, size=output_size)
-        backend = pool.get(preset)
+        backend = pool.get(preset, policy)
         if init_state is not None and not run.state_path(-1).exists():
             run.save_state(-1, init_state(backend))
         progress.start(plan, label)

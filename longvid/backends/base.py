@@ -65,9 +65,9 @@ class Backend(Protocol):
     name: ClassVar[str]
     caps: ClassVar[BackendCaps]
 
-    def load(self, preset: Any) -> None:
-        """Build or load the models of a `Preset`. Heavy imports happen here, never at
-        import time."""
+    def load(self, preset: Any, policy: Any = None) -> None:
+        """Build or load the models of a `Preset`, placed as the `LoadPolicy` says (None:
+        no GPU budget applies). Heavy imports happen here, never at import time."""
 
     def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
         """Encode every prompt the run still needs, before the first segment, so a text

@@ -48,14 +48,14 @@ class SkyReelsDFBackend:
 
     # -- models --------------------------------------------------------------------------
 
-    def load(self, preset: Any) -> None:
+    def load(self, preset: Any, policy: Any = None) -> None:
         import torch
         from diffusers import (AutoencoderKLWan, SkyReelsV2Transformer3DModel,
                                UniPCMultistepScheduler)
 
         from longvid import hub
 
-        self.preset = preset
+        self.preset, self.policy = preset, policy
         self.options = {"flow_shift": None, "addnoise_condition": 0,
                         "max_sequence_length": 512} | dict(preset.options)
         self.folder = hub.resolve(preset.hub, preset.name)
@@ -75,8 +75,15 @@ class SkyReelsDFBackend:
             scheduler = UniPCMultistepScheduler.from_config(
                 scheduler.config, flow_shift=float(self.options["flow_shift"]))
         self.scheduler = scheduler
-        if cuda:  # 1.3B in bf16 is 2.7 GiB: it stays on the GPU; the text encoder is gone
+        if cuda and policy is not None and policy.transformer == "group offload":
+            from diffusers.hooks import apply_group_offloading
+
+            apply_group_offloading(self.transformer, onload_device=self.device,
+                                   offload_type="block_level", num_blocks_per_group=1,
+                                   use_stream=True)
+        elif cuda:  # resident; the text encoder is gone before the first step
             self.transformer.to(self.device)
+        if cuda:
             self.vae.to(self.device).enable_tiling()
         z = self.vae.config.z_dim
         self._mean = torch.tensor(self.vae.config.latents_mean).view(1, z, 1, 1, 1)
@@ -129,7 +136,8 @@ class SkyReelsDFBackend:
         tokenizer = AutoTokenizer.from_pretrained(self.folder / "tokenizer")
         text_encoder = UMT5EncoderModel.from_pretrained(
             self.folder, subfolder="text_encoder", torch_dtype=self.dtype).eval()
-        text_encoder.to(self.device)
+        if self.policy is None or self.policy.text_encoder == "gpu":
+            text_encoder.to(self.device)  # else it encodes on the CPU, once per prompt
         return SkyReelsV2DiffusionForcingPipeline(tokenizer=tokenizer, text_encoder=text_encoder,
                                                   transformer=None, vae=None, scheduler=None)
 
@@ -147,11 +155,26 @@ class SkyReelsDFBackend:
         latents = torch.randn(shape, generator=generator, dtype=torch.float32)
         if c:
             latents[:, :, :c] = context
-        latents = self._denoise(latents.to(self.device), c, request, generator, on_step)
+        try:
+            latents = self._denoise(latents.to(self.device), c, request, generator, on_step)
+        except torch.cuda.OutOfMemoryError:
+            raise self._out_of_memory("transformer") from None
         t1 = time.perf_counter()
-        frames = self._decode(latents, drop=4 * c - 3 if c else 0)
+        try:
+            frames = self._decode(latents, drop=4 * c - 3 if c else 0)
+        except torch.cuda.OutOfMemoryError:
+            raise self._out_of_memory("vae") from None
         return SegmentOutput(latents=latents[:, :, c:].cpu().clone(), frames=frames,
                              seconds={"denoise": t1 - t0, "decode": time.perf_counter() - t1})
+
+    def _out_of_memory(self, stage: str) -> ResourceError:
+        vram = self.policy.vram_gib if self.policy is not None else None
+        budget = f" under the policy for {vram:.1f} GiB" if vram is not None else ""
+        lower = f"--vram {max(vram - 2, 1):.0f}" if vram is not None else "a lower --vram"
+        return ResourceError(
+            f"the GPU ran out of memory in the {stage} stage{budget}",
+            f"rerun the same command with {lower} (a leaner placement) or a lower resolution; "
+            "committed segments are kept and the render resumes")
 
     def _denoise(self, latents: Any, c: int, request: SegmentRequest, generator: Any,
                  on_step: StepCallback) -> Any:

@@ -37,7 +37,7 @@ class TinyWanBackend:
 
     # -- models --------------------------------------------------------------------------
 
-    def load(self, preset: Any) -> None:
+    def load(self, preset: Any, policy: Any = None) -> None:
         import torch
         from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
         from diffusers import WanTransformer3DModel

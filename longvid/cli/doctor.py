@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,9 @@ def collect() -> dict[str, Any]:
     import transformers
 
     from longvid import __version__
+    from longvid.backends import backend_class
+    from longvid.backends.base import caps_for
+    from longvid.budget import policy_for
     from longvid.errors import ResourceError
     from longvid.mux import ffmpeg_exe
     from longvid.presets import available_presets, load_preset
@@ -55,8 +59,19 @@ def collect() -> dict[str, Any]:
     presets = {}
     for name in available_presets():
         p = load_preset(name)
-        fits = p.min_vram_gib == 0 or (info["vram_free_gib"] or 0) >= p.min_vram_gib
-        presets[name] = {"backend": p.backend, "min_vram_gib": p.min_vram_gib, "fits": fits}
+        entry: dict[str, Any] = {"backend": p.backend, "min_vram_gib": p.min_vram_gib}
+        if p.memory is None:
+            entry |= {"fits": True, "policy": None}
+        elif info["vram_free_gib"] is None:
+            entry |= {"fits": False, "policy": None}
+        else:
+            caps = caps_for(backend_class(p.backend).caps, p.options)
+            tokens = caps.max_latents * p.resolution[0] * p.resolution[1] // \
+                caps.tokens_per_latent_px
+            policy = policy_for(info["vram_free_gib"], p.memory, tokens)
+            entry |= {"fits": policy.fits and info["vram_free_gib"] >= p.min_vram_gib,
+                      "policy": asdict(policy)}
+        presets[name] = entry
     info["presets"] = presets
     return info
 
@@ -85,6 +100,10 @@ def doctor(
             print(f"{key:>14}: {value}")
         for name, p in info["presets"].items():
             need = "CPU ok" if not p["min_vram_gib"] else f"needs {p['min_vram_gib']} GiB VRAM"
+            if policy := p["policy"]:
+                peak = max(stage["peak_gib"] for stage in policy["stages"])
+                need += (f", est. peak {peak:.1f} GiB: text encoder on {policy['text_encoder']}, "
+                         f"transformer on {policy['transformer']}")
             print(f"{'preset':>14}: {name:<20} {'fits' if p['fits'] else 'does not fit'} "
                   f"({need})")
         sys.stdout.flush()

@@ -17,18 +17,27 @@ def plan(
                                                help="Preset name or .yaml path; overrides "
                                                     "the storyboard's.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    vram: Annotated[float, typer.Option(
+        "--vram", min=1, help="GPU memory to plan for, in GiB (`render` uses the free VRAM).")
+                    ] = 12.0,
 ) -> None:
     """Validate STORYBOARD and print its shots, segments, prompt switches and work estimate."""
 
     def body() -> None:
         from longvid.render import load_job
 
-        _, _, p = load_job(storyboard, preset)
+        from dataclasses import asdict
+
+        from longvid.budget import policy_for
+
+        _, chosen, p = load_job(storyboard, preset)
+        policy = policy_for(vram, chosen.memory, p.max_tokens) if chosen.memory else None
         if as_json:
-            print(json.dumps(p.to_dict(), indent=2))
+            print(json.dumps(p.to_dict() | {"policy": asdict(policy) if policy else None},
+                             indent=2))
         else:
             from longvid.cli.plan_view import show_plan
 
-            show_plan(p)
+            show_plan(p, policy)
 
     guarded(body, as_json)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from longvid.budget import LoadPolicy
 from longvid.plan import Plan
 from longvid.timecode import timecode
 
 
-def show_plan(p: Plan) -> None:
+def show_plan(p: Plan, policy: LoadPolicy | None = None) -> None:
     console = Console()
     tc = lambda f: timecode(max(f, 0), p.fps)  # noqa: E731
     console.print(f"[bold]{p.title}[/]  {p.width}x{p.height} @ {p.fps} fps, "
@@ -38,5 +39,14 @@ def show_plan(p: Plan) -> None:
             f"{s.frame - s.requested_frame:+d}f" if s.frame != s.requested_frame else "exact")
         sw.add_row(s.shot_id, tc(s.requested_frame), tc(s.frame), moved, s.text[:48])
     console.print(sw)
-    console.print(f"work: {len(p.segments)} segments x {p.steps} steps = {p.forwards} "
+    cfg = " x 2 (guidance)" if p.guidance_scale > 1 else ""
+    console.print(f"work: {len(p.segments)} segments x {p.steps} steps{cfg} = {p.forwards} "
                   f"transformer forwards of at most {p.max_tokens} tokens")
+    if policy is not None:
+        verdict = "fits" if policy.fits else "DOES NOT FIT"
+        console.print(f"GPU policy for {policy.vram_gib:g} GiB ({verdict}, peak "
+                      f"{policy.peak_gib:.1f} GiB): " + "; ".join(
+                          f"{s.name} on {s.placement}"
+                          + (f" ~{s.peak_gib:.1f} GiB" if s.placement != "cpu" else "")
+                          for s in policy.stages)
+                      + ("; VAE tiled" if policy.vae_tiling else ""))

@@ -47,6 +47,9 @@ def render(
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON line per storyboard on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    vram: Annotated[float | None, typer.Option(
+        "--vram", min=1, help="GPU memory the render may use, in GiB (default: the free VRAM); "
+        "decides where each model component lives.")] = None,
 ) -> None:
     """Render STORYBOARDS to mp4. Rerunning after Ctrl-C or a crash resumes where it stopped."""
     from longvid.progress import make_progress
@@ -66,7 +69,7 @@ def render(
             out = output / f"{path.stem}.mp4"
         try:
             result = render_storyboard(path, output=out, preset_name=preset, crf=crf,
-                                       fresh=fresh, pool=pool, progress=progress)
+                                       fresh=fresh, pool=pool, progress=progress, vram_gib=vram)
         except BaseException as exc:  # noqa: BLE001 - one failure must not stop the batch
             progress.finish()
             code = ExitCode(report(exc, as_json=False) if not as_json else _json_error(path, exc))
