@@ -1,40 +1,16 @@
-"""Tiny real-architecture checkpoints written into a local Hub cache, in the Hub's own layout.
-
-    $HF_HUB_CACHE/models--ORG--NAME/blobs/<sha256>
-    $HF_HUB_CACHE/models--ORG--NAME/snapshots/<commit>/<path> -> ../../blobs/<sha256>
-    $HF_HUB_CACHE/models--ORG--NAME/refs/main   (the commit hash)
-
-so that huggingface_hub finds them exactly as it finds a real download.
-"""
+"""Tiny real-architecture SkyReels-V2 checkpoints, written into a local Hub cache in the
+Hub's own layout (benchmarks/hubcache.py) under the real repo id."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
+import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from hubcache import write_hub_snapshot  # noqa: E402
+
 SKYREELS_REPO = "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers"
-
-
-def write_hub_snapshot(cache: Path, repo: str, source: Path, revision: str = "main") -> Path:
-    """Copy the files under `source` into `cache` as commit `revision` of `repo`."""
-    files = sorted(p for p in source.rglob("*") if p.is_file())
-    commit = hashlib.sha1("".join(str(p.relative_to(source)) for p in files).encode()).hexdigest()
-    root = cache / ("models--" + repo.replace("/", "--"))
-    snapshot = root / "snapshots" / commit
-    (root / "blobs").mkdir(parents=True, exist_ok=True)
-    for path in files:
-        data = path.read_bytes()
-        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        link = snapshot / path.relative_to(source)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(os.path.relpath(blob, link.parent), link)
-    (root / "refs").mkdir(exist_ok=True)
-    (root / "refs" / revision).write_text(commit)
-    return snapshot
 
 
 def tiny_skyreels_components(seed: int = 0) -> dict:
@@ -73,7 +49,3 @@ def install_tiny_skyreels(cache: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
         return write_hub_snapshot(cache, SKYREELS_REPO, Path(tmp))
-
-
-def copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, symlinks=True)
