@@ -25,7 +25,7 @@ class SegmentDone:
     seconds: float  # wall time of this segment in this run (0 when skipped)
 
 
-def render_segments(plan: Plan, backend: Backend, run: RunDir, *, crf: int,
+def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: int,
                     output_size: tuple[int, int] | None = None,
                     on_start: Callable[[Segment], None] = lambda seg: None,
                     on_step: Callable[[int, int], None] = lambda i, n: None
@@ -34,6 +34,7 @@ def render_segments(plan: Plan, backend: Backend, run: RunDir, *, crf: int,
 
     todo = [seg for seg in plan.segments if not run.is_done(seg.index)]
     if todo:  # every prompt encoded once, up front (a text encoder can then be freed)
+        assert backend is not None, "segments to generate need a loaded backend"
         backend.prepare(sorted({seg.prompt for seg in todo}), plan.negative_prompt,
                         plan.guidance_scale)
     for seg in plan.segments:

@@ -162,9 +162,13 @@ def _run_job(plan: Plan, preset: Preset, out: Path, *, crf: int, fresh: bool, po
             prefix_video = run.root / "clip.mp4"
             if not prefix_video.exists():
                 reencode_video(prefix[0], prefix_video, plan.fps, crf, size=output_size)
-        backend = pool.get(preset, policy)
-        if init_state is not None and not run.state_path(-1).exists():
-            run.save_state(-1, init_state(backend))
+        backend, versions = None, run.root / "versions.json"
+        if not all(run.is_done(s.index) for s in plan.segments):  # no model just to re-join
+            backend = pool.get(preset, policy)
+            atomic_write_text(versions, json.dumps(
+                {"longvid": longvid.__version__} | backend.versions(), indent=2))
+            if init_state is not None and not run.state_path(-1).exists():
+                run.save_state(-1, init_state(backend))
         progress.start(plan, label)
         if done_before:
             progress.message(f"resuming {run.root}: {done_before} of {len(plan.segments)} "
@@ -193,7 +197,8 @@ def _run_job(plan: Plan, preset: Preset, out: Path, *, crf: int, fresh: bool, po
                    "frames": prefix_frames + plan.total_frames,
                    "duration_s": (prefix_frames + plan.total_frames) / plan.fps,
                    "audio": str(audio[0]) if audio else None,
-                   "versions": {"longvid": longvid.__version__} | backend.versions(),
+                   "versions": json.loads(versions.read_text()) if versions.exists()
+                   else {"longvid": longvid.__version__},
                    "timings": {"wall_s": round(seconds, 3),
                                "generate_s": round(sum(r["seconds"] for r in records), 3)},
                    "segments": records}

@@ -129,3 +129,20 @@ def test_one_mp4_for_several_storyboards_is_a_usage_error(cli, tmp_path):
     a = write(tmp_path / "a.yaml", ONE_SHOT % "sea")
     code, _, err = cli("render", a, a, "-o", tmp_path / "x.mp4")
     assert code == 2 and "pass a folder with -o" in err
+
+
+def test_a_finished_run_is_rejoined_without_loading_a_model(small, tmp_path):
+    from longvid.progress import PlainProgress
+    from longvid.render import BackendPool, render_storyboard
+
+    def render(pool):
+        return render_storyboard(small, output=tmp_path / "o.mp4", preset_name=None, crf=18,
+                                 fresh=False, pool=pool, progress=PlainProgress(quiet=True))
+
+    first_pool, second_pool = BackendPool(), BackendPool()
+    render(first_pool)
+    result = render(second_pool)
+    assert len(first_pool.loaded) == 1 and second_pool.loaded == {}
+    assert result.resumed_segments == result.segments
+    sidecar = json.loads((tmp_path / "o.json").read_text())
+    assert "diffusers" in sidecar["versions"]  # kept from the run that loaded the model

@@ -142,10 +142,11 @@ def test_render_end_to_end_offline_with_timed_prompts(hub_cache, tmp_path, cli):
 def test_not_cached_while_offline_is_exit_4_with_the_pull_command(tmp_path, cli, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    preset = preset_file(tmp_path)  # a CPU-capable preset, so the cache check is reached
     sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 1s}]\n")
-    code, _, err = cli("render", sb, "--preset", "skyreels-df-1.3b")
-    assert code == 4
-    assert "are not in the Hub cache" in err and "longvid models pull skyreels-df-1.3b" in err
+    code, _, err = cli("render", sb, "--preset", preset)
+    assert code == 4 and "are not in the Hub cache" in err
+    assert f"longvid models pull {preset}" in err and "HF_HUB_OFFLINE is set" in err
 
 
 def test_pickle_checkpoints_are_refused(hub_cache, tmp_path, cli):

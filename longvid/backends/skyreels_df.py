@@ -58,12 +58,15 @@ class SkyReelsDFBackend:
         self.preset, self.policy = preset, policy
         self.options = {"flow_shift": None, "addnoise_condition": 0,
                         "max_sequence_length": 512} | dict(preset.options)
-        self.folder = hub.resolve(preset.hub, preset.name)
         cuda = torch.cuda.is_available()
-        if preset.min_vram_gib > 0 and not cuda:
+        if preset.min_vram_gib > 0 and not cuda:  # before any download
             raise ResourceError(
                 f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
                 "GiB) and this machine has none", "try the tool on the CPU with --preset tiny")
+        from longvid.presets import available_presets
+
+        named = available_presets().get(preset.name) == Path(preset.source)
+        self.folder = hub.resolve(preset.hub, preset.name if named else preset.source)
         self.device = torch.device("cuda" if cuda else "cpu")
         self.dtype = torch.bfloat16 if cuda else torch.float32
         self.transformer = SkyReelsV2Transformer3DModel.from_pretrained(
