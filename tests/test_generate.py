@@ -104,3 +104,12 @@ def test_request_is_frozen_dataclass():
 
     assert dataclasses.is_dataclass(SegmentRequest)
     assert SegmentRequest.__dataclass_params__.frozen
+
+
+def test_every_prompt_is_prepared_once_before_the_first_segment(small, tmp_path, tiny):
+    plan, run, spy, _ = render(small, tmp_path, tiny)
+    assert spy.prepared == sorted({s.prompt for s in plan.segments})
+    run.open({"run_key": "k"})
+    again = Spy(tiny)
+    list(render_segments(plan, again, run, crf=0))
+    assert not hasattr(again, "prepared")  # nothing left to generate: nothing to encode
