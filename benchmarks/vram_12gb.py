@@ -55,8 +55,12 @@ TINY = {
 
 def build_checkpoint(cache: Path, repo: str, configs: dict) -> Path:
     import torch
-    from diffusers import (AutoencoderKLWan, SkyReelsV2DiffusionForcingPipeline,
-                           SkyReelsV2Transformer3DModel, UniPCMultistepScheduler)
+    from diffusers import (
+        AutoencoderKLWan,
+        SkyReelsV2DiffusionForcingPipeline,
+        SkyReelsV2Transformer3DModel,
+        UniPCMultistepScheduler,
+    )
     from hubcache import write_hub_snapshot
     from transformers import UMT5Config, UMT5EncoderModel
 
@@ -151,7 +155,7 @@ def main() -> None:
     for seg in plan.segments:
         marks = [time.perf_counter()]
 
-        def on_step(i: int, n: int) -> None:
+        def on_step(i: int, n: int, marks: list = marks) -> None:
             if cuda:
                 torch.cuda.synchronize()
             marks.append(time.perf_counter())
@@ -168,7 +172,7 @@ def main() -> None:
             guidance_scale=plan.guidance_scale, fps=plan.fps), on_step)
         seg_s.append(time.perf_counter() - t0)
         vae_peak.append(peak())
-        step_s += [b - a for a, b in zip(marks, marks[1:])]
+        step_s += [b - a for a, b in zip(marks, marks[1:], strict=False)]
         context = out.latents[:, :, -plan.context_latents:]
     stages["transformer"] = max(transformer_peak) if cuda else None
     stages["vae"] = max(vae_peak) if cuda else None

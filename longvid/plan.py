@@ -189,7 +189,8 @@ def _place_shots(sb: Storyboard, fps: int) -> list[PlannedShot]:
             gap = start > cursor
             raise _err(sb, shot.line_of("start"), f"shots.{i}.start",
                        f"shot {shot.id!r} starts at {timecode(start, fps)} but the timeline is at "
-                       f"{timecode(cursor, fps)}: that leaves {'a gap' if gap else 'an overlap'} of "
+                       f"{timecode(cursor, fps)}: that leaves "
+                       f"{'a gap' if gap else 'an overlap'} of "
                        f"{abs(start - cursor)} frame(s)",
                        f"set `start: {timecode(cursor, fps)}`, or drop `start` and use `duration`")
         end = start + shot.duration.to_frames(fps) if shot.duration else shot.end.to_frames(fps)
@@ -282,7 +283,7 @@ def _plan_take(sb: Storyboard, shots: list[PlannedShot], group: list[int], t: in
     held_from = gen - x_out  # local frame where the held frames start
     min_last = latents - (held_from + (0 if continues else stride - 1)) // stride
     chunks: list[tuple[int, int, int]] = []  # (first latent, count, span start boundary)
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in zip(bounds, bounds[1:], strict=False):
         head_cap = room if a or continues else caps.max_latents
         sizes = _windows(b - a, head_cap, room, min_head if a == 0 else 1,
                          min_last if b == latents and x_out else 1)

@@ -7,7 +7,6 @@ wall time per frame of segments generated in this run times the frames left.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 from longvid.plan import Plan

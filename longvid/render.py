@@ -179,8 +179,8 @@ def _run_job(plan: Plan, preset: Preset, out: Path, *, crf: int, fresh: bool, po
             progress.segment_done(done.segment, done.skipped, done.seconds)
             records.append(run.record(done.segment.index))
         progress.finish()
-        videos = ([prefix_video] if prefix_video else []) + [run.video(s.index) for s in plan.segments
-                                                    if s.emit_frames]
+        segment_videos = [run.video(s.index) for s in plan.segments if s.emit_frames]
+        videos = ([prefix_video] if prefix_video else []) + segment_videos
         prefix_frames = _prefix_frames(prefix_video)
         concat(videos, out, fps=plan.fps, total_frames=prefix_frames + plan.total_frames,
                audio=audio, list_file=run.root / "concat.txt",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import REPO
+
 from longvid.budget import policy_for
 from longvid.presets import load_preset
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import REPO
+
 from longvid.backends import backend_class
 from longvid.presets import available_presets, load_preset
 from longvid.render import load_job

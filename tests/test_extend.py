@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import ffmpeg_make_clip
+from mediacheck import audio_seconds, frames_of, psnr
+
 from longvid.extend import generation_size
 from longvid.mux import probe
-from mediacheck import audio_seconds, frames_of, psnr
 
 
 def test_extend_appends_a_continuation_and_keeps_the_clip(cli, tmp_path):

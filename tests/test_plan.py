@@ -6,8 +6,8 @@ import dataclasses
 import random
 
 import pytest
-
 from conftest import REPO, write
+
 from longvid.backends.tiny import TinyWanBackend
 from longvid.plan import make_plan, segment_seed
 from longvid.presets import load_preset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import REPO
+
 from longvid.progress import PlainProgress, RichProgress, make_progress
 from longvid.render import load_job
 

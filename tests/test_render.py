@@ -6,11 +6,11 @@ import fcntl
 import json
 
 import pytest
-
 from conftest import make_wav, write
+from mediacheck import audio_seconds, frames_of
+
 from longvid.mux import probe
 from longvid.render import run_dir_for
-from mediacheck import audio_seconds, frames_of
 
 ONE_SHOT = "version: 1\nresolution: 32x32\nshots: [{id: a, prompt: %s, duration: 0.5s}]\n"
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from conftest import run_longvid, write
 from mediacheck import frames_of
 

@@ -11,9 +11,9 @@ import json
 
 import pytest
 import torch
-
 from conftest import write
 from hubfixture import SKYREELS_REPO, install_tiny_skyreels
+
 from longvid.backends.skyreels_df import SkyReelsDFBackend
 from longvid.generate import render_segments
 from longvid.presets import load_preset

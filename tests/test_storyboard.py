@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, write
+
 from longvid.storyboard import load_storyboard
 
 INVALID = sorted((REPO / "tests" / "data" / "invalid").glob("*.yaml"))

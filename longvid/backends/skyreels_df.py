@@ -50,8 +50,11 @@ class SkyReelsDFBackend:
 
     def load(self, preset: Any, policy: Any = None) -> None:
         import torch
-        from diffusers import (AutoencoderKLWan, SkyReelsV2Transformer3DModel,
-                               UniPCMultistepScheduler)
+        from diffusers import (
+            AutoencoderKLWan,
+            SkyReelsV2Transformer3DModel,
+            UniPCMultistepScheduler,
+        )
 
         from longvid import hub
 

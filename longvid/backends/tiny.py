@@ -39,8 +39,11 @@ class TinyWanBackend:
 
     def load(self, preset: Any, policy: Any = None) -> None:
         import torch
-        from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
-        from diffusers import WanTransformer3DModel
+        from diffusers import (
+            AutoencoderKLWan,
+            FlowMatchEulerDiscreteScheduler,
+            WanTransformer3DModel,
+        )
         from transformers import T5Config, T5EncoderModel
 
         self.options = {"weights_seed": 0, "flow_shift": 3.0} | dict(preset.options)

@@ -24,11 +24,10 @@ def plan(
     """Validate STORYBOARD and print its shots, segments, prompt switches and work estimate."""
 
     def body() -> None:
-        from longvid.render import load_job
-
         from dataclasses import asdict
 
         from longvid.budget import policy_for
+        from longvid.render import load_job
 
         _, chosen, p = load_job(storyboard, preset)
         policy = policy_for(vram, chosen.memory, p.max_tokens) if chosen.memory else None
