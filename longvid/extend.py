@@ -13,8 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from longvid.backends import backend_class
-from longvid.backends.base import caps_for
+from longvid.backends import caps_of
 from longvid.errors import InputError
 from longvid.plan import make_plan
 from longvid.presets import load_preset
@@ -50,7 +49,7 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
         raise InputError(f"{clip}: frame rate {float(info.fps):.3f} is not a whole number",
                          f"convert it first: ffmpeg -i {clip.name} -r {fps} fixed.mp4")
     preset = load_preset(preset_name)
-    caps = caps_for(backend_class(preset.backend).caps, preset.options)
+    caps = caps_of(preset)
     if not caps.takes_context:
         raise InputError(f"preset {preset.name!r} cannot continue from context frames",
                          "choose a preset whose backend takes context (see docs/presets.md)")

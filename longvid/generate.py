@@ -30,10 +30,10 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
                     on_start: Callable[[Segment], None] = lambda seg: None,
                     on_step: Callable[[int, int], None] = lambda i, n: None
                     ) -> Iterator[SegmentDone]:
-    import torch
-
     todo = [seg for seg in plan.segments if not run.is_done(seg.index)]
     if todo:  # every prompt encoded once, up front (a text encoder can then be freed)
+        import torch  # only when there is something to generate: a re-join stays light
+
         assert backend is not None, "segments to generate need a loaded backend"
         backend.prepare(sorted({seg.prompt for seg in todo}), plan.negative_prompt,
                         plan.guidance_scale)

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import longvid
-from longvid.backends import backend_class
-from longvid.backends.base import caps_for
+from longvid.backends import backend_class, caps_of
 from longvid.budget import LoadPolicy, policy_for
 from longvid.errors import InputError, ResourceError, StoryboardError
 from longvid.plan import Plan, make_plan
@@ -85,8 +84,7 @@ def load_job(path: Path, preset_name: str | None) -> tuple[Storyboard, Preset, P
             raise
         raise StoryboardError(exc.message, exc.hint, path=sb.path, line=sb.line_of("preset"),
                               key="preset") from None
-    caps = caps_for(backend_class(preset.backend).caps, preset.options)
-    return sb, preset, make_plan(sb, preset, caps)
+    return sb, preset, make_plan(sb, preset, caps_of(preset))
 
 
 def detected_vram_gib() -> float | None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
+from typing import Any
 
-from longvid.backends.base import Backend, BackendCaps
+from longvid.backends.base import Backend, BackendCaps, caps_for
 from longvid.errors import InputError
 
 DEFAULT_PLUGINS = ("longvid.backends.builtin",)
@@ -53,4 +54,9 @@ def backend_class(name: str) -> type[Backend]:
     return backends[name]
 
 
-__all__ = ["Backend", "BackendCaps", "available", "backend_class", "register"]
+def caps_of(preset: Any) -> BackendCaps:
+    """The caps a preset plans with: its backend's, with the preset's window overrides."""
+    return caps_for(backend_class(preset.backend).caps, preset.options)
+
+
+__all__ = ["Backend", "BackendCaps", "available", "backend_class", "caps_of", "register"]

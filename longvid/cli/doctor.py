@@ -31,8 +31,7 @@ def collect() -> dict[str, Any]:
     import transformers
 
     from longvid import __version__
-    from longvid.backends import backend_class
-    from longvid.backends.base import caps_for
+    from longvid.backends import caps_of
     from longvid.budget import policy_for
     from longvid.errors import ResourceError
     from longvid.mux import ffmpeg_exe
@@ -65,7 +64,7 @@ def collect() -> dict[str, Any]:
         elif info["vram_free_gib"] is None:
             entry |= {"fits": False, "policy": None}
         else:
-            caps = caps_for(backend_class(p.backend).caps, p.options)
+            caps = caps_of(p)
             tokens = caps.max_latents * p.resolution[0] * p.resolution[1] // \
                 caps.tokens_per_latent_px
             policy = policy_for(info["vram_free_gib"], p.memory, tokens)
