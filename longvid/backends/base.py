@@ -30,6 +30,7 @@ class BackendCaps:
     max_side: int  # largest width or height the backend accepts
     takes_context: bool  # accepts context latents (continuation inside a take)
     tokens_per_latent_px: int  # spatial patch area in pixels: tokens = T * H * W / this
+    memory_latents: int = 0  # recalled keyframe latents a window can take (0: no memory)
 
     @property
     def max_frames(self) -> int:
@@ -49,6 +50,9 @@ class SegmentRequest:
     steps: int
     guidance_scale: float
     fps: int
+    memory: Any = None  # None, or recalled keyframe latents (1, C, m, H/8, W/8), oldest first
+    blend_prompt: str | None = None  # a prompt whose embeddings are mixed into `prompt`'s
+    blend_weight: float = 0.0  # weight of blend_prompt: embeds = (1-w)*e(prompt) + w*e(blend)
 
 
 @dataclass(frozen=True)
