@@ -8,6 +8,8 @@ from collections.abc import Callable
 def register_backends(register: Callable[[type], None]) -> None:
     from longvid.backends.skyreels_df import SkyReelsDFBackend
     from longvid.backends.tiny import TinyWanBackend
+    from longvid.backends.wan_vace import WanVACEBackend
 
     register(TinyWanBackend)
     register(SkyReelsDFBackend)
+    register(WanVACEBackend)

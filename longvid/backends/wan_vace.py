@@ -1,0 +1,307 @@
+"""`wan-vace`: Wan2.1 VACE from the Hub; continuation through VACE's video + mask inputs.
+
+Each segment is one VACE window of N = 4(c+n)-3 frames. The c context latents (the
+previous segment's tail) are decoded to their K = 4c-3 frames and given as the
+kept part of VACE's control video (mask 0); the other 4n frames are blank and
+generated (mask 1). This is the continuation recipe of diffusers' `WanVACEPipeline`
+(`video` = last K frames + blanks, `mask` = black K + white), written out here on
+tensors so the context never round-trips through PIL, prompts can change per
+window and a window's new latents feed the next one; tests check it against the
+pipeline numerically. The re-synthesized copy of the context is dropped: the
+segment returns its n new latents and their 4n frames.
+
+Memory: recalled keyframe latents (`request.memory`) enter where VACE puts its
+`reference_images`: each one an extra latent frame in front of the window, in the
+inactive channels with zero reactive channels and a zero mask. The pipeline VAE-
+encodes a reference image to exactly such a normalized latent; a recalled latent is
+one already and goes in as is (one taken from mid-take encodes four frames rather
+than one still; whether a decode/encode round trip to a still helps is unmeasured).
+Reference latents are dropped from the output, as the pipeline drops them.
+
+Text: prompts are encoded once (`prepare`), cached on disk and the text encoder is
+released before the transformer runs; `blend_prompt` mixes two cached embeddings.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
+from longvid.errors import ResourceError
+
+NATIVE_FPS = 16
+VAE_STRIDE_T = 4  # pixel frames per latent frame (the first latent of a take holds 1)
+VAE_STRIDE_PX = 8  # pixels per latent side
+
+
+# Copied from longvid.backends.skyreels_df.embeddings_cache_dir
+def embeddings_cache_dir() -> Path:
+    home = os.environ.get("LONGVID_HOME")
+    base = Path(home) / "cache" if home else Path.home() / ".cache" / "longvid"
+    return base / "prompt-embeddings"
+
+
+class WanVACEBackend:
+    name: ClassVar[str] = "wan-vace"
+    caps: ClassVar[BackendCaps] = BackendCaps(
+        native_fps=NATIVE_FPS, any_fps=False, frame_multiple=4, frame_offset=1,
+        latent_stride_t=VAE_STRIDE_T, max_latents=21, context_latents=5, size_multiple=16,
+        max_side=1280, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
+        memory_latents=2,
+    )  # windows of 81 frames (the model's training length) keeping 17 frames of context
+
+    def __init__(self) -> None:
+        self._embeddings: dict[str, Any] = {}
+
+    # -- models --------------------------------------------------------------------------
+
+    def load(self, preset: Any, policy: Any = None) -> None:
+        import torch
+        from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanVACETransformer3DModel
+
+        from longvid import hub
+
+        self.preset, self.policy = preset, policy
+        self.options = {"flow_shift": None, "conditioning_scale": 1.0,
+                        "max_sequence_length": 512} | dict(preset.options)
+        cuda = torch.cuda.is_available()
+        if preset.min_vram_gib > 0 and not cuda:  # before any download
+            raise ResourceError(
+                f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
+                "GiB) and this machine has none", "try the tool on the CPU with --preset tiny")
+        from longvid.presets import available_presets
+
+        named = available_presets().get(preset.name) == Path(preset.source)
+        self.folder = hub.resolve(preset.hub, preset.name if named else preset.source)
+        self.device = torch.device("cuda" if cuda else "cpu")
+        self.dtype = torch.bfloat16 if cuda else torch.float32
+        self.transformer = WanVACETransformer3DModel.from_pretrained(
+            self.folder, subfolder="transformer", torch_dtype=self.dtype).eval()
+        self.vae = AutoencoderKLWan.from_pretrained(self.folder, subfolder="vae",
+                                                    torch_dtype=torch.float32).eval()
+        scheduler = UniPCMultistepScheduler.from_pretrained(self.folder, subfolder="scheduler")
+        if self.options["flow_shift"] is not None:
+            scheduler = UniPCMultistepScheduler.from_config(
+                scheduler.config, flow_shift=float(self.options["flow_shift"]))
+        self.scheduler = scheduler
+        if cuda and policy is not None and policy.transformer == "group offload":
+            from diffusers.hooks import apply_group_offloading
+
+            apply_group_offloading(self.transformer, onload_device=self.device,
+                                   offload_type="block_level", num_blocks_per_group=1,
+                                   use_stream=True)
+        elif cuda:  # resident; the text encoder is gone before the first step
+            self.transformer.to(self.device)
+        if cuda:
+            self.vae.to(self.device).enable_tiling()
+        z = self.vae.config.z_dim
+        self._mean = torch.tensor(self.vae.config.latents_mean).view(1, z, 1, 1, 1)
+        self._std = torch.tensor(self.vae.config.latents_std).view(1, z, 1, 1, 1)
+
+    def versions(self) -> dict[str, str]:
+        import diffusers
+        import torch
+        import transformers
+
+        return {"diffusers": diffusers.__version__, "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "weights": f"{self.preset.hub.repo}@{self.folder.name}"}
+
+    # -- text: encode once, cache on disk, free the encoder ---------------------------------
+
+    def _cache_path(self, text: str) -> Path:
+        key = f"{self.preset.hub.repo}@{self.folder.name}:{self.options['max_sequence_length']}:"
+        return embeddings_cache_dir() / (hashlib.sha256((key + text).encode()).hexdigest()
+                                         + ".safetensors")
+
+    def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
+        from safetensors.torch import load_file, save_file
+
+        texts = prompts + ([negative_prompt] if guidance_scale > 1 else [])
+        missing = [t for t in texts if not self._cache_path(t).exists()]
+        if missing:
+            encoder = self._text_pipeline()
+            embeddings_cache_dir().mkdir(parents=True, exist_ok=True)
+            for text in missing:
+                embeds, _ = encoder.encode_prompt(
+                    prompt=text, do_classifier_free_guidance=False,
+                    max_sequence_length=int(self.options["max_sequence_length"]),
+                    device=encoder.text_encoder.device)
+                path = self._cache_path(text)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                save_file({"embeds": embeds.float().cpu().contiguous()}, str(tmp))
+                os.replace(tmp, path)
+            del encoder
+            gc.collect()  # the text encoder is gone before the first denoising step
+        for text in texts:
+            self._embeddings[text] = load_file(str(self._cache_path(text)))["embeds"]
+
+    def _text_pipeline(self) -> Any:
+        """A pipeline holding only the tokenizer and text encoder, for diffusers' own
+        prompt cleaning and padding rules."""
+        from diffusers import WanVACEPipeline
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        tokenizer = AutoTokenizer.from_pretrained(self.folder / "tokenizer")
+        text_encoder = UMT5EncoderModel.from_pretrained(
+            self.folder, subfolder="text_encoder", torch_dtype=self.dtype).eval()
+        if self.policy is None or self.policy.text_encoder == "gpu":
+            text_encoder.to(self.device)  # else it encodes on the CPU, once per prompt
+        return WanVACEPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=None,
+                               scheduler=None, transformer=None)
+
+    def text_embeddings(self, request: SegmentRequest) -> tuple[Any, Any]:
+        """(cond, uncond or None), each (1, L, D): the prompt's cached embeddings, mixed
+        with blend_prompt's as (1-w)*e(prompt) + w*e(blend) when one is given."""
+        cond = self._embeddings[request.prompt]
+        if request.blend_prompt is not None and request.blend_weight:
+            w = float(request.blend_weight)
+            cond = (1 - w) * cond + w * self._embeddings[request.blend_prompt]
+        uncond = self._embeddings[request.negative_prompt] if request.guidance_scale > 1 else None
+        return cond, uncond
+
+    # -- generation --------------------------------------------------------------------------
+
+    def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
+        import torch
+
+        t0 = time.perf_counter()
+        context = request.context  # (1, 16, c, h, w) or None
+        c = 0 if context is None else context.shape[2]
+        m = 0 if request.memory is None else request.memory.shape[2]
+        z = self.vae.config.z_dim
+        h, w = request.height // VAE_STRIDE_PX, request.width // VAE_STRIDE_PX
+        generator = torch.Generator().manual_seed(request.seed)
+        noise = torch.randn((1, z, c + request.num_latents, h, w), generator=generator)
+        if m:  # drawn after, so a seed gives the same video noise with or without memory
+            refs = torch.randn((1, z, m, h, w), generator=generator)
+            noise = torch.cat([refs, noise], dim=2)  # (1, 16, m+c+n, h, w): refs first
+        try:
+            control = self._control(context, request.memory, request)  # (1, 96, m+c+n, h, w)
+        except torch.cuda.OutOfMemoryError:
+            raise self._out_of_memory("vae") from None
+        t1 = time.perf_counter()
+        try:
+            latents = self._denoise(noise.to(self.device), control, request, on_step)
+        except torch.cuda.OutOfMemoryError:
+            raise self._out_of_memory("transformer") from None
+        new = latents[:, :, m + c:].float().cpu()  # (1, 16, n, h, w)
+        t2 = time.perf_counter()
+        # decode behind the true context (not VACE's copy of it) so the VAE's causal
+        # cache continues from the frames the previous segment showed
+        head = new if context is None else torch.cat([context.float().cpu(), new], dim=2)
+        try:
+            frames = self._decode(head, drop=VAE_STRIDE_T * c - 3 if c else 0)
+        except torch.cuda.OutOfMemoryError:
+            raise self._out_of_memory("vae") from None
+        return SegmentOutput(latents=new.clone(), frames=frames,
+                             seconds={"condition": t1 - t0, "denoise": t2 - t1,
+                                      "decode": time.perf_counter() - t2})
+
+    def _out_of_memory(self, stage: str) -> ResourceError:
+        vram = self.policy.vram_gib if self.policy is not None else None
+        budget = f" under the policy for {vram:.1f} GiB" if vram is not None else ""
+        lower = f"--vram {max(vram - 2, 1):.0f}" if vram is not None else "a lower --vram"
+        return ResourceError(
+            f"the GPU ran out of memory in the {stage} stage{budget}",
+            f"rerun the same command with {lower} (a leaner placement) or a lower resolution; "
+            "committed segments are kept and the render resumes")
+
+    def _control(self, context: Any, memory: Any, request: SegmentRequest) -> Any:
+        """VACE's control input (1, 96, m+c+n, h, w): [inactive 16 | reactive 16 | mask 64],
+        as `WanVACEPipeline.prepare_video_latents` and `prepare_masks` build it."""
+        import torch
+
+        c = 0 if context is None else context.shape[2]
+        kept = VAE_STRIDE_T * c - 3 if c else 0  # K context frames
+        num_frames = VAE_STRIDE_T * (c + request.num_latents) - 3  # N = K + 4n (or 4n-3)
+        video = torch.zeros(1, 3, num_frames, request.height, request.width)  # [-1, 1]
+        mask = torch.ones(1, 1, num_frames, request.height, request.width)  # 1: generate
+        if c:
+            video[:, :, :kept] = self._decode_float(context).clamp(-1, 1)
+            mask[:, :, :kept] = 0
+        inactive = self._encode(video * (1 - mask))  # (1, 16, c+n, h, w)
+        reactive = self._encode(video * mask)
+        latents = torch.cat([inactive, reactive], dim=1)  # (1, 32, c+n, h, w)
+        p = VAE_STRIDE_PX
+        h, w = request.height // p, request.width // p
+        mask8 = mask[0, 0].view(num_frames, h, p, w, p).permute(2, 4, 0, 1, 3).flatten(0, 1)
+        mask8 = torch.nn.functional.interpolate(  # (64, c+n, h, w), as the pipeline resamples
+            mask8.unsqueeze(0), size=(c + request.num_latents, h, w), mode="nearest-exact")
+        if memory is not None:  # reference frames: inactive = the keyframe, reactive = 0, mask = 0
+            refs = memory.float().cpu()  # (1, 16, m, h, w), oldest first
+            latents = torch.cat([torch.cat([refs, torch.zeros_like(refs)], dim=1), latents],
+                                dim=2)
+            mask8 = torch.cat([torch.zeros_like(mask8[:, :, :refs.shape[2]]), mask8], dim=2)
+        return torch.cat([latents, mask8], dim=1)
+
+    def _denoise(self, latents: Any, control: Any, request: SegmentRequest,
+                 on_step: StepCallback) -> Any:
+        import torch
+
+        scheduler = copy.deepcopy(self.scheduler)
+        scheduler.set_timesteps(request.steps, device=self.device)
+        cond, uncond = self.text_embeddings(request)
+        cond = cond.to(self.device, self.dtype)
+        uncond = uncond.to(self.device, self.dtype) if uncond is not None else None
+        control = control.to(self.device, self.dtype)
+        layers = len(self.transformer.config.vace_layers)
+        scale = torch.tensor([float(self.options["conditioning_scale"])] * layers,
+                             device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            for i, t in enumerate(scheduler.timesteps):
+                model_in = latents.to(self.dtype)
+                timestep = t.expand(1)
+                with self.transformer.cache_context("cond"):
+                    pred = self.transformer(hidden_states=model_in, timestep=timestep,
+                                            encoder_hidden_states=cond,
+                                            control_hidden_states=control,
+                                            control_hidden_states_scale=scale,
+                                            return_dict=False)[0]
+                if uncond is not None:
+                    with self.transformer.cache_context("uncond"):
+                        base = self.transformer(hidden_states=model_in, timestep=timestep,
+                                                encoder_hidden_states=uncond,
+                                                control_hidden_states=control,
+                                                control_hidden_states_scale=scale,
+                                                return_dict=False)[0]
+                    pred = base + request.guidance_scale * (pred - base)
+                latents = scheduler.step(pred, t, latents, return_dict=False)[0]
+                on_step(i + 1, request.steps)
+        return latents
+
+    # -- VAE ---------------------------------------------------------------------------------
+
+    def _encode(self, video: Any) -> Any:
+        """Pixels (1, 3, F, H, W) in [-1, 1] -> normalized latents (1, 16, (F-1)/4+1, h, w)."""
+        import torch
+
+        with torch.no_grad():
+            z = self.vae.encode(video.to(self.vae.device)).latent_dist.mode().float().cpu()
+        return (z - self._mean) / self._std
+
+    def _decode_float(self, latents: Any) -> Any:
+        """Normalized latents (1, 16, T, h, w) -> pixels (1, 3, 4T-3, H, W) in [-1, 1]."""
+        import torch
+
+        z = latents.float().cpu() * self._std + self._mean
+        with torch.no_grad():
+            return self.vae.decode(z.to(self.vae.device), return_dict=False)[0].float().cpu()
+
+    def _decode(self, latents: Any, drop: int) -> Any:
+        """Normalized latents (1, 16, T, h, w) -> uint8 frames (4T-3-drop, H, W, 3)."""
+        video = self._decode_float(latents)[0, :, drop:]  # (3, F, H, W) in [-1, 1]
+        pixels = ((video.clamp(-1, 1) + 1) * 127.5).round().byte()
+        return pixels.permute(1, 2, 3, 0).contiguous().numpy()
+
+    def encode_frames(self, frames: Any) -> Any:
+        import torch
+
+        video = torch.from_numpy(frames.copy()).float().permute(3, 0, 1, 2).unsqueeze(0)
+        return self._encode(video / 127.5 - 1)

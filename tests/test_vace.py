@@ -1,0 +1,209 @@
+"""The wan-vace backend on a tiny Wan2.1 VACE checkpoint in a local Hub cache.
+
+The checkpoint is written in the Hub's own cache layout under the real repo id and
+loaded offline through the code path a real download takes. One window, with and
+without context and recalled keyframes, is checked numerically against diffusers'
+WanVACEPipeline driven with its documented continuation recipe.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import write
+from hubfixture import VACE_REPO, install_tiny_vace
+
+from longvid.backends.base import SegmentRequest
+from longvid.backends.wan_vace import WanVACEBackend
+from longvid.presets import load_preset
+
+TEST_PRESET = """\
+name: vace-test
+backend: wan-vace
+fps: 16
+resolution: 32x32
+steps: 3
+guidance_scale: %(guidance)s
+min_vram_gib: 0
+options:
+  flow_shift: 3.0
+  max_sequence_length: 16
+  max_latents: 5
+  context_latents: 2
+hub:
+  repo: %(repo)s
+  revision: main
+  verified: true
+  files: [model_index.json, scheduler/*.json, tokenizer/*, text_encoder/*.json,
+          text_encoder/*.safetensors*, transformer/*.json, transformer/*.safetensors*,
+          vae/*.json, vae/*.safetensors*]
+"""
+PROMPT, OTHER, NEGATIVE = "a lighthouse in fog", "a red sunset", "blurry"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "hf" / "hub"
+    install_tiny_vace(cache)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LONGVID_HOME", str(tmp_path / "home"))
+    return cache
+
+
+def preset_file(tmp_path, guidance=1.0):
+    return write(tmp_path / "vace-test.yaml",
+                 TEST_PRESET % {"guidance": guidance, "repo": VACE_REPO})
+
+
+def loaded(tmp_path, guidance=1.0) -> WanVACEBackend:
+    backend = WanVACEBackend()
+    backend.load(load_preset(str(preset_file(tmp_path, guidance))))
+    backend.prepare([PROMPT, OTHER], NEGATIVE, guidance)
+    return backend
+
+
+def request(seed, n, context=None, memory=None, guidance=1.0, **kw) -> SegmentRequest:
+    return SegmentRequest(index=0, prompt=PROMPT, negative_prompt=NEGATIVE, num_latents=n,
+                          context=context, width=32, height=32, seed=seed, steps=3,
+                          guidance_scale=guidance, fps=16, memory=memory, **kw)
+
+
+def no_progress(i, n):
+    pass
+
+
+def differs(a, b) -> bool:
+    """Windows are bit-identical for identical inputs (asserted below), so any gap above
+    float noise comes from the input that changed; tiny random VACE blocks move the
+    output by about 1e-4."""
+    return (a - b).abs().max().item() > 1e-5
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_window_matches_diffusers_vace_pipeline(hub_cache, tmp_path, guidance):
+    """A take's first window, then a continuation window with two recalled keyframes:
+    the same latents as WanVACEPipeline with video = K context frames + blanks,
+    mask = 0 on them and 1 elsewhere, reference_images = the keyframes."""
+    from diffusers import WanVACEPipeline
+    from PIL import Image
+
+    backend = loaded(tmp_path, guidance)
+    pipe = WanVACEPipeline.from_pretrained(backend.folder)
+    pipe.set_progress_bar_config(disable=True)
+    vae, mean, std = pipe.vae, backend._mean, backend._std
+    common = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "height": 32, "width": 32,
+              "num_inference_steps": 3, "guidance_scale": guidance, "output_type": "latent",
+              "max_sequence_length": 16}
+
+    first = backend.generate(request(5, 5, guidance=guidance), no_progress)
+    assert first.latents.shape == (1, 16, 5, 4, 4) and first.frames.shape == (17, 32, 32, 3)
+    theirs = pipe(num_frames=17, generator=torch.Generator().manual_seed(5), **common).frames
+    torch.testing.assert_close(first.latents, theirs, rtol=1e-5, atol=1e-5)
+
+    # two distinct keyframes, as images and as the latents of those images
+    ramp = torch.arange(32, dtype=torch.uint8).mul(8).view(1, 32, 1).expand(32, 32, 3)
+    stills = [ramp.numpy().copy(), (255 - ramp.transpose(0, 1)).numpy().copy()]  # (32, 32, 3)
+    with torch.no_grad():
+        memory = torch.cat([vae.encode(torch.from_numpy(f).permute(2, 0, 1)[None, :, None]
+                                       .float() / 127.5 - 1).latent_dist.mode()
+                            for f in stills], dim=2)
+    memory = (memory - mean) / std  # (1, 16, 2, 4, 4), normalized
+    context = first.latents[:, :, -2:]
+    cont = backend.generate(request(6, 3, context, memory, guidance), no_progress)
+    assert cont.latents.shape == (1, 16, 3, 4, 4) and cont.frames.shape == (12, 32, 32, 3)
+
+    with torch.no_grad():  # the K = 5 context frames, in [0, 1]
+        kept = vae.decode(context * std + mean, return_dict=False)[0].clamp(-1, 1)
+    kept = ((kept + 1) / 2).permute(0, 2, 1, 3, 4)  # (1, 5, 3, 32, 32)
+    video = torch.cat([kept, torch.full((1, 12, 3, 32, 32), 0.5)], dim=1)  # 17 frames
+    mask = torch.ones_like(video)
+    mask[:, :5] = 0
+    generator = torch.Generator().manual_seed(6)
+    noise = torch.randn((1, 16, 5, 4, 4), generator=generator)
+    noise = torch.cat([torch.randn((1, 16, 2, 4, 4), generator=generator), noise], dim=2)
+    theirs = pipe(num_frames=17, video=video, mask=mask,
+                  reference_images=[Image.fromarray(f) for f in stills[::-1]],  # last first
+                  latents=noise, **common).frames
+    assert theirs.shape == (1, 16, 7, 4, 4)  # 2 reference latents + 2 context + 3 new
+    torch.testing.assert_close(cont.latents, theirs[:, :, 4:], rtol=1e-5, atol=1e-5)
+
+
+def test_context_and_memory_change_the_window(hub_cache, tmp_path):
+    backend = loaded(tmp_path)
+    first = backend.generate(request(5, 5), no_progress)
+    context = first.latents[:, :, -2:]
+    alone = backend.generate(request(6, 3), no_progress).latents  # a fresh take of 3
+    cont = backend.generate(request(6, 3, context), no_progress)
+    assert cont.frames.shape[0] == 12 and differs(cont.latents, alone)
+    again = backend.generate(request(6, 3, context), no_progress)
+    torch.testing.assert_close(again.latents, cont.latents)  # deterministic per seed
+    other_context = backend.generate(request(9, 2), no_progress).latents
+    moved = backend.generate(request(6, 3, other_context), no_progress).latents
+    assert differs(moved, cont.latents)
+
+    recalled = backend.generate(request(6, 3, context, first.latents[:, :, :1]), no_progress)
+    assert recalled.latents.shape == (1, 16, 3, 4, 4) and recalled.frames.shape[0] == 12
+    assert differs(recalled.latents, cont.latents)
+    other = backend.generate(request(6, 3, context, first.latents[:, :, 4:5]), no_progress)
+    assert differs(other.latents, recalled.latents)
+
+
+def test_blend_prompt_mixes_the_cached_embeddings(hub_cache, tmp_path):
+    from diffusers import WanVACEPipeline
+
+    backend = loaded(tmp_path)
+    seen = []
+    hook = backend.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["encoder_hidden_states"].clone()),
+        with_kwargs=True)
+    plain = backend.generate(request(5, 2), no_progress)
+    blended = backend.generate(request(5, 2, blend_prompt=OTHER, blend_weight=0.25),
+                               no_progress)
+    hook.remove()
+    pipe = WanVACEPipeline.from_pretrained(backend.folder)
+
+    def embeds(text):
+        return pipe.encode_prompt(text, do_classifier_free_guidance=False,
+                                  max_sequence_length=16, device="cpu")[0]
+
+    expected = 0.75 * embeds(PROMPT) + 0.25 * embeds(OTHER)
+    assert len(seen) == 6  # 3 steps per window, no guidance
+    torch.testing.assert_close(seen[0], embeds(PROMPT), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(seen[3], expected, rtol=1e-5, atol=1e-6)
+    assert differs(blended.latents, plain.latents)
+
+
+def test_render_end_to_end_offline(hub_cache, tmp_path, cli):
+    preset = preset_file(tmp_path, guidance=2.0)
+    sb = write(tmp_path / "story.yaml", f"""\
+        version: 1
+        preset: {preset.name}
+        seed: 3
+        negative_prompt: blurry
+        shots:
+          - id: a
+            duration: 2s
+            prompts: [{{at: 0, text: a harbour}}, {{at: 1s, text: a storm}}]
+          - {{id: b, duration: 0.5s, prompt: a pier, transition: cut}}
+        """)
+    code, out, err = cli("render", sb, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["frames"] == 40 and result["segments"] >= 4
+    sidecar = json.loads((tmp_path / "story.json").read_text())
+    assert sidecar["versions"]["weights"].startswith(VACE_REPO + "@")
+    cached = list((tmp_path / "home" / "cache" / "prompt-embeddings").glob("*.safetensors"))
+    assert len(cached) == 4  # three prompts and the negative one, encoded once each
+    code, out, _ = cli("render", sb, "--json")
+    assert code == 0 and json.loads(out)["resumed_segments"] == result["segments"]
+
+
+def test_real_preset_needs_a_gpu_on_a_cpu_machine(hub_cache):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(Exception, match="runs on a CUDA GPU") as info:
+        WanVACEBackend().load(load_preset("wan-vace-1.3b"))
+    assert info.value.code == 4 and "--preset tiny" in info.value.hint
