@@ -1,8 +1,8 @@
 """THE segment loop: walk the plan, generate each segment, commit it, yield it.
 
 Everything a segment needs from the past (context latents, frames held back for a
-crossfade) is read from the previous segment's committed state, so the loop starts
-equally well from segment 0 or from the middle of a killed render.
+crossfade, the memory bank of keyframes) is read from committed files, so the loop
+starts equally well from segment 0 or from the middle of a killed render.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from longvid.backends.base import Backend, SegmentRequest
+from longvid.memory.bank import DEFAULT_CAPACITY, MemoryBank
+from longvid.memory.drift import correct_frames, correct_latents, read_drift
+from longvid.memory.recall import choose_memory, stack_latents
+from longvid.memory.store import memory_path, pick_keyframes, replay_bank, save_keyframes
 from longvid.mux import encode_frames
 from longvid.plan import Plan, Segment
 from longvid.rundir import RunDir
@@ -27,6 +31,7 @@ class SegmentDone:
 
 def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: int,
                     output_size: tuple[int, int] | None = None,
+                    memory_capacity: int = DEFAULT_CAPACITY,
                     on_start: Callable[[Segment], None] = lambda seg: None,
                     on_step: Callable[[int, int], None] = lambda i, n: None
                     ) -> Iterator[SegmentDone]:
@@ -35,8 +40,10 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         import torch  # only when there is something to generate: a re-join stays light
 
         assert backend is not None, "segments to generate need a loaded backend"
-        backend.prepare(sorted({seg.prompt for seg in todo}), plan.negative_prompt,
-                        plan.guidance_scale)
+        prompts = {seg.prompt for seg in todo} | {seg.blend_prompt for seg in todo
+                                                  if seg.blend_prompt}
+        backend.prepare(sorted(prompts), plan.negative_prompt, plan.guidance_scale)
+    bank: MemoryBank | None = None
     for seg in plan.segments:
         # 1. skip what an earlier run committed
         if run.is_done(seg.index):
@@ -45,42 +52,72 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         on_start(seg)
         t0 = time.perf_counter()
 
-        # 2. restore what the previous segment left: context latents, held frames
+        # 2. restore what the past left: context latents, held frames, the memory bank
         state = run.load_state(seg.index - 1)
         context = state["context"][:, :, -seg.context_latents:] if seg.context_latents else None
+        if bank is None:
+            bank = replay_bank(run.segments, seg.index, memory_capacity)
 
-        # 3. generate: (1, C, n, h, w) new latents and their uint8 frames (F, H, W, 3)
+        # 3. remember: recalled shots, the shot's anchor, retrieved keyframes
+        picks = choose_memory(bank, segment=seg.index, take=seg.take, shot_id=seg.shot_id,
+                              recall=seg.recall, continuing=context is not None,
+                              budget=plan.memory_latents)
+        recalled = stack_latents(picks)  # (1, C, m, h, w) or None
+
+        # 4. generate: (1, C, n, h, w) new latents and their uint8 frames (F, H, W, 3)
         out = backend.generate(SegmentRequest(
             index=seg.index, prompt=seg.prompt, negative_prompt=plan.negative_prompt,
             num_latents=seg.num_latents, context=context, width=plan.width,
             height=plan.height, seed=seg.seed, steps=plan.steps,
-            guidance_scale=plan.guidance_scale, fps=plan.fps), on_step)
+            guidance_scale=plan.guidance_scale, fps=plan.fps,
+            memory=None if recalled is None else torch.from_numpy(recalled),
+            blend_prompt=seg.blend_prompt, blend_weight=seg.blend_weight), on_step)
         frames = out.frames
         if frames.shape[0] != seg.num_frames:
             raise RuntimeError(f"backend {backend.name!r} returned {frames.shape[0]} frames for "
                                f"segment {seg.index}, the plan expects {seg.num_frames}")
 
-        # 4. dissolve the head into the frames the previous take held back
+        # 5. measure drift against the shot's anchor; correct pixels and carried latents
+        new_latents = out.latents[0].float().numpy()  # (C, n, h, w)
+        anchor = bank.anchor_of(seg.take, seg.shot_id)
+        drift = read_drift(new_latents, frames, anchor)
+        corrected = plan.anti_drift and anchor is not None and drift.drifted()
+        if corrected:
+            frames = correct_frames(frames, anchor)
+
+        # 6. dissolve the head into the frames the previous take held back
         if seg.blend_frames:
             frames = frames.copy()
             frames[:seg.blend_frames] = crossfade(state["held"].numpy(),
                                                   frames[:seg.blend_frames])
 
-        # 5. write this segment's frames once, and the state the next segment needs
+        # 7. write this segment's frames once, the state the next segment needs, and
+        # its keyframes for the bank
         if seg.emit_frames:
             encode_frames(frames[:seg.emit_frames], run.video(seg.index), plan.fps, crf,
                           size=output_size)
         tail = out.latents if context is None else torch.cat([context, out.latents], dim=2)
-        next_state = {"context": tail[:, :, -plan.context_latents:].contiguous()}
+        tail = tail[:, :, -plan.context_latents:].contiguous()
+        if corrected:
+            tail = torch.from_numpy(correct_latents(tail.float().numpy(), anchor))
+        next_state = {"context": tail}
         if seg.hold_frames:
             held = frames[seg.emit_frames:seg.emit_frames + seg.hold_frames]
             next_state["held"] = torch.from_numpy(held.copy())
         run.save_state(seg.index, next_state)
+        keyframes = pick_keyframes(
+            segment=seg.index, take=seg.take, shot_id=seg.shot_id, prompt=seg.prompt,
+            start_frame=seg.start_frame, latents=new_latents, frames=frames,
+            continuing=context is not None, stride=plan.latent_stride_t)
+        save_keyframes(memory_path(run.segments, seg.index), keyframes)
 
-        # 6. commit (the record is written last), then yield
+        # 8. commit (the record is written last), then yield
+        bank.add(keyframes)
         seconds = time.perf_counter() - t0
-        run.commit(seg.index, {"index": seg.index, "shot": seg.shot_id, "seed": seg.seed,
-                               "prompt": seg.prompt, "frames": seg.emit_frames,
-                               "seconds": round(seconds, 3),
-                               "stages_s": {k: round(v, 3) for k, v in out.seconds.items()}})
+        run.commit(seg.index, {
+            "index": seg.index, "shot": seg.shot_id, "seed": seg.seed, "prompt": seg.prompt,
+            "frames": seg.emit_frames, "seconds": round(seconds, 3),
+            "stages_s": {k: round(v, 3) for k, v in out.seconds.items()},
+            "memory": [p.describe() for p in picks],
+            "drift": drift.to_dict() | {"corrected": corrected}})
         yield SegmentDone(seg, skipped=False, seconds=seconds)

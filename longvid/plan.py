@@ -78,6 +78,9 @@ class Segment:
     hold_frames: int  # frames kept back for the next take's crossfade
     prompt: str
     seed: int
+    blend_prompt: str | None = None  # mixed into `prompt` during a `continue` transition
+    blend_weight: float = 0.0  # weight of blend_prompt's embeddings
+    recall: tuple[str, ...] = ()  # shots whose keyframes this segment is given (`recall`)
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,12 @@ class Plan:
     segments: tuple[Segment, ...]
     switches: tuple[PromptSwitch, ...]
     context_latents: int  # latents carried between the segments of a take
+    latent_stride_t: int  # frames per latent (after a take's first)
+    memory_latents: int  # recalled keyframes a segment may be given (the backend's budget)
+    anti_drift: bool
     forwards: int  # transformer forward passes, the unit of work
-    max_tokens: int  # largest transformer sequence of one forward
+    max_tokens: int  # largest transformer sequence of one forward, memory included
+    warnings: tuple[str, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -146,6 +153,11 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
     assert sum(s.emit_frames for s in segments) == total, "frame accounting is off"
     cfg = 2 if preset.guidance_scale > 1 else 1
     tokens_per_latent = width * height // caps.tokens_per_latent_px
+    warnings = []
+    recalling = [s.id for s in sb.shots if s.recall]
+    if recalling and caps.memory_latents == 0:
+        warnings.append(f"backend {preset.backend!r} takes no memory: `recall` of shot(s) "
+                        f"{', '.join(recalling)} will be ignored")
     return Plan(
         title=sb.title, storyboard=sb.path, content_sha256=sb.content_sha256,
         preset=preset.name, backend=preset.backend, fps=fps, width=width, height=height,
@@ -153,8 +165,12 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         negative_prompt=sb.negative_prompt, total_frames=total,
         shots=tuple(shots), takes=tuple(takes), segments=tuple(segments),
         switches=tuple(switches), context_latents=caps.context_latents,
+        latent_stride_t=caps.latent_stride_t, memory_latents=caps.memory_latents,
+        anti_drift=sb.anti_drift,
         forwards=len(segments) * preset.steps * cfg,
-        max_tokens=max((s.context_latents + s.num_latents) for s in segments) * tokens_per_latent,
+        max_tokens=max((s.context_latents + s.num_latents) for s in segments) * tokens_per_latent
+        + caps.memory_latents * tokens_per_latent,
+        warnings=tuple(warnings),
     )
 
 
@@ -277,7 +293,8 @@ def _plan_take(sb: Storyboard, shots: list[PlannedShot], group: list[int], t: in
                    f"the take starting at shot {first.id!r} is {gen} frames; this backend cannot "
                    f"continue a take beyond {caps.max_frames} frames",
                    "shorten the shots or separate them with `transition: cut`")
-    bounds = sorted(starts) + [latents]
+    blends = _blend_spans(sb, shots, group, starts, wanted, j_min, j_max, stride, fps, latents)
+    bounds = sorted(set(starts) | {j for span in blends for j in span.bounds}) + [latents]
     room = caps.max_latents - caps.context_latents  # new latents per window after the first
     min_head = -(-(x_in + stride - 1) // stride) if x_in else 1
     held_from = gen - x_out  # local frame where the held frames start
@@ -293,7 +310,7 @@ def _plan_take(sb: Storyboard, shots: list[PlannedShot], group: list[int], t: in
                        f"window ({stride * room} frames)", "shorten the crossfade")
         pos = a
         for count in sizes:
-            chunks.append((pos, count, a))
+            chunks.append((pos, count, max(j for j in starts if j <= a)))
             pos += count
 
     # 3. frame accounting for each segment
@@ -309,13 +326,22 @@ def _plan_take(sb: Storyboard, shots: list[PlannedShot], group: list[int], t: in
         within_shot = sum(1 for s in segments if s.shot_id == shot.id)
         seed = (segment_seed(shot.seed, within_shot) if shot.seed is not None
                 else segment_seed(sb.seed, index))
+        blend_prompt, blend_weight = None, 0.0
+        for span in blends:
+            weight = span.weight_of_b(a, n)
+            if weight is not None:
+                after = a >= span.j0
+                other = span.prompt_a if after else span.prompt_b
+                blend_prompt = compose_prompt(other[1], sb.shots[other[0]], sb.style)
+                blend_weight = round(1 - weight if after else weight, 4)
         segments.append(Segment(
             index=index, take=t, shot_id=shot.id, first_latent=a, num_latents=n,
             context_latents=(caps.context_latents if continues else min(caps.context_latents, a))
             if caps.takes_context else 0,
             start_frame=origin + s_f, num_frames=e_f - s_f,
             blend_frames=x_in if a == 0 else 0, emit_frames=emit, hold_frames=hold,
-            prompt=compose_prompt(shot.prompts[prompt_i].text, shot, sb.style), seed=seed))
+            prompt=compose_prompt(shot.prompts[prompt_i].text, shot, sb.style), seed=seed,
+            blend_prompt=blend_prompt, blend_weight=blend_weight, recall=shot.recall))
     if gen - x_out < x_in:
         raise _err(sb, sb.shots[group[0]].line, f"shots.{group[0]}",
                    f"take {t} is too short for its crossfades", "lengthen the shots or the "
@@ -323,6 +349,52 @@ def _plan_take(sb: Storyboard, shots: list[PlannedShot], group: list[int], t: in
     take = Take(t, tuple(shots[i].id for i in group), first.start_frame, last.end_frame,
                 lead, tail, latents)
     return take, segments, switches
+
+
+@dataclass(frozen=True)
+class _BlendSpan:
+    """A `continue` transition: prompt A fades into prompt B over latents [j0 - h, j0 + h)."""
+    j0: int
+    h: int
+    bounds: tuple[int, ...]  # extra window boundaries, so the fade has steps
+    prompt_a: tuple[int, str]  # (shot index, text)
+    prompt_b: tuple[int, str]
+
+    def weight_of_b(self, a: int, n: int) -> float | None:
+        """B's share for a window of latents [a, a + n), None outside the transition."""
+        if a + n <= self.j0 - self.h or a >= self.j0 + self.h:
+            return None
+        mid = a + n / 2
+        return min(1.0, max(0.0, (mid - (self.j0 - self.h)) / (2 * self.h)))
+
+
+def _blend_spans(sb: Storyboard, shots: list[PlannedShot], group: list[int],
+                 starts: dict[int, tuple[int, int]], wanted: list[tuple[int, int, int, int]],
+                 j_min: int, j_max: int, stride: int, fps: int, latents: int
+                 ) -> list[_BlendSpan]:
+    """Where a `continue` has `seconds`, the two prompts' embeddings are mixed across the
+    windows around the switch: the switch window is cut into steps of about two latents
+    on each side, each with its own mix, centred on the switch."""
+    spans = []
+    keys = sorted(starts)
+    for j0, i, pi, _ in wanted:
+        if i == group[0] or pi != 0 or starts.get(j0) != (i, 0) or j0 == 0:
+            continue
+        x = sb.shots[i].transition.length.to_frames(fps)
+        h = round(x / (2 * stride))
+        if h < 1:
+            continue
+        prev = max(j for j in keys if j < j0)
+        nxt = min([j for j in keys if j > j0] + [latents])
+        lo, hi = max(prev + 1, j_min, j0 - h), min(nxt - 1, j_max, j0 + h)
+        steps = max(1, h // 2)
+        left = {j0 - h + round(k * h / steps) for k in range(steps)}
+        right = {j0 + round(k * h / steps) for k in range(1, steps + 1)}
+        bounds = tuple(sorted(j for j in left | right if lo <= j <= hi and j != j0))
+        ai, api = starts[prev]
+        spans.append(_BlendSpan(j0, h, bounds, (ai, sb.shots[ai].prompts[api].text),
+                                (i, sb.shots[i].prompts[0].text)))
+    return spans
 
 
 def _windows(n: int, head_cap: int, room: int, min_head: int, min_last: int) -> list[int] | None:

@@ -93,6 +93,7 @@ class Storyboard:
     audio: Audio | None
     output: Path | None
     shots: tuple[Shot, ...]
+    anti_drift: bool  # correct colour and latent drift when the monitor sees it
     content_sha256: str  # of everything that changes generated frames
     lines: tuple[tuple[str, int], ...]
 
@@ -165,6 +166,7 @@ class _StoryboardIn(_Model):
     style: str = ""
     audio: Annotated[_AudioIn | None, _mapping_of("path")] = None
     output: str | None = None
+    anti_drift: bool = True
     shots: list[_ShotIn] = Field(min_length=1)
 
 
@@ -318,6 +320,7 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
         preset=model.preset, fps=model.fps, resolution=resolution, seed=model.seed,
         negative_prompt=model.negative_prompt, style=model.style, audio=audio,
         output=(base / model.output) if model.output else None, shots=tuple(shots),
+        anti_drift=model.anti_drift,
         content_sha256=_content_hash(model),
         lines=tuple((k, doc.line_of((k,))) for k in ("fps", "resolution", "preset", "shots")),
     )

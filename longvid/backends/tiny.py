@@ -8,7 +8,8 @@ tests exercise real diffusers code.
 Continuation inside a take is diffusion-forcing style: the context latents (the
 tail of the previous segment) sit at the head of the window and are re-imposed at
 every step at the current noise level, then restored exactly, so context never
-leaves latent space. Each segment is decoded with the context as warm-up for the
+leaves latent space. Recalled keyframes from the memory bank go in front of the
+context the same way: window = [memory | context | new]. Each segment is decoded with the context as warm-up for the
 VAE's causal cache, and the warm-up frames are dropped.
 """
 
@@ -28,7 +29,7 @@ class TinyWanBackend:
     caps: ClassVar[BackendCaps] = BackendCaps(
         native_fps=16, any_fps=True, frame_multiple=4, frame_offset=1, latent_stride_t=4,
         max_latents=9, context_latents=2, size_multiple=16, max_side=512, takes_context=True,
-        tokens_per_latent_px=8 * 8 * 2 * 2,
+        tokens_per_latent_px=8 * 8 * 2 * 2, memory_latents=2,
     )
 
     def __init__(self) -> None:
@@ -84,6 +85,14 @@ class TinyWanBackend:
         for text in prompts + ([negative_prompt] if guidance_scale > 1 else []):
             self._embed(text)
 
+    def _conditioning(self, request: SegmentRequest) -> Any:
+        """The prompt's embeddings, mixed with blend_prompt's during a transition."""
+        cond = self._embed(request.prompt)
+        if request.blend_prompt and request.blend_weight > 0:
+            w = request.blend_weight
+            cond = (1 - w) * cond + w * self._embed(request.blend_prompt)
+        return cond
+
     def _embed(self, text: str) -> Any:
         import torch
 
@@ -103,13 +112,17 @@ class TinyWanBackend:
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         t0 = time.perf_counter()
-        cond = self._embed(request.prompt)
+        cond = self._conditioning(request)
         uncond = self._embed(request.negative_prompt) if request.guidance_scale > 1 else None
-        context = request.context  # (1, 16, c, h, w) or None
+        prefix = [x for x in (request.memory, request.context) if x is not None]
+        context = torch.cat(prefix, dim=2).float() if prefix else None  # (1, 16, m + c, h, w)
+        m = 0 if request.memory is None else request.memory.shape[2]
         c = 0 if context is None else context.shape[2]
         h, w = request.height // 8, request.width // 8
         generator = torch.Generator().manual_seed(request.seed)
-        noise = torch.randn((1, 16, c + request.num_latents, h, w), generator=generator)
+        noise = torch.randn((1, 16, c - m + request.num_latents, h, w), generator=generator)
+        if m:  # drawn after, so the same seed gives the same noise with or without memory
+            noise = torch.cat([torch.randn((1, 16, m, h, w), generator=generator), noise], dim=2)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         scheduler.set_timesteps(request.steps)
         latents = noise.clone()  # (1, 16, c + n, h, w)
@@ -130,7 +143,8 @@ class TinyWanBackend:
             if c:
                 latents[:, :, :c] = context
             t1 = time.perf_counter()
-            frames = self._decode(latents, drop=4 * c - 3 if c else 0)
+            c_own = c - m  # the memory is not part of this take's picture: not decoded
+            frames = self._decode(latents[:, :, m:], drop=4 * c_own - 3 if c_own else 0)
         t2 = time.perf_counter()
         return SegmentOutput(latents=latents[:, :, c:].clone(), frames=frames,
                              seconds={"denoise": t1 - t0, "decode": t2 - t1})

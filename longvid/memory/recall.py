@@ -1,0 +1,92 @@
+"""What a segment remembers: explicit recall, the shot's anchor, automatic retrieval. Pure.
+
+Within the backend's budget of `memory_latents` keyframes, in this order:
+1. `recall: [shot ids]` of the storyboard: each named shot's sharpest keyframe;
+2. the anchor (sink) of the current shot, once the shot has moved past its first
+   segment's context, so a long shot keeps looking at where it began;
+3. automatic retrieval inside a take: earlier keyframes whose descriptor is close to
+   the last generated keyframe (cosine above `threshold`), minus a penalty for the
+   most recent segments (already in context), skipping near-duplicates of a pick.
+A cut starts a new place: there is nothing to query with until the shot has frames,
+so the first segment after a cut remembers only what `recall` names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from longvid.memory.bank import Keyframe, MemoryBank
+from longvid.memory.descriptor import similarity
+
+AUTO_THRESHOLD = 0.9  # cosine of descriptors; same place ~0.95+, other places lower
+RECENT_SEGMENTS = 2  # keyframes this recent are in the context already
+RECENT_PENALTY = 0.2
+DUPLICATE = 0.98  # a candidate this close to a pick adds nothing
+
+
+@dataclass(frozen=True)
+class Recalled:
+    keyframe: Keyframe
+    reason: str  # "recall" | "anchor" | "auto"
+    score: float
+
+    def describe(self) -> dict:
+        k = self.keyframe
+        return {"reason": self.reason, "shot": k.shot_id, "segment": k.segment,
+                "frame": k.frame, "score": round(self.score, 4)}
+
+
+def choose_memory(bank: MemoryBank, *, segment: int, take: int, shot_id: str,
+                  recall: tuple[str, ...], continuing: bool, budget: int,
+                  threshold: float = AUTO_THRESHOLD) -> list[Recalled]:
+    picks: list[Recalled] = []
+    if budget <= 0:
+        return picks
+
+    def taken(k: Keyframe) -> bool:
+        return any(p.keyframe.key == k.key for p in picks)
+
+    # 1. explicit recall: the sharpest keyframe of each named shot
+    for rid in recall:
+        frames = bank.of_shot(rid)
+        if frames and len(picks) < budget:
+            best = max(frames, key=lambda k: (k.sharpness, -k.segment, -k.frame))
+            picks.append(Recalled(best, "recall", 1.0))
+
+    # 2. the shot's anchor, once it has left the carried context
+    anchor = bank.anchor_of(take, shot_id)
+    if (continuing and anchor is not None and len(picks) < budget and not taken(anchor)
+            and anchor.segment < segment - 1):
+        picks.append(Recalled(anchor, "anchor", 1.0))
+
+    # 3. automatic retrieval, queried with the last generated keyframe
+    if not continuing or not bank.last or len(picks) >= budget:
+        return picks
+    query = bank.last[-1].descriptor
+    scored = []
+    for k in bank.entries:
+        if taken(k) or k.segment >= segment - 1:  # the previous segment is the context
+            continue
+        score = similarity(query, k.descriptor)
+        if k.segment >= segment - 1 - RECENT_SEGMENTS:
+            score -= RECENT_PENALTY
+        if score >= threshold:
+            scored.append((score, k))
+    scored.sort(key=lambda sk: (-sk[0], sk[1].segment, sk[1].frame))
+    for score, k in scored:
+        if len(picks) >= budget:
+            break
+        if any(similarity(k.descriptor, p.keyframe.descriptor) > DUPLICATE for p in picks):
+            continue
+        picks.append(Recalled(k, "auto", score))
+    return picks
+
+
+def stack_latents(picks: list[Recalled]) -> np.ndarray | None:
+    """The picks' latents, oldest first: float32 (1, C, m, h, w), or None."""
+    if not picks:
+        return None
+    ordered = sorted(picks, key=lambda p: (p.keyframe.segment, p.keyframe.frame))
+    return np.stack([p.keyframe.latent for p in ordered], axis=1)[None].astype(np.float32)
