@@ -23,14 +23,15 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None) -> None:
         shots.add_row(s.id, tc(s.start_frame), tc(s.end_frame), str(s.end_frame - s.start_frame),
                       str(s.take), trans, ", ".join(s.recall))
     console.print(shots)
-    segs = Table("seg", "take", "shot", "start", "frames", "latents", "context", "seed",
-                 title="Segments", title_justify="left")
+    segs = Table("seg", "take", "shot", "start", "frames", "latents", "context", "remembers",
+                 "prompt mix", "seed", title="Segments", title_justify="left")
     for g in p.segments:
         note = f" (+{g.hold_frames} held)" if g.hold_frames else ""
         note += f" ({g.blend_frames} dissolved)" if g.blend_frames else ""
+        mix = f"{g.blend_weight:.0%} of the other" if g.blend_prompt else ""
         segs.add_row(str(g.index), str(g.take), g.shot_id, tc(g.start_frame),
                      f"{g.emit_frames}{note}", str(g.num_latents), str(g.context_latents),
-                     str(g.seed))
+                     _remembers(g, p), mix, str(g.seed))
     console.print(segs)
     sw = Table("shot", "asked at", "takes effect", "moved", "prompt",
                title="Prompt switches", title_justify="left")
@@ -39,6 +40,12 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None) -> None:
             f"{s.frame - s.requested_frame:+d}f" if s.frame != s.requested_frame else "exact")
         sw.add_row(s.shot_id, tc(s.requested_frame), tc(s.frame), moved, s.text[:48])
     console.print(sw)
+    for warning in p.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    if p.memory_latents:
+        console.print(f"memory: up to {p.memory_latents} recalled keyframe latent(s) per segment;"
+                      " `recall` is known now, the anchor and retrieved keyframes at render time"
+                      + ("; anti-drift on" if p.anti_drift else "; anti-drift off"))
     cfg = " x 2 (guidance)" if p.guidance_scale > 1 else ""
     console.print(f"work: {len(p.segments)} segments x {p.steps} steps{cfg} = {p.forwards} "
                   f"transformer forwards of at most {p.max_tokens} tokens")
@@ -46,7 +53,13 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None) -> None:
         verdict = "fits" if policy.fits else "DOES NOT FIT"
         console.print(f"GPU policy for {policy.vram_gib:g} GiB ({verdict}, peak "
                       f"{policy.peak_gib:.1f} GiB): " + "; ".join(
-                          f"{s.name} on {s.placement}"
+                          f"{s.name} ({s.storage}, {s.weights_gib:.1f} GiB) on {s.placement}"
                           + (f" ~{s.peak_gib:.1f} GiB" if s.placement != "cpu" else "")
                           for s in policy.stages)
                       + ("; VAE tiled" if policy.vae_tiling else ""))
+
+
+def _remembers(g, p: Plan) -> str:  # noqa: ANN001 - a plan.Segment
+    if not p.memory_latents:
+        return "(no memory)" if g.recall else ""
+    return ", ".join(g.recall[:p.memory_latents])
