@@ -130,7 +130,8 @@ def main() -> None:
     storyboard.write_text("version: 1\nshots: [{id: a, prompt: a harbour at dusk, "
                           f"duration: {frames}f}}]\n")
     _, preset, plan = load_job(storyboard, str(preset.source))
-    policy = policy_for(args.vram, preset.memory, plan.max_tokens) if cuda else None
+    policy = policy_for(args.vram, preset.memory, plan.max_tokens, preset.quantization) \
+        if cuda else None
 
     def reset() -> None:
         if cuda:

@@ -2,11 +2,12 @@
 
 One dial: the GPU memory the render may use (`--vram`, default the free VRAM).
 From it and the preset's `memory:` figures (weights per component, activation
-bytes per transformer token, tiled VAE decode), the policy decides where each
-component lives, using only diffusers' own mechanisms (a resident module, or
-block-level group offload with CUDA streams; VAE tiling). Estimates follow the
-planning formulas in docs/presets.md: stage peak = resident weights + activations
-+ 1 GiB of allocator and workspace overhead.
+bytes per transformer token, tiled VAE decode) and the preset's quantization, the
+policy decides where each component lives, using only diffusers' own mechanisms (a
+resident module, or block-level group offload with CUDA streams; VAE tiling).
+Estimates follow the planning formulas in docs/presets.md: stage peak = resident
+weights (at their stored size) + activations + 1 GiB of allocator and workspace
+overhead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,36 @@ from dataclasses import dataclass
 
 OVERHEAD_GIB = 1.0  # allocator fragmentation, cuBLAS/cuDNN workspaces
 BLOCKS_IN_FLIGHT = 3  # group offload with streams: current block, next one, one spare
+BF16_BYTES_PER_PARAM = 2
+# bitsandbytes, per quantized Linear weight: nf4 = 4 bit + one fp32 absmax per 64 weights
+# (no double quantization); int8 = 1 byte (+ one scale per row, negligible).
+BNB_BYTES_PER_PARAM = {"nf4": 0.5625, "int8": 1.0}
+TEXT_ENCODER_QUANTS = ("bf16", *BNB_BYTES_PER_PARAM)
+FP8_BYTES_PER_PARAM = 1  # layerwise casting: float8_e4m3fn storage, bf16 compute
+TRANSFORMER_QUANTS = ("bf16", "fp8", "gguf")
+# GGUF bits per weight (gguf-py GGML_QUANT_SIZES). llama.cpp's K-quant mixes (_S, _M)
+# keep a few tensors at a higher type; their estimate uses the base type.
+GGUF_BITS_PER_WEIGHT = {
+    "BF16": 16.0, "F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_1": 6.0, "Q5_0": 5.5,
+    "Q5_K_M": 5.5, "Q5_K_S": 5.5, "Q4_1": 5.0, "Q4_0": 4.5, "Q4_K_M": 4.5, "Q4_K_S": 4.5,
+    "Q3_K_M": 3.4375, "Q3_K_S": 3.4375, "Q2_K": 2.625,
+}
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How a preset stores its big components (docs/presets.md, `quantization:`)."""
+
+    text_encoder: str = "bf16"  # "bf16" | "nf4" | "int8": bitsandbytes, bf16 compute
+    transformer: str = "bf16"  # "bf16" | "fp8": layerwise casting | "gguf": a GGUF file
+    gguf_type: str | None = None  # "Q8_0", ...: the GGUF file's quantization, if gguf
+
+    @property
+    def transformer_storage(self) -> str:
+        return f"gguf {self.gguf_type}" if self.transformer == "gguf" else self.transformer
+
+
+NO_QUANTIZATION = Quantization()
 
 
 @dataclass(frozen=True)
@@ -26,6 +57,27 @@ class MemorySpec:
     act_bytes_per_token: int
     vae_gib: float
     vae_decode_gib: float  # tiled decode of one window
+    text_encoder_unquantized_gib: float = 0.0  # bf16 weights bitsandbytes leaves alone
+
+
+def text_encoder_weights_gib(memory: MemorySpec, quant: Quantization) -> float:
+    """UMT5 under bitsandbytes: Linear weights shrink; `wo` (kept in bf16 by transformers)
+    and the embeddings, `text_encoder_unquantized_gib`, do not."""
+    if quant.text_encoder == "bf16":
+        return memory.text_encoder_gib
+    kept = memory.text_encoder_unquantized_gib
+    per_param = BNB_BYTES_PER_PARAM[quant.text_encoder] / BF16_BYTES_PER_PARAM
+    return kept + (memory.text_encoder_gib - kept) * per_param
+
+
+def transformer_weights_gib(memory: MemorySpec, quant: Quantization) -> float:
+    """fp8 stores every weight in 1 byte; GGUF at its bits per weight. The few tensors
+    either keeps wider (norms, embedders, biases) are under 1 % at 1.3B: ignored."""
+    if quant.transformer == "fp8":
+        return memory.transformer_gib * FP8_BYTES_PER_PARAM / BF16_BYTES_PER_PARAM
+    if quant.transformer == "gguf":
+        return memory.transformer_gib * GGUF_BITS_PER_WEIGHT[quant.gguf_type] / 16
+    return memory.transformer_gib
 
 
 @dataclass(frozen=True)
@@ -33,6 +85,8 @@ class Stage:
     name: str  # "text encoder" | "transformer" | "vae"
     placement: str  # "gpu" | "cpu" | "group offload"
     peak_gib: float
+    weights_gib: float = 0.0  # the component's weights at their stored size
+    storage: str = "bf16"  # "bf16" | "nf4" | "int8" | "fp8" | "gguf Q8_0" | "fp32"
 
 
 @dataclass(frozen=True)
@@ -52,17 +106,23 @@ class LoadPolicy:
         return self.peak_gib <= self.vram_gib
 
 
-def policy_for(vram_gib: float, memory: MemorySpec, max_tokens: int) -> LoadPolicy:
+def policy_for(vram_gib: float, memory: MemorySpec, max_tokens: int,
+               quant: Quantization = NO_QUANTIZATION) -> LoadPolicy:
     """The fastest placement whose every stage fits in `vram_gib`."""
     gib = 2**30
     act = max_tokens * memory.act_bytes_per_token / gib
-    te_gpu = memory.text_encoder_gib + memory.text_encoder_act_gib + OVERHEAD_GIB
-    te = Stage("text encoder", "gpu", te_gpu) if te_gpu <= vram_gib else Stage(
-        "text encoder", "cpu", 0.0)
-    resident = memory.transformer_gib + act + OVERHEAD_GIB
-    block = memory.transformer_gib / memory.transformer_blocks
+    te_weights = text_encoder_weights_gib(memory, quant)
+    te_gpu = te_weights + memory.text_encoder_act_gib + OVERHEAD_GIB
+    te_storage = quant.text_encoder
+    te = Stage("text encoder", "gpu", te_gpu, te_weights, te_storage) if te_gpu <= vram_gib \
+        else Stage("text encoder", "cpu", 0.0, te_weights, te_storage)
+    tr_weights = transformer_weights_gib(memory, quant)
+    resident = tr_weights + act + OVERHEAD_GIB
+    block = tr_weights / memory.transformer_blocks
     streamed = BLOCKS_IN_FLIGHT * block + act + OVERHEAD_GIB
-    tr = Stage("transformer", "gpu", resident) if resident <= vram_gib else Stage(
-        "transformer", "group offload", streamed)
-    vae = Stage("vae", "gpu", memory.vae_gib + memory.vae_decode_gib + OVERHEAD_GIB)
+    tr_storage = quant.transformer_storage
+    tr = Stage("transformer", "gpu", resident, tr_weights, tr_storage) if resident <= vram_gib \
+        else Stage("transformer", "group offload", streamed, tr_weights, tr_storage)
+    vae = Stage("vae", "gpu", memory.vae_gib + memory.vae_decode_gib + OVERHEAD_GIB,
+                memory.vae_gib, "fp32")
     return LoadPolicy(vram_gib, te.placement, tr.placement, True, (te, tr, vae))

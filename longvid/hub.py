@@ -97,18 +97,24 @@ def download_snapshot(source: HubSource) -> Path:
     """Download the preset's files (resumable; honours HF_TOKEN) into the Hub cache."""
     from huggingface_hub import snapshot_download
 
-    needed = sum(f.file_size or 0 for f in remote_files(source))
-    free = shutil.disk_usage(_existing_parent(hub_cache_dir())).free
-    if needed > free:
-        raise ResourceError(
-            f"{source.repo} needs {needed / 2**30:.1f} GiB but {hub_cache_dir()} has "
-            f"{free / 2**30:.1f} GiB free", "free some disk, or point HF_HOME elsewhere")
+    check_disk_space([source])
     try:
         return Path(snapshot_download(source.repo, revision=source.revision,
                                       allow_patterns=list(source.files),
                                       cache_dir=hub_cache_dir()))
     except Exception as exc:  # noqa: BLE001 - any transport or Hub error: the Hub is out of reach
         raise _unreachable(source, exc) from None
+
+
+def check_disk_space(sources: list[HubSource]) -> None:
+    """The files still to fetch, from every source together, fit on the cache's disk."""
+    needed = sum(f.file_size or 0 for s in sources for f in remote_files(s) if f.will_download)
+    free = shutil.disk_usage(_existing_parent(hub_cache_dir())).free
+    if needed > free:
+        repos = " + ".join(s.repo for s in sources)
+        raise ResourceError(
+            f"{repos} needs {needed / 2**30:.1f} GiB but {hub_cache_dir()} has "
+            f"{free / 2**30:.1f} GiB free", "free some disk, or point HF_HOME elsewhere")
 
 
 def remote_files(source: HubSource) -> list:

@@ -8,16 +8,22 @@ Users may add their own under `$LONGVID_HOME/presets/` or pass a path to a file.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from longvid.budget import MemorySpec
+from longvid.budget import (
+    GGUF_BITS_PER_WEIGHT,
+    NO_QUANTIZATION,
+    MemorySpec,
+    Quantization,
+)
 from longvid.errors import InputError
 from longvid.hub import HubSource
 
@@ -36,10 +42,20 @@ class Preset:
     hub: HubSource | None = None  # None: nothing to download (embedded weights)
     memory: MemorySpec | None = None  # None: runs on the CPU, no VRAM policy
     source: str = ""
+    quantization: Quantization = NO_QUANTIZATION
+    transformer_gguf: HubSource | None = None  # files == (the .gguf file,)
+
+    @property
+    def hub_sources(self) -> tuple[tuple[str, HubSource], ...]:
+        """(role, source) of every Hub download: the main snapshot, then a GGUF file."""
+        roles = (("weights", self.hub), ("transformer gguf", self.transformer_gguf))
+        return tuple((role, src) for role, src in roles if src is not None)
 
     @property
     def sha256(self) -> str:
-        data = {k: v for k, v in self.__dict__.items() if k not in ("source", "description")}
+        unset = {"quantization": NO_QUANTIZATION, "transformer_gguf": None}  # older run keys
+        data = {k: v for k, v in self.__dict__.items() if k not in ("source", "description")
+                and not (k in unset and v == unset[k])}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
 
 
@@ -51,6 +67,21 @@ class _HubIn(BaseModel):
     verified: bool = False
 
 
+class _GgufIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    revision: str = "main"
+    file: str = Field(pattern=r"^[^*?\[]+\.gguf$")  # one file, no glob
+    quant_type: Literal[tuple(GGUF_BITS_PER_WEIGHT)]  # type: ignore[valid-type]
+    verified: bool = False
+
+
+class _QuantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text_encoder: Literal["bf16", "nf4", "int8"] = "bf16"
+    transformer: Literal["bf16", "fp8", "gguf"] = "bf16"
+
+
 class _MemoryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text_encoder_gib: float = Field(ge=0)
@@ -60,6 +91,7 @@ class _MemoryIn(BaseModel):
     act_bytes_per_token: int = Field(gt=0)
     vae_gib: float = Field(ge=0)
     vae_decode_gib: float = Field(ge=0)
+    text_encoder_unquantized_gib: float = Field(default=0, ge=0)
 
 
 class _PresetIn(BaseModel):
@@ -75,6 +107,22 @@ class _PresetIn(BaseModel):
     options: dict[str, Any] = {}
     hub: _HubIn | None = None
     memory: _MemoryIn | None = None
+    quantization: _QuantIn = _QuantIn()
+    transformer_gguf: _GgufIn | None = None
+
+    @model_validator(mode="after")
+    def _gguf_needs_its_file_and_config(self) -> _PresetIn:
+        gguf = self.quantization.transformer == "gguf"
+        if gguf != (self.transformer_gguf is not None):
+            raise ValueError("`quantization.transformer: gguf` and a `transformer_gguf:` "
+                             "section (repo, file, quant_type) go together")
+        if gguf and not (self.hub and any(fnmatch.fnmatch("transformer/config.json", pattern)
+                                          for pattern in self.hub.files)):
+            raise ValueError("a GGUF transformer takes its config from the main snapshot: "
+                             "add `transformer/*.json` to `hub.files`")
+        if self.quantization != _QuantIn() and self.hub is None:
+            raise ValueError("`quantization` applies to weights from the Hub (`hub:`)")
+        return self
 
 
 def preset_dirs() -> list[Path]:
@@ -117,9 +165,15 @@ def load_preset(name_or_path: str) -> Preset:
         raise doc.error(tuple(err["loc"]), f"invalid preset: {err['msg']}",
                         "see docs/presets.md") from None
     width, height = (int(v) for v in p.resolution.split("x"))
+    gguf = p.transformer_gguf
     return Preset(name=p.name, description=p.description, backend=p.backend, fps=p.fps,
                   resolution=(width, height), steps=p.steps, guidance_scale=p.guidance_scale,
                   min_vram_gib=p.min_vram_gib, options=dict(p.options), source=str(path),
                   hub=HubSource(p.hub.repo, p.hub.revision, tuple(p.hub.files), p.hub.verified)
                   if p.hub else None,
-                  memory=MemorySpec(**p.memory.model_dump()) if p.memory else None)
+                  memory=MemorySpec(**p.memory.model_dump()) if p.memory else None,
+                  quantization=Quantization(p.quantization.text_encoder,
+                                            p.quantization.transformer,
+                                            gguf.quant_type if gguf else None),
+                  transformer_gguf=HubSource(gguf.repo, gguf.revision, (gguf.file,),
+                                             gguf.verified) if gguf else None)

@@ -103,7 +103,7 @@ def choose_policy(preset: Preset, plan: Plan, vram_gib: float | None) -> LoadPol
     vram = vram_gib if vram_gib is not None else detected_vram_gib()
     if vram is None:
         return None  # no GPU: the backend says so plainly when it loads
-    policy = policy_for(vram, preset.memory, plan.max_tokens)
+    policy = policy_for(vram, preset.memory, plan.max_tokens, preset.quantization)
     if vram < preset.min_vram_gib or not policy.fits:
         worst = max(policy.stages, key=lambda s: s.peak_gib)
         raise ResourceError(

@@ -12,25 +12,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from hubcache import write_hub_snapshot  # noqa: E402
 
 SKYREELS_REPO = "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers"
+GGUF_REPO = "wsbagnsv1/SkyReels-V2-DF-1.3B-540P-GGUF"
+GGUF_FILE = "Skywork-SkyReels-V2-DF-1.3B-540P-Q8_0.gguf"
+# Sizes at which quantization really happens: bitsandbytes' CPU nf4 kernel packs
+# Linear weights in blocks of 64 inputs x 32 outputs, GGUF Q8_0 in rows of 32.
+ALIGNED = {"d_model": 64, "d_kv": 16, "d_ff": 64, "head_dim": 16, "ffn_dim": 64}
+SMALL = {"d_model": 32, "d_kv": 8, "d_ff": 37, "head_dim": 12, "ffn_dim": 32}
 
 
-def tiny_skyreels_components(seed: int = 0) -> dict:
+def tiny_skyreels_components(seed: int = 0, *, block_aligned: bool = False) -> dict:
     import torch
     from diffusers import AutoencoderKLWan, SkyReelsV2Transformer3DModel, UniPCMultistepScheduler
     from transformers import UMT5Config, UMT5EncoderModel
 
     from longvid.backends.tiny import _byte_tokenizer
 
+    size = ALIGNED if block_aligned else SMALL
     tokenizer = _byte_tokenizer()
     torch.manual_seed(seed)
     text_encoder = UMT5EncoderModel(UMT5Config(
-        vocab_size=len(tokenizer), d_model=32, d_ff=37, d_kv=8, num_heads=4, num_layers=2,
-        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0,
-        eos_token_id=1, decoder_start_token_id=0)).eval()
+        vocab_size=len(tokenizer), d_model=size["d_model"], d_ff=size["d_ff"],
+        d_kv=size["d_kv"], num_heads=4, num_layers=2, relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
+        decoder_start_token_id=0)).eval()
     torch.manual_seed(seed)
     transformer = SkyReelsV2Transformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
-        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2,
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=size["head_dim"],
+        in_channels=16, out_channels=16, text_dim=size["d_model"], freq_dim=256,
+        ffn_dim=size["ffn_dim"], num_layers=2,
         cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
         inject_sample_info=True).eval()
     torch.manual_seed(seed)
@@ -42,14 +51,74 @@ def tiny_skyreels_components(seed: int = 0) -> dict:
             "vae": vae, "scheduler": scheduler}
 
 
-def install_tiny_skyreels(cache: Path) -> Path:
+def install_tiny_skyreels(cache: Path, *, block_aligned: bool = False) -> Path:
     """A tiny SkyReels-V2 DF pipeline saved as the real repo id would be; returns the snapshot."""
     from diffusers import SkyReelsV2DiffusionForcingPipeline
 
-    pipe = SkyReelsV2DiffusionForcingPipeline(**tiny_skyreels_components())
+    pipe = SkyReelsV2DiffusionForcingPipeline(
+        **tiny_skyreels_components(block_aligned=block_aligned))
     with tempfile.TemporaryDirectory() as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
         return write_hub_snapshot(cache, SKYREELS_REPO, Path(tmp))
+
+
+# diffusers key -> original SkyReels-V2 / Wan key, the inverse of diffusers'
+# convert_wan_transformer_to_diffusers plus the fps MLP (longvid.backends.wan_parts)
+TO_ORIGINAL = [("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
+               ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
+               ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
+               ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
+               ("condition_embedder.time_proj", "time_projection.1"),
+               ("fps_projection.net.0.proj", "fps_projection.0"),
+               ("fps_projection.net.2", "fps_projection.2"),
+               ("attn1", "self_attn"), ("attn2", "cross_attn"), (".to_out.0.", ".o."),
+               (".to_q.", ".q."), (".to_k.", ".k."), (".to_v.", ".v."),
+               ("ffn.net.0.proj", "ffn.0"), ("ffn.net.2", "ffn.2"), ("proj_out", "head.head"),
+               (".norm2.", ".norm3.")]
+
+
+def original_key(key: str) -> str:
+    if key == "scale_shift_table":
+        return "head.modulation"
+    if key.endswith(".scale_shift_table"):
+        return key.replace("scale_shift_table", "modulation")
+    for ours, theirs in TO_ORIGINAL:
+        key = key.replace(ours, theirs)
+    return key
+
+
+def write_gguf(path: Path, transformer, *, original_keys: bool = False,
+               qtype: str = "Q8_0") -> Path:
+    """The transformer as a GGUF file the way community files are made: matrices whose
+    rows hold whole blocks quantized, everything else (norms, biases, convs) in F32."""
+    import gguf
+    import numpy as np
+
+    kind = gguf.GGMLQuantizationType[qtype]
+    block = gguf.GGML_QUANT_SIZES[kind][0]
+    writer = gguf.GGUFWriter(str(path), arch="wan")
+    for key, tensor in transformer.state_dict().items():
+        name = original_key(key) if original_keys else key
+        data = tensor.float().numpy()
+        if data.ndim == 2 and data.shape[-1] % block == 0:
+            packed = gguf.quants.quantize(data, kind)
+            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=kind)
+        else:
+            writer.add_tensor(name, data.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def install_tiny_gguf(cache: Path, *, original_keys: bool = False, qtype: str = "Q8_0") -> Path:
+    """The block-aligned tiny transformer as GGUF_FILE in the community repo's cache entry."""
+    transformer = tiny_skyreels_components(block_aligned=True)["transformer"]
+    with tempfile.TemporaryDirectory() as tmp:
+        write_gguf(Path(tmp) / GGUF_FILE, transformer, original_keys=original_keys,
+                   qtype=qtype)
+        return write_hub_snapshot(cache, GGUF_REPO, Path(tmp))
 
 
 VACE_REPO = "Wan-AI/Wan2.1-VACE-1.3B-diffusers"

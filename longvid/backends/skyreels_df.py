@@ -57,6 +57,7 @@ class SkyReelsDFBackend:
         )
 
         from longvid import hub
+        from longvid.backends import wan_parts
 
         self.preset, self.policy = preset, policy
         self.options = {"flow_shift": None, "addnoise_condition": 0,
@@ -66,14 +67,20 @@ class SkyReelsDFBackend:
             raise ResourceError(
                 f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
                 "GiB) and this machine has none", "try the tool on the CPU with --preset tiny")
+        wan_parts.check_installed(preset.quantization)
         from longvid.presets import available_presets
 
         named = available_presets().get(preset.name) == Path(preset.source)
-        self.folder = hub.resolve(preset.hub, preset.name if named else preset.source)
+        label = preset.name if named else preset.source
+        self.folder = hub.resolve(preset.hub, label)
+        gguf = preset.transformer_gguf
+        self.gguf_folder = hub.resolve(gguf, label) if gguf else None
+        self.gguf_file = self.gguf_folder / gguf.files[0] if gguf else None
         self.device = torch.device("cuda" if cuda else "cpu")
         self.dtype = torch.bfloat16 if cuda else torch.float32
-        self.transformer = SkyReelsV2Transformer3DModel.from_pretrained(
-            self.folder, subfolder="transformer", torch_dtype=self.dtype).eval()
+        self.transformer = wan_parts.load_transformer(
+            SkyReelsV2Transformer3DModel, self.folder, preset.quantization, self.gguf_file,
+            self.dtype).eval()
         self.vae = AutoencoderKLWan.from_pretrained(self.folder, subfolder="vae",
                                                     torch_dtype=torch.float32).eval()
         scheduler = UniPCMultistepScheduler.from_pretrained(self.folder, subfolder="scheduler")
@@ -100,14 +107,19 @@ class SkyReelsDFBackend:
         import torch
         import transformers
 
-        return {"diffusers": diffusers.__version__, "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "weights": f"{self.preset.hub.repo}@{self.folder.name}"}
+        versions = {"diffusers": diffusers.__version__, "torch": torch.__version__,
+                    "transformers": transformers.__version__,
+                    "weights": f"{self.preset.hub.repo}@{self.folder.name}"}
+        if gguf := self.preset.transformer_gguf:
+            versions["transformer_gguf"] = f"{gguf.repo}@{self.gguf_folder.name}/{gguf.files[0]}"
+        return versions
 
     # -- text: encode once, cache on disk, free the encoder ---------------------------------
 
     def _cache_path(self, text: str) -> Path:
         key = f"{self.preset.hub.repo}@{self.folder.name}:{self.options['max_sequence_length']}:"
+        if self.preset.quantization.text_encoder != "bf16":  # other weights, other embeddings
+            key += f"{self.preset.quantization.text_encoder}:"
         return embeddings_cache_dir() / (hashlib.sha256((key + text).encode()).hexdigest()
                                          + ".safetensors")
 
@@ -136,14 +148,18 @@ class SkyReelsDFBackend:
     def _text_pipeline(self) -> Any:
         """A pipeline holding only the tokenizer and text encoder, for diffusers' own
         prompt cleaning and padding rules."""
+        import torch
         from diffusers import SkyReelsV2DiffusionForcingPipeline
-        from transformers import AutoTokenizer, UMT5EncoderModel
+        from transformers import AutoTokenizer
+
+        from longvid.backends import wan_parts
 
         tokenizer = AutoTokenizer.from_pretrained(self.folder / "tokenizer")
-        text_encoder = UMT5EncoderModel.from_pretrained(
-            self.folder, subfolder="text_encoder", torch_dtype=self.dtype).eval()
-        if self.policy is None or self.policy.text_encoder == "gpu":
-            text_encoder.to(self.device)  # else it encodes on the CPU, once per prompt
+        on_gpu = self.policy is None or self.policy.text_encoder == "gpu"
+        # else it encodes on the CPU, once per prompt
+        text_encoder = wan_parts.load_text_encoder(
+            self.folder, self.preset.quantization, self.dtype,
+            self.device if on_gpu else torch.device("cpu"))
         return SkyReelsV2DiffusionForcingPipeline(tokenizer=tokenizer, text_encoder=text_encoder,
                                                   transformer=None, vae=None, scheduler=None)
 

@@ -67,7 +67,7 @@ def collect() -> dict[str, Any]:
             caps = caps_of(p)
             tokens = caps.max_latents * p.resolution[0] * p.resolution[1] // \
                 caps.tokens_per_latent_px
-            policy = policy_for(info["vram_free_gib"], p.memory, tokens)
+            policy = policy_for(info["vram_free_gib"], p.memory, tokens, p.quantization)
             entry |= {"fits": policy.fits and info["vram_free_gib"] >= p.min_vram_gib,
                       "policy": asdict(policy)}
         presets[name] = entry
@@ -101,8 +101,9 @@ def doctor(
             need = "CPU ok" if not p["min_vram_gib"] else f"needs {p['min_vram_gib']} GiB VRAM"
             if policy := p["policy"]:
                 peak = max(stage["peak_gib"] for stage in policy["stages"])
-                need += (f", est. peak {peak:.1f} GiB: text encoder on {policy['text_encoder']}, "
-                         f"transformer on {policy['transformer']}")
+                need += f", est. peak {peak:.1f} GiB: " + ", ".join(
+                    f"{s['name']} {s['storage']} {s['weights_gib']:.1f} GiB on {s['placement']}"
+                    for s in policy["stages"][:2])
             print(f"{'preset':>14}: {name:<20} {'fits' if p['fits'] else 'does not fit'} "
                   f"({need})")
         sys.stdout.flush()

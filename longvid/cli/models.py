@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from typing import Annotated
 
@@ -37,33 +38,50 @@ def pull(
         from longvid import hub
 
         p = _hub_preset(preset)
-        hub.refuse_pickles(p.hub)
-        cached = hub.cached_snapshot(p.hub)
+        sources = [src for _, src in p.hub_sources]  # the snapshot, then a GGUF file
+        for src in sources:
+            hub.refuse_pickles(src)
+        cached = [hub.cached_snapshot(src) for src in sources]
         if dry_run:
-            if cached is not None:
-                files = [{"file": str(f.relative_to(cached)), "bytes": f.stat().st_size,
-                          "cached": True} for f in sorted(cached.rglob("*")) if f.is_file()]
-            else:
-                files = [{"file": f.filename, "bytes": f.file_size or 0, "cached": f.is_cached}
-                         for f in hub.remote_files(p.hub)]
+            files = []
+            for src, folder in zip(sources, cached, strict=True):
+                if folder is not None:  # the preset's files only: others may share the repo
+                    names = [str(f.relative_to(folder)) for f in sorted(folder.rglob("*"))
+                             if f.is_file()]
+                    files += [{"repo": src.repo, "file": name,
+                               "bytes": (folder / name).stat().st_size, "cached": True}
+                              for name in names
+                              if any(fnmatch.fnmatch(name, pat) for pat in src.files)]
+                else:
+                    files += [{"repo": src.repo, "file": f.filename, "bytes": f.file_size or 0,
+                               "cached": f.is_cached} for f in hub.remote_files(src)]
             total = sum(f["bytes"] for f in files)
             if as_json:
                 print(json.dumps({"preset": p.name, "repo": p.hub.repo, "files": files,
                                   "bytes": total}))
                 return
             for f in files:
+                where = "" if f["repo"] == p.hub.repo else f"{f['repo']}: "
                 print(f"{f['bytes'] / 2**20:10.1f} MiB  {'cached ' if f['cached'] else ''}"
-                      f"{f['file']}")
-            print(f"{total / 2**30:.2f} GiB in {len(files)} files from {p.hub.repo}"
-                  f"@{p.hub.revision}")
+                      f"{where}{f['file']}")
+            print(f"{total / 2**30:.2f} GiB in {len(files)} files from "
+                  + " + ".join(f"{s.repo}@{s.revision}" for s in sources))
             return
-        folder = cached or hub.resolve(p.hub, p.name, download=True)
+        missing = [src for src, folder in zip(sources, cached, strict=True) if folder is None]
+        if missing and not hub.is_offline():
+            hub.check_disk_space(missing)  # all sources together, before fetching any
+        folders = [folder or hub.resolve(src, p.name, download=True)
+                   for src, folder in zip(sources, cached, strict=True)]
+        rows = [{"repo": src.repo, "revision": src.revision, "path": str(folder),
+                 "already_cached": before is not None}
+                for src, folder, before in zip(sources, folders, cached, strict=True)]
         if as_json:
-            print(json.dumps({"preset": p.name, "repo": p.hub.repo, "path": str(folder),
-                              "already_cached": cached is not None}))
-        else:
-            print(f"{p.name}: {p.hub.repo} {'already in' if cached else 'downloaded to'} "
-                  f"{folder}")
+            print(json.dumps({"preset": p.name, "repo": p.hub.repo, "path": rows[0]["path"],
+                              "already_cached": not missing, "sources": rows}))
+            return
+        for r in rows:
+            verb = "already in" if r["already_cached"] else "downloaded to"
+            print(f"{p.name}: {r['repo']} {verb} {r['path']}")
 
     guarded(body, as_json)
 
@@ -81,28 +99,38 @@ def list_models(
         rows = []
         for name in available_presets():
             p = load_preset(name)
-            if p.hub is None:
-                continue
-            folder = hub.cached_snapshot(p.hub)
-            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder \
-                else 0
-            rows.append({"preset": name, "repo": p.hub.repo, "revision": p.hub.revision,
-                         "cached": folder is not None, "bytes": size,
-                         "verified": p.hub.verified})
+            sources = []
+            for role, src in p.hub_sources:
+                folder = hub.cached_snapshot(src)
+                size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) \
+                    if folder else 0
+                sources.append({"role": role, "repo": src.repo, "revision": src.revision,
+                                "cached": folder is not None, "bytes": size,
+                                "verified": src.verified})
+            if sources:
+                rows.append({"preset": name, "repo": p.hub.repo, "revision": p.hub.revision,
+                             "cached": all(s["cached"] for s in sources),
+                             "bytes": sum(s["bytes"] for s in sources),
+                             "verified": all(s["verified"] for s in sources),
+                             "sources": sources})
         if as_json:
             print(json.dumps(rows, indent=2))
             return
         for r in rows:
             state = f"cached, {r['bytes'] / 2**30:.2f} GiB" if r["cached"] else "not downloaded"
-            print(f"{r['preset']:<22} {r['repo']}@{r['revision']}  {state}"
+            print(f"{r['preset']:<26} {r['repo']}@{r['revision']}  {state}"
                   + ("" if r["verified"] else "  (repo id unverified)"))
+            for s in r["sources"][1:]:
+                state = "cached" if s["cached"] else "not downloaded"
+                print(f"{'':<26} + {s['role']}: {s['repo']}@{s['revision']}  {state}"
+                      + ("" if s["verified"] else "  (repo id unverified)"))
 
     guarded(body, as_json)
 
 
 @models_app.command("rm")
 def rm(preset: Annotated[str, typer.Argument(help="Preset name or .yaml path.")]) -> None:
-    """Remove PRESET's repository from the Hub cache."""
+    """Remove PRESET's repositories from the Hub cache (other presets may share them)."""
 
     def body() -> None:
         from huggingface_hub import scan_cache_dir
@@ -110,15 +138,16 @@ def rm(preset: Annotated[str, typer.Argument(help="Preset name or .yaml path.")]
         from longvid import hub
 
         p = _hub_preset(preset)
-        info = scan_cache_dir(hub.hub_cache_dir()) if hub.hub_cache_dir().exists() else None
-        repos = [r for r in (info.repos if info else []) if r.repo_id == p.hub.repo]
-        if not repos:
-            print(f"{p.hub.repo} is not in {hub.hub_cache_dir()}: nothing to remove")
-            return
-        hashes = [rev.commit_hash for r in repos for rev in r.revisions]
-        strategy = info.delete_revisions(*hashes)
-        strategy.execute()
-        print(f"removed {p.hub.repo} ({strategy.expected_freed_size / 2**30:.2f} GiB)")
+        for repo in dict.fromkeys(src.repo for _, src in p.hub_sources):
+            info = scan_cache_dir(hub.hub_cache_dir()) if hub.hub_cache_dir().exists() else None
+            repos = [r for r in (info.repos if info else []) if r.repo_id == repo]
+            if not repos:
+                print(f"{repo} is not in {hub.hub_cache_dir()}: nothing to remove")
+                continue
+            hashes = [rev.commit_hash for r in repos for rev in r.revisions]
+            strategy = info.delete_revisions(*hashes)
+            strategy.execute()
+            print(f"removed {repo} ({strategy.expected_freed_size / 2**30:.2f} GiB)")
 
     guarded(body, False)
 
@@ -137,8 +166,9 @@ def presets_list(
             print(json.dumps([_preset_dict(p) for p in rows], indent=2))
             return
         for p in rows:
-            flag = "" if p.hub is None or p.hub.verified else "  [unverified repo id]"
-            print(f"{p.name:<22} {p.backend:<12} {p.description}{flag}")
+            verified = all(src.verified for _, src in p.hub_sources)
+            flag = "" if verified else "  [unverified repo id]"
+            print(f"{p.name:<26} {p.backend:<12} {p.description}{flag}")
 
     guarded(body, as_json)
 
@@ -153,14 +183,17 @@ def presets_show(
     def body() -> None:
         from longvid.presets import load_preset
 
-        data = _preset_dict(load_preset(name))
+        p = load_preset(name)
+        data = _preset_dict(p)
         if as_json:
             print(json.dumps(data, indent=2))
             return
         for key, value in data.items():
-            print(f"{key:>14}: {value}")
-        if data["hub"] and not data["hub"]["verified"]:
-            print("warning: this preset's repo id could not be verified; check it before use")
+            print(f"{key:>16}: {value}")
+        for role, src in p.hub_sources:
+            if not src.verified:
+                print(f"warning: this preset's {role} repo id {src.repo!r} could not be "
+                      "verified; check it before use")
 
     guarded(body, as_json)
 

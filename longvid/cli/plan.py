@@ -30,7 +30,8 @@ def plan(
         from longvid.render import load_job
 
         _, chosen, p = load_job(storyboard, preset)
-        policy = policy_for(vram, chosen.memory, p.max_tokens) if chosen.memory else None
+        policy = policy_for(vram, chosen.memory, p.max_tokens, chosen.quantization) \
+            if chosen.memory else None
         if as_json:
             print(json.dumps(p.to_dict() | {"policy": asdict(policy) if policy else None},
                              indent=2))
