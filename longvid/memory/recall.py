@@ -65,9 +65,10 @@ def choose_memory(bank: MemoryBank, *, segment: int, take: int, shot_id: str,
     if not continuing or not bank.last or len(picks) >= budget:
         return picks
     query = bank.last[-1].descriptor
+    in_context = {k.key for k in bank.last}
     scored = []
     for k in bank.entries:
-        if taken(k) or k.segment >= segment - 1:  # the previous segment is the context
+        if taken(k) or k.key in in_context or k.segment >= segment - 1:  # the context's
             continue
         score = similarity(query, k.descriptor)
         if k.segment >= segment - 1 - RECENT_SEGMENTS:
