@@ -49,15 +49,28 @@ MEM = load_preset("skyreels-df-1.3b").memory
 WINDOW_TOKENS = 25 * (544 // 16) * (960 // 16)
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "hf" / "hub"
+def install_both(cache):
     install_tiny_skyreels(cache, block_aligned=True)
     install_tiny_gguf(cache)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("LONGVID_HOME", str(tmp_path / "home"))
     return cache
+
+
+def offline_env(env, cache, home):
+    env.setenv("HF_HUB_CACHE", str(cache))
+    env.setenv("HF_HUB_OFFLINE", "1")
+    env.setenv("LONGVID_HOME", str(home))
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """Read-only for the tests that use it; a test that deletes makes its own."""
+    return install_both(tmp_path_factory.mktemp("hf") / "hub")
+
+
+@pytest.fixture
+def hub_cache(shared_cache, tmp_path, monkeypatch):
+    offline_env(monkeypatch, shared_cache, tmp_path / "home")
+    return shared_cache
 
 
 def shrunk(tmp_path, name, **changes):
@@ -109,18 +122,22 @@ def relative_error(ours, reference):
     return ((ours - reference).norm() / reference.norm()).item()
 
 
-@pytest.fixture
-def reference(hub_cache, tmp_path):
-    latents, _ = render_latents(tmp_path, shrunk(tmp_path, "skyreels-df-1.3b"), "bf16")
+@pytest.fixture(scope="module")
+def reference(shared_cache, tmp_path_factory):
+    """The unquantized preset's render of STORY, on the same tiny weights."""
+    tmp = tmp_path_factory.mktemp("reference")
+    with pytest.MonkeyPatch.context() as env:
+        offline_env(env, shared_cache, tmp / "home")
+        latents, _ = render_latents(tmp, shrunk(tmp, "skyreels-df-1.3b"), "bf16")
     return latents
 
 
 @pytest.mark.parametrize(("preset", "text_encoder", "transformer", "max_error"), [
     ("skyreels-df-1.3b-lowvram", "Params4bit", "torch.float8_e4m3fn", 0.1),
-    ("skyreels-df-1.3b-gguf-q8", "Params4bit", "GGUF Q8_0", 0.05),
+    ("skyreels-df-1.3b-gguf-q8", "Params4bit", "GGUF Q8_0", 0.06),
 ])
 def test_quantized_preset_loads_quantized_weights_and_renders_close(
-        reference, tmp_path, preset, text_encoder, transformer, max_error):
+        reference, hub_cache, tmp_path, preset, text_encoder, transformer, max_error):
     latents, backend = render_latents(tmp_path, shrunk(tmp_path, preset), preset)
     tr = storage_of(backend.transformer)
     assert tr[transformer] >= 10, tr  # every block's attention and FFN matrices
@@ -205,7 +222,9 @@ def test_a_gguf_of_another_type_than_declared_is_refused(hub_cache, tmp_path, cl
     assert code == 3 and "holds Q4_0 tensors, but the preset says quant_type Q8_0" in err
 
 
-def test_models_commands_cover_the_gguf_source(hub_cache, cli):
+def test_models_commands_cover_the_gguf_source(tmp_path, cli, monkeypatch):
+    hub_cache = install_both(tmp_path / "hf" / "hub")  # this test deletes from it
+    offline_env(monkeypatch, hub_cache, tmp_path / "home")
     name = "skyreels-df-1.3b-gguf-q8"
     rows = {r["preset"]: r for r in json.loads(cli("models", "list", "--json")[1])}
     sources = rows[name]["sources"]
