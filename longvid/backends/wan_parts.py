@@ -49,8 +49,8 @@ def load_transformer(cls: Any, folder: Path, quant: Quantization, gguf_file: Pat
     if quant.transformer == "gguf":
         return _from_gguf(cls, folder, gguf_file, quant.gguf_type, dtype)
     model = cls.from_pretrained(folder, subfolder="transformer", torch_dtype=dtype)
-    if quant.transformer == "fp8":  # Wan's _skip_layerwise_casting_patterns keep the
-        # patch and condition embedders and the norms wide
+    if quant.transformer == "fp8":  # the class's _skip_layerwise_casting_patterns keep
+        # the patch and condition embedders and the norms wide
         model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
     return model
 
