@@ -8,6 +8,7 @@ import typer
 
 from longvid import __version__
 from longvid.cli import doctor, extend, models, plan, render
+from longvid.cli.bench import bench_app
 
 app = typer.Typer(
     name="longvid", no_args_is_help=True, add_completion=False,
@@ -39,6 +40,7 @@ app.command("extend")(extend.extend)
 app.command("doctor")(doctor.doctor)
 app.add_typer(models.models_app, name="models")
 app.add_typer(models.presets_app, name="presets")
+app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:
