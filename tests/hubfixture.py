@@ -148,3 +148,30 @@ def install_tiny_vace(cache: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
         return write_hub_snapshot(cache, VACE_REPO, Path(tmp))
+
+
+ANYFLOW_REPO = "nvidia/AnyFlow-FAR-Wan2.1-1.3B-Diffusers"
+
+
+def tiny_anyflow_components(seed: int = 0) -> dict:
+    import torch
+    from diffusers import AnyFlowFARTransformer3DModel, FlowMapEulerDiscreteScheduler
+
+    parts = tiny_skyreels_components(seed)  # the same tiny UMT5, tokenizer and Wan VAE
+    torch.manual_seed(seed)
+    parts["transformer"] = AnyFlowFARTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
+        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2,
+        cross_attn_norm=True, rope_max_seq_len=32).eval()
+    parts["scheduler"] = FlowMapEulerDiscreteScheduler(shift=5.0)
+    return parts
+
+
+def install_tiny_anyflow(cache: Path) -> Path:
+    """A tiny AnyFlow-FAR pipeline saved as the real repo id would be; returns the snapshot."""
+    from diffusers import AnyFlowFARPipeline
+
+    pipe = AnyFlowFARPipeline(**tiny_anyflow_components())
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        return write_hub_snapshot(cache, ANYFLOW_REPO, Path(tmp))

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 
 def register_backends(register: Callable[[type], None]) -> None:
+    from longvid.backends.anyflow_far import AnyFlowFARBackend
     from longvid.backends.skyreels_df import SkyReelsDFBackend
     from longvid.backends.tiny import TinyWanBackend
     from longvid.backends.wan_vace import WanVACEBackend
@@ -13,3 +14,4 @@ def register_backends(register: Callable[[type], None]) -> None:
     register(TinyWanBackend)
     register(SkyReelsDFBackend)
     register(WanVACEBackend)
+    register(AnyFlowFARBackend)

@@ -1,0 +1,280 @@
+"""`anyflow-far`: NVIDIA AnyFlow-FAR (causal Wan2.1 1.3B, few steps) from the Hub.
+
+AnyFlow-FAR generates a window chunk by chunk (3 latents a chunk, the first latent
+of a take alone), each chunk attending to the KV cache of the chunks before it:
+the 3 newest at full resolution, older ones through a 4x4-compressed patch
+embedding (its "far" history). Each segment is one call of diffusers'
+`AnyFlowFARPipeline` with `output_type="latent"`, driven with cached prompt
+embeddings and longvid's own noise, chunk partition and per-segment decode.
+
+Context and memory are prefix chunks in `video_latents`: [memory | context | new].
+Recalled keyframe latents come first, one chunk each, so they soon sit in the
+compressed far history; the context latents (the previous segment's tail) follow
+as chunks of 1 + 3 like the start of a take. Prefix chunks are never denoised: the
+pipeline KV-encodes them under the *current* prompt before generating the first
+new chunk. So a prompt switch re-encodes the carried context under the new prompt
+(LongLive's "KV re-cache"), and a prompt blend (`blend_prompt`, `blend_weight`:
+mixed cached embeddings) applies to the carried context too.
+
+Text: prompts are encoded once (`prepare`), cached on disk and the text encoder is
+released before the transformer runs. The checkpoint is distilled with guidance
+fused in: the preset keeps guidance at 1 (one forward per step).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
+from longvid.errors import ResourceError
+
+NATIVE_FPS = 16
+VAE_STRIDE_T = 4  # pixel frames per latent frame (the first latent of a take holds 1)
+VAE_STRIDE_PX = 8  # pixels per latent side
+
+
+# Copied from longvid.backends.skyreels_df.embeddings_cache_dir
+def embeddings_cache_dir() -> Path:
+    home = os.environ.get("LONGVID_HOME")
+    base = Path(home) / "cache" if home else Path.home() / ".cache" / "longvid"
+    return base / "prompt-embeddings"
+
+
+def chunk_partition(memory: int, context: int, new: int, chunk: int) -> list[int]:
+    """Latents per causal chunk for [memory | context | new]: one chunk per recalled
+    keyframe, then the context and the new latents each as a take starts (1, then
+    `chunk` at a time, the remainder last), except that new latents continuing a
+    context go straight to full chunks."""
+
+    def split(count: int, lone_first: bool) -> list[int]:
+        head = [1] if lone_first and count else []
+        rest = count - len(head)
+        return head + [chunk] * (rest // chunk) + ([rest % chunk] if rest % chunk else [])
+
+    return [1] * memory + split(context, True) + split(new, context == 0)
+
+
+class AnyFlowFARBackend:
+    name: ClassVar[str] = "anyflow-far"
+    caps: ClassVar[BackendCaps] = BackendCaps(
+        native_fps=NATIVE_FPS, any_fps=False, frame_multiple=4, frame_offset=1,
+        latent_stride_t=VAE_STRIDE_T, max_latents=21, context_latents=4, size_multiple=16,
+        max_side=1280, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
+        memory_latents=2,
+    )  # 81-frame windows (chunks 1+3+...+3+2, as trained); 13 frames of context as 1+3
+
+    def __init__(self) -> None:
+        self._embeddings: dict[str, Any] = {}
+
+    # -- models --------------------------------------------------------------------------
+
+    def load(self, preset: Any, policy: Any = None) -> None:
+        import torch
+        from diffusers import (
+            AnyFlowFARPipeline,
+            AnyFlowFARTransformer3DModel,
+            AutoencoderKLWan,
+            FlowMapEulerDiscreteScheduler,
+        )
+
+        from longvid import hub
+
+        self.preset, self.policy = preset, policy
+        self.options = {"max_sequence_length": 512, "compile_blocks": False} | dict(preset.options)
+        cuda = torch.cuda.is_available()
+        if preset.min_vram_gib > 0 and not cuda:  # before any download
+            raise ResourceError(
+                f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
+                "GiB) and this machine has none", "try the tool on the CPU with --preset tiny")
+        from longvid.presets import available_presets
+
+        named = available_presets().get(preset.name) == Path(preset.source)
+        self.folder = hub.resolve(preset.hub, preset.name if named else preset.source)
+        self.device = torch.device("cuda" if cuda else "cpu")
+        self.dtype = torch.bfloat16 if cuda else torch.float32
+        transformer = AnyFlowFARTransformer3DModel.from_pretrained(
+            self.folder, subfolder="transformer", torch_dtype=self.dtype).eval()
+        self.vae = AutoencoderKLWan.from_pretrained(self.folder, subfolder="vae",
+                                                    torch_dtype=torch.float32).eval()
+        scheduler = FlowMapEulerDiscreteScheduler.from_pretrained(self.folder,
+                                                                  subfolder="scheduler")
+        if cuda and policy is not None and policy.transformer == "group offload":
+            from diffusers.hooks import apply_group_offloading
+
+            apply_group_offloading(transformer, onload_device=self.device,
+                                   offload_type="block_level", num_blocks_per_group=1,
+                                   use_stream=True)
+        elif cuda:  # resident; the text encoder is gone before the first step
+            transformer.to(self.device)
+        if cuda and self.options["compile_blocks"]:
+            # FAR attention runs through flex_attention, which uncompiled materializes fp32
+            # score matrices (~5 GiB each for a 480p chunk against its cache); compiled
+            # blocks use the fused kernel. Not on the CPU: compiling takes minutes there.
+            transformer.compile_repeated_blocks(fullgraph=False)
+        if cuda:
+            self.vae.to(self.device).enable_tiling()
+        # the pipeline without its text encoder: it runs on cached embeddings
+        self.pipe = AnyFlowFARPipeline(tokenizer=None, text_encoder=None,
+                                       transformer=transformer, vae=self.vae,
+                                       scheduler=scheduler)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.chunk_latents = max(transformer.config.chunk_partition)  # 3
+        z = self.vae.config.z_dim
+        self._mean = torch.tensor(self.vae.config.latents_mean).view(1, z, 1, 1, 1)
+        self._std = torch.tensor(self.vae.config.latents_std).view(1, z, 1, 1, 1)
+
+    @property
+    def transformer(self) -> Any:
+        return self.pipe.transformer
+
+    def versions(self) -> dict[str, str]:
+        import diffusers
+        import torch
+        import transformers
+
+        return {"diffusers": diffusers.__version__, "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "weights": f"{self.preset.hub.repo}@{self.folder.name}"}
+
+    # -- text: encode once, cache on disk, free the encoder ---------------------------------
+
+    def _cache_path(self, text: str) -> Path:
+        key = f"{self.preset.hub.repo}@{self.folder.name}:{self.options['max_sequence_length']}:"
+        return embeddings_cache_dir() / (hashlib.sha256((key + text).encode()).hexdigest()
+                                         + ".safetensors")
+
+    def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
+        from safetensors.torch import load_file, save_file
+
+        texts = prompts + ([negative_prompt] if guidance_scale > 1 else [])
+        missing = [t for t in texts if not self._cache_path(t).exists()]
+        if missing:
+            encoder = self._text_pipeline()
+            embeddings_cache_dir().mkdir(parents=True, exist_ok=True)
+            for text in missing:
+                embeds, _ = encoder.encode_prompt(
+                    prompt=text, do_classifier_free_guidance=False,
+                    max_sequence_length=int(self.options["max_sequence_length"]),
+                    device=encoder.text_encoder.device)
+                path = self._cache_path(text)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                save_file({"embeds": embeds.float().cpu().contiguous()}, str(tmp))
+                os.replace(tmp, path)
+            del encoder
+            gc.collect()  # the text encoder is gone before the first denoising step
+        for text in texts:
+            self._embeddings[text] = load_file(str(self._cache_path(text)))["embeds"]
+
+    def _text_pipeline(self) -> Any:
+        """A pipeline holding only the tokenizer and text encoder, for diffusers' own
+        prompt cleaning and padding rules."""
+        from diffusers import AnyFlowFARPipeline
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        tokenizer = AutoTokenizer.from_pretrained(self.folder / "tokenizer")
+        text_encoder = UMT5EncoderModel.from_pretrained(
+            self.folder, subfolder="text_encoder", torch_dtype=self.dtype).eval()
+        if self.policy is None or self.policy.text_encoder == "gpu":
+            text_encoder.to(self.device)  # else it encodes on the CPU, once per prompt
+        return AnyFlowFARPipeline(tokenizer=tokenizer, text_encoder=text_encoder,
+                                  transformer=None, vae=None, scheduler=None)
+
+    def text_embeddings(self, request: SegmentRequest) -> tuple[Any, Any]:
+        """(cond, uncond or None), each (1, L, D): the prompt's cached embeddings, mixed
+        with blend_prompt's as (1-w)*e(prompt) + w*e(blend) when one is given."""
+        cond = self._embeddings[request.prompt]
+        if request.blend_prompt is not None and request.blend_weight:
+            w = float(request.blend_weight)
+            cond = (1 - w) * cond + w * self._embeddings[request.blend_prompt]
+        uncond = self._embeddings[request.negative_prompt] if request.guidance_scale > 1 else None
+        return cond, uncond
+
+    # -- generation --------------------------------------------------------------------------
+
+    def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
+        import torch
+
+        t0 = time.perf_counter()
+        context = request.context  # (1, 16, c, h, w) or None
+        memory = request.memory  # (1, 16, m, h, w) or None
+        c = 0 if context is None else context.shape[2]
+        m = 0 if memory is None else memory.shape[2]
+        n = request.num_latents
+        # a lone one-latent take: the pipeline cannot size its KV cache for one chunk, so
+        # one more latent is generated and dropped; causal chunks never see later ones
+        spare = int(m + c == 0 and n == 1)
+        partition = chunk_partition(m, c, n + spare, self.chunk_latents)
+        z = self.vae.config.z_dim
+        h, w = request.height // VAE_STRIDE_PX, request.width // VAE_STRIDE_PX
+        generator = torch.Generator().manual_seed(request.seed)
+        noise = torch.randn((1, z, c + n + spare, h, w), generator=generator)
+        if m:  # drawn after, so a seed gives the same noise with or without memory
+            noise = torch.cat([torch.randn((1, z, m, h, w), generator=generator), noise], dim=2)
+        parts = [x.float().cpu() for x in (memory, context) if x is not None]
+        # the pipeline's layout for prefix latents: (1, m+c, 16, h, w)
+        prefix = torch.cat(parts, dim=2).permute(0, 2, 1, 3, 4) if parts else None
+        cond, uncond = self.text_embeddings(request)
+        total = (len(partition) - len(chunk_partition(m, c, 0, self.chunk_latents))) \
+            * request.steps
+        done = [0]
+
+        def progress(pipe: Any, i: int, t: Any, kwargs: dict) -> dict:
+            done[0] += 1
+            on_step(done[0], total)
+            return {}
+
+        try:
+            latents = self.pipe(
+                prompt_embeds=cond.to(self.device),
+                negative_prompt_embeds=None if uncond is None else uncond.to(self.device),
+                video_latents=None if prefix is None else prefix.to(self.device),
+                height=request.height, width=request.width,
+                num_frames=VAE_STRIDE_T * sum(partition) - 3,
+                num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
+                latents=noise.to(self.device), output_type="latent",
+                chunk_partition=partition, callback_on_step_end=progress).frames
+        except torch.cuda.OutOfMemoryError:
+            raise self._out_of_memory("transformer") from None
+        new = latents[:, :, m + c:m + c + n].float().cpu()  # (1, 16, n, h, w)
+        t1 = time.perf_counter()
+        head = new if context is None else torch.cat([context.float().cpu(), new], dim=2)
+        try:
+            frames = self._decode(head, drop=VAE_STRIDE_T * c - 3 if c else 0)
+        except torch.cuda.OutOfMemoryError:
+            raise self._out_of_memory("vae") from None
+        return SegmentOutput(latents=new.clone(), frames=frames,
+                             seconds={"denoise": t1 - t0, "decode": time.perf_counter() - t1})
+
+    def _out_of_memory(self, stage: str) -> ResourceError:
+        vram = self.policy.vram_gib if self.policy is not None else None
+        budget = f" under the policy for {vram:.1f} GiB" if vram is not None else ""
+        lower = f"--vram {max(vram - 2, 1):.0f}" if vram is not None else "a lower --vram"
+        return ResourceError(
+            f"the GPU ran out of memory in the {stage} stage{budget}",
+            f"rerun the same command with {lower} (a leaner placement) or a lower resolution; "
+            "committed segments are kept and the render resumes")
+
+    def _decode(self, latents: Any, drop: int) -> Any:
+        """Normalized latents (1, 16, T, h, w) -> uint8 frames (4T-3-drop, H, W, 3)."""
+        import torch
+
+        z = latents.float().cpu() * self._std + self._mean
+        with torch.no_grad():
+            video = self.vae.decode(z.to(self.vae.device), return_dict=False)[0]
+        video = video[0, :, drop:].float().cpu()  # (3, F, H, W) in [-1, 1]
+        pixels = ((video.clamp(-1, 1) + 1) * 127.5).round().byte()
+        return pixels.permute(1, 2, 3, 0).contiguous().numpy()
+
+    def encode_frames(self, frames: Any) -> Any:
+        import torch
+
+        video = torch.from_numpy(frames.copy()).float().permute(3, 0, 1, 2).unsqueeze(0)
+        video = video / 127.5 - 1
+        with torch.no_grad():
+            z = self.vae.encode(video.to(self.vae.device)).latent_dist.mode().cpu()
+        return (z - self._mean) / self._std
