@@ -148,7 +148,7 @@ def _run_job(plan: Plan, preset: Preset, out: Path, *, crf: int, fresh: bool, po
                                                                      prefix[1] if prefix else ""),
                 "storyboard": plan.storyboard, "content_sha256": plan.content_sha256,
                 "preset": preset.name, "preset_sha256": preset.sha256, "backend": plan.backend,
-                "crf": crf, "output": str(out)}
+                "crf": crf, "fps": plan.fps, "output": str(out)}
     done_before = run.open(manifest, fresh=fresh)
     for stale in out.parent.glob(f".{out.stem}.*.tmp.mp4"):
         stale.unlink()  # a join killed midway; the lock makes this run the only writer

@@ -16,7 +16,6 @@ from test_generate import Spy
 
 from longvid.generate import render_segments
 from longvid.memory.bank import Keyframe, MemoryBank
-from longvid.memory.colour import chi2, lab_histogram
 from longvid.memory.descriptor import describe, similarity, thumbnail
 from longvid.memory.drift import correct_frames, correct_latents, read_drift
 from longvid.memory.recall import choose_memory, stack_latents
@@ -132,7 +131,8 @@ def test_drift_readings_grow_with_a_drifting_sequence_and_the_correction_pulls_b
                       thumb=thumbnail(frames0[2]), descriptor=np.zeros(4, np.float32),
                       sharpness=1.0)
     readings = [read_drift(latent0 + 0.2 * k, drifting_frames(12 * k), anchor) for k in range(6)]
-    colour = [r.colour_chi2 for r in readings]
+    colour = [r.colour_shift_de for r in readings]
+    assert [r.colour_chi2 for r in readings] == sorted(r.colour_chi2 for r in readings)
     shift = [r.latent_mean_dist for r in readings]
     assert colour == sorted(colour) and colour[-1] > 5 * max(colour[0], 1e-3)
     assert shift == sorted(shift) and shift[0] < 1e-6
@@ -140,9 +140,10 @@ def test_drift_readings_grow_with_a_drifting_sequence_and_the_correction_pulls_b
     assert read_drift(latent0, frames0, None).colour_chi2 is None  # no anchor: nothing to compare
 
     fixed = correct_frames(drifting_frames(60), anchor)
-    before = chi2(lab_histogram(thumbnail(drifting_frames(60)[2])), lab_histogram(anchor.thumb))
-    after = chi2(lab_histogram(thumbnail(fixed[2])), lab_histogram(anchor.thumb))
-    assert after < 0.7 * before
+    before = read_drift(latent0, drifting_frames(60), anchor)
+    after = read_drift(latent0, fixed, anchor)
+    assert after.colour_shift_de < 0.6 * before.colour_shift_de
+    assert after.colour_chi2 < before.colour_chi2
     moved = (latent0 + 1.0)[None]  # (1, 16, 1, 4, 4), every channel shifted
     pulled = correct_latents(moved, anchor)
     assert abs(pulled.mean() - latent0.mean()) < abs(moved.mean() - latent0.mean())
@@ -253,8 +254,8 @@ def test_drift_readings_are_recorded_and_the_switch_is_honoured(tmp_path, tiny, 
     text = RETURN if anti_drift else RETURN.replace("seed: 5", "seed: 5\nanti_drift: false")
     _, run, _ = render(tmp_path, text, tiny)
     records = [run.record(k) for k in range(len(list(run.segments.glob("seg_*.json"))))]
-    assert all(set(r["drift"]) >= {"colour_chi2", "latent_mean_dist", "sharpness", "flicker",
-                                   "corrected"} for r in records)
+    assert all(set(r["drift"]) >= {"colour_shift_de", "colour_chi2", "latent_mean_dist",
+                                   "sharpness", "flicker", "corrected"} for r in records)
     if not anti_drift:
         assert not any(r["drift"]["corrected"] for r in records)
     json.dumps(records)  # plain JSON for `longvid report`

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from longvid import __version__
-from longvid.cli import doctor, extend, models, plan, render
+from longvid.cli import doctor, extend, models, plan, render, report
 from longvid.cli.bench import bench_app
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ app.command("render")(render.render)
 app.command("plan")(plan.plan)
 app.command("extend")(extend.extend)
 app.command("doctor")(doctor.doctor)
+app.command("report")(report.report)
 app.add_typer(models.models_app, name="models")
 app.add_typer(models.presets_app, name="presets")
 app.add_typer(bench_app, name="bench")

@@ -50,6 +50,9 @@ def render(
     vram: Annotated[float | None, typer.Option(
         "--vram", min=1, help="GPU memory the render may use, in GiB (default: the free VRAM); "
         "decides where each model component lives.")] = None,
+    with_report: Annotated[bool, typer.Option(
+        "--report", help="Also write a contact sheet and a drift plot PNG beside each video "
+        "(see `longvid report`).")] = False,
 ) -> None:
     """Render STORYBOARDS to mp4. Rerunning after Ctrl-C or a crash resumes where it stopped."""
     from longvid.progress import make_progress
@@ -77,8 +80,17 @@ def render(
             if code == ExitCode.INTERRUPTED:
                 break
             continue
+        extra = {}
+        if with_report:
+            from longvid.report import write_report
+
+            pictures = write_report(result.run_dir)
+            extra = {"contact_sheet": str(pictures.contact_sheet),
+                     "drift_plot": str(pictures.drift_plot)}
+            if not as_json and not quiet:
+                progress.message(f"report: {pictures.contact_sheet} {pictures.drift_plot}")
         if as_json:
-            print(json.dumps(result.to_dict()), flush=True)
+            print(json.dumps(result.to_dict() | extra), flush=True)
         elif not quiet:
             progress.message(f"wrote {result.output} ({result.frames} frames, "
                              f"{result.duration_s:.2f}s) in {result.seconds:.1f}s")

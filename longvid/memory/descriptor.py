@@ -51,7 +51,8 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 def thumbnail(frame: np.ndarray, side: int = THUMB_PX) -> np.ndarray:
     """uint8 (H, W, 3) -> uint8 (side, side, 3), area-averaged (aspect not kept)."""
     pooled = _pool(frame.transpose(2, 0, 1).astype(np.float64), side)
-    return np.ascontiguousarray(np.clip(np.round(pooled), 0, 255).astype(np.uint8).transpose(1, 2, 0))
+    pixels = np.clip(np.round(pooled), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(pixels.transpose(1, 2, 0))
 
 
 def sharpness(frame: np.ndarray) -> float:

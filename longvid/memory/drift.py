@@ -2,7 +2,8 @@
 
 Each segment is measured against its shot's anchor keyframe:
 - latent mean/std distance per channel (how far the picture's statistics moved),
-- Lab-histogram chi-squared of a thumbnail (colour drift),
+- colour: the distance of mean Lab colours (CIE76 delta E; about 2 is just
+  noticeable) and the Lab-histogram chi-squared of a thumbnail,
 - sharpness (variance of the Laplacian) and flicker (mean absolute frame difference).
 When the readings cross a threshold the loop corrects, only then:
 - the segment's pixels: Lab mean/std moved part of the way back to the anchor's;
@@ -20,7 +21,7 @@ from longvid.memory.bank import Keyframe
 from longvid.memory.colour import chi2, lab_histogram, lab_stats, match_lab_stats
 from longvid.memory.descriptor import sharpness, thumbnail
 
-COLOUR_LIMIT = 0.2  # chi-squared of Lab histograms
+COLOUR_LIMIT = 6.0  # delta E of the mean Lab colour
 LATENT_LIMIT = 0.5  # mean per-channel shift, in anchor standard deviations
 PIXEL_STRENGTH = 0.5
 LATENT_STRENGTH = 0.3
@@ -31,12 +32,13 @@ _BLUR = 4  # latent pixels per low-frequency cell
 class DriftReading:
     latent_mean_dist: float | None  # None: no anchor yet (the shot's first segment)
     latent_std_dist: float | None
+    colour_shift_de: float | None
     colour_chi2: float | None
     sharpness: float
     flicker: float
 
     def drifted(self) -> bool:
-        return ((self.colour_chi2 or 0.0) > COLOUR_LIMIT
+        return ((self.colour_shift_de or 0.0) > COLOUR_LIMIT
                 or (self.latent_mean_dist or 0.0) > LATENT_LIMIT)
 
     def to_dict(self) -> dict:
@@ -49,13 +51,15 @@ def read_drift(latents: np.ndarray, frames: np.ndarray, anchor: Keyframe | None)
     flick = (float(np.abs(np.diff(frames.astype(np.int16), axis=0)).mean()) / 255
              if len(frames) > 1 else 0.0)
     if anchor is None:
-        return DriftReading(None, None, None, sharpness(mid), flick)
+        return DriftReading(None, None, None, None, sharpness(mid), flick)
     mu, sd = _channel_stats(latents)
     amu, asd = _channel_stats(anchor.latent[:, None])
+    thumb = thumbnail(mid)
     return DriftReading(
         latent_mean_dist=float(np.mean(np.abs(mu - amu) / (asd + 1e-6))),
         latent_std_dist=float(np.mean(np.abs(np.log((sd + 1e-6) / (asd + 1e-6))))),
-        colour_chi2=chi2(lab_histogram(thumbnail(mid)), lab_histogram(anchor.thumb)),
+        colour_shift_de=float(np.linalg.norm(lab_stats(thumb)[0] - lab_stats(anchor.thumb)[0])),
+        colour_chi2=chi2(lab_histogram(thumb), lab_histogram(anchor.thumb)),
         sharpness=sharpness(mid), flicker=flick)
 
 
