@@ -34,6 +34,7 @@ options:
   max_sequence_length: 16
   max_latents: 5
   context_latents: 2
+  memory_latents: %(memory)s
 hub:
   repo: %(repo)s
   revision: main
@@ -54,9 +55,9 @@ def hub_cache(tmp_path, monkeypatch):
     return cache
 
 
-def preset_file(tmp_path, guidance=1.0, addnoise=0, repo=SKYREELS_REPO):
-    return write(tmp_path / "skyreels-test.yaml",
-                 TEST_PRESET % {"guidance": guidance, "addnoise": addnoise, "repo": repo})
+def preset_file(tmp_path, guidance=1.0, addnoise=0, repo=SKYREELS_REPO, memory=2):
+    return write(tmp_path / "skyreels-test.yaml", TEST_PRESET % {
+        "guidance": guidance, "addnoise": addnoise, "repo": repo, "memory": memory})
 
 
 class Spy:
@@ -75,16 +76,18 @@ class Spy:
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
 def test_loop_matches_diffusers_skyreels_pipeline(hub_cache, tmp_path, guidance):
-    """One prompt, same seeds: longvid's windows == SkyReelsV2DiffusionForcingPipeline."""
+    """One prompt, same seeds, memory and anti-drift off: longvid's windows ==
+    SkyReelsV2DiffusionForcingPipeline."""
     from diffusers import SkyReelsV2DiffusionForcingPipeline
 
     sb_path = write(tmp_path / "one.yaml", """\
         version: 1
         seed: 11
+        anti_drift: false
         negative_prompt: blurry
         shots: [{id: a, prompt: a lighthouse in fog, duration: 37f}]
         """)
-    _, preset, plan = load_job(sb_path, str(preset_file(tmp_path, guidance)))
+    _, preset, plan = load_job(sb_path, str(preset_file(tmp_path, guidance, memory=0)))
     assert [(s.context_latents, s.num_latents) for s in plan.segments] == [(0, 5), (2, 3),
                                                                             (2, 2)]
     backend = SkyReelsDFBackend()
@@ -197,8 +200,26 @@ def test_presets_list_and_show(cli, tmp_path):
     shown = json.loads(out)
     assert shown["hub"]["repo"] == SKYREELS_REPO and shown["resolution"] == "960x544"
     unverified = write(tmp_path / "community.yaml", TEST_PRESET % {
-        "guidance": 1, "addnoise": 0, "repo": "someone/Wan-1.3B-GGUF"}).read_text()
+        "guidance": 1, "addnoise": 0, "repo": "someone/Wan-1.3B-GGUF", "memory": 2}).read_text()
     path = write(tmp_path / "community.yaml", unverified.replace("verified: true",
                                                                  "verified: false"))
     code, out, _ = cli("presets", "show", path)
     assert code == 0 and "could not be verified" in out
+
+
+def test_recalled_keyframes_enter_as_clean_history_and_are_not_decoded(hub_cache, tmp_path):
+    from longvid.backends.base import SegmentRequest
+
+    _, preset, _ = load_job(write(tmp_path / "s.yaml", "shots: [{id: a, prompt: x, "
+                                  "duration: 1s}]\n"), str(preset_file(tmp_path, addnoise=20)))
+    backend = SkyReelsDFBackend()
+    backend.load(preset)
+    backend.prepare(["a harbour"], "", 1.0)
+    ask = dict(index=0, prompt="a harbour", negative_prompt="", num_latents=3, context=None,
+               width=32, height=32, seed=5, steps=3, guidance_scale=1.0, fps=24)
+    plain = backend.generate(SegmentRequest(**ask), lambda i, n: None)
+    memory = torch.randn((1, 16, 2, 4, 4), generator=torch.Generator().manual_seed(1))
+    recalled = backend.generate(SegmentRequest(**ask, memory=memory), lambda i, n: None)
+    assert recalled.latents.shape == plain.latents.shape == (1, 16, 3, 4, 4)
+    assert recalled.frames.shape == plain.frames.shape == (9, 32, 32, 3)
+    assert not torch.allclose(recalled.latents, plain.latents), "memory reaches the transformer"

@@ -88,6 +88,7 @@ class Backend(Protocol):
 
 
 def caps_for(caps: BackendCaps, options: dict[str, Any]) -> BackendCaps:
-    """A preset may shrink the window: options `max_latents` and `context_latents`."""
-    keys = ("max_latents", "context_latents")
+    """A preset may shrink the window or the memory: options `max_latents`,
+    `context_latents` and `memory_latents` (0 turns memory off)."""
+    keys = ("max_latents", "context_latents", "memory_latents")
     return replace(caps, **{k: int(options[k]) for k in keys if k in options})

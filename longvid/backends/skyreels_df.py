@@ -41,6 +41,7 @@ class SkyReelsDFBackend:
         native_fps=NATIVE_FPS, any_fps=False, frame_multiple=4, frame_offset=1,
         latent_stride_t=4, max_latents=25, context_latents=5, size_multiple=16,
         max_side=1280, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
+        memory_latents=2,
     )  # windows of 97 frames with 17 frames of history: the 540P model's training setup
 
     def __init__(self) -> None:
@@ -170,23 +171,27 @@ class SkyReelsDFBackend:
 
         t0 = time.perf_counter()
         context = request.context  # (1, 16, c, h, w) or None
+        memory = request.memory  # (1, 16, m, h, w) recalled keyframes, or None
         c = 0 if context is None else context.shape[2]
+        m = 0 if memory is None else memory.shape[2]
         z = self.vae.config.z_dim
         shape = (1, z, c + request.num_latents, request.height // 8, request.width // 8)
         generator = torch.Generator().manual_seed(request.seed)
         latents = torch.randn(shape, generator=generator, dtype=torch.float32)
         if c:
             latents[:, :, :c] = context
+        if m:  # window = [memory | context | new]; memory is clean history like the context
+            latents = torch.cat([memory.float(), latents], dim=2)
         try:
-            latents = self._denoise(latents.to(self.device), c, request, generator, on_step)
+            latents = self._denoise(latents.to(self.device), m + c, request, generator, on_step)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory("transformer") from None
         t1 = time.perf_counter()
-        try:
-            frames = self._decode(latents, drop=4 * c - 3 if c else 0)
+        try:  # the memory is not part of this take's picture: not decoded
+            frames = self._decode(latents[:, :, m:], drop=4 * c - 3 if c else 0)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory("vae") from None
-        return SegmentOutput(latents=latents[:, :, c:].cpu().clone(), frames=frames,
+        return SegmentOutput(latents=latents[:, :, m + c:].cpu().clone(), frames=frames,
                              seconds={"denoise": t1 - t0, "decode": time.perf_counter() - t1})
 
     def _out_of_memory(self, stage: str) -> ResourceError:
@@ -211,7 +216,11 @@ class SkyReelsDFBackend:
             s = copy.deepcopy(scheduler)
             s.set_timesteps(request.steps, device=self.device)
             per_frame.append(s)
-        cond = self._embeddings[request.prompt].to(self.device, self.dtype)
+        cond = self._embeddings[request.prompt]
+        if request.blend_prompt and request.blend_weight > 0:  # a `continue` transition
+            w = request.blend_weight
+            cond = (1 - w) * cond + w * self._embeddings[request.blend_prompt]
+        cond = cond.to(self.device, self.dtype)
         cfg = request.guidance_scale > 1
         uncond = self._embeddings[request.negative_prompt].to(self.device, self.dtype) if cfg \
             else None
