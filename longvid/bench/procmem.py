@@ -22,7 +22,7 @@ import numpy as np
 from longvid.bench import trajectories as tr
 from longvid.bench.metrics import psnr_db, retention_curve, ssim
 from longvid.bench.retrieval import VARIANTS, retrieval_precision, select_context
-from longvid.bench.world import make_world, render, test_seeds
+from longvid.bench.world import held_out_seeds, make_world, render
 
 GOAL_REVISIT_GAIN_DB = 6.0  # memory must beat the window by this much on revisits
 GOAL_NOVEL_GAP_DB = 1.0  # ... and stay within this of it on novel content
@@ -105,10 +105,10 @@ def run(cfg: BenchConfig, weights_dir: Path | None = None,
         raise ResourceError(f"ProcMem weights not found: {', '.join(missing)}",
                             hint="train them with `nice -n 19 python scripts/train_procworld.py`")
     start_s = time.perf_counter()
-    worlds = [make_world(s) for s in test_seeds(cfg.test_worlds)]
+    worlds = [make_world(s) for s in held_out_seeds(cfg.test_worlds)]
     result: dict[str, Any] = {"config": {**asdict(cfg), "world_seeds":
-                                         [test_seeds(cfg.test_worlds)[0],
-                                          test_seeds(cfg.test_worlds)[-1]]}}
+                                         [held_out_seeds(cfg.test_worlds)[0],
+                                          held_out_seeds(cfg.test_worlds)[-1]]}}
 
     # 1. retrieval precision on ground-truth frames of every trajectory kind
     by_kind, all_trajs, all_frames = {}, [], []

@@ -32,7 +32,7 @@ def train_seeds(n_worlds: int) -> range:
     return range(TRAIN_SEED_START, TRAIN_SEED_START + n_worlds)
 
 
-def test_seeds(n_worlds: int) -> range:
+def held_out_seeds(n_worlds: int) -> range:
     return range(TEST_SEED_START, TEST_SEED_START + n_worlds)
 
 
