@@ -2,7 +2,9 @@
 
 The job is an ordinary render of a one-shot storyboard whose first take continues
 from latents encoded from the clip's last frames; the clip itself is re-encoded
-once with the segment settings and joined in front by stream copy.
+once with the segment settings and joined in front by stream copy. Keyframes spread
+over the clip seed the memory bank: retrieval can bring them back, and the clip's
+first frame is the anchor the drift monitor compares the extension with.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from longvid.storyboard import Shot, Storyboard, TimedPrompt, Transition
 from longvid.timecode import Time
 
 DEFAULT_PROMPT = "the same scene continues"
+SHOT_ID = "extend"
+CLIP_KEYFRAMES = 8
 
 
 def generation_size(width: int, height: int, multiple: int, max_side: int) -> tuple[int, int]:
@@ -61,9 +65,10 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
     out_size = (info.width, info.height) if size != (info.width, info.height) else None
     tail_frames = (caps.context_latents - 1) * caps.latent_stride_t + 1
 
-    def init_state(backend: Any) -> dict[str, Any]:
+    def init_state(backend: Any, segments_dir: Path) -> dict[str, Any]:
         from longvid.mux import read_frames
 
+        _seed_bank(backend, clip, info.frames, size, segments_dir)
         tail = read_frames(clip, size[0], size[1], first=max(0, info.frames - tail_frames))
         if len(tail) < tail_frames:  # a clip shorter than the context: repeat its first frame
             import numpy as np
@@ -78,17 +83,40 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
                     init_state=init_state)
 
 
+def _seed_bank(backend: Any, clip: Path, frames: int, size: tuple[int, int],
+               segments_dir: Path) -> None:
+    """The clip's keyframes, first frame included, as the bank's entries before segment 0."""
+    import numpy as np
+
+    from longvid.memory.bank import DEFAULT_CAPACITY
+    from longvid.memory.store import memory_path, pick_keyframes, save_keyframes
+    from longvid.mux import read_frames
+
+    count = min(frames, CLIP_KEYFRAMES, DEFAULT_CAPACITY // 2)
+    numbers = sorted({round(i * (frames - 1) / max(count - 1, 1)) for i in range(count)})
+    pictures = read_frames(clip, size[0], size[1], only=numbers)  # (k, H, W, 3)
+    keyframes = []
+    for n, picture in zip(numbers, pictures, strict=False):
+        latent = backend.encode_frames(picture[None])[0].float().numpy()  # (C, 1, h, w)
+        keyframes += pick_keyframes(segment=-1, take=0, shot_id=SHOT_ID, prompt="", count=1,
+                                    start_frame=n - frames, latents=latent,
+                                    frames=np.ascontiguousarray(picture[None]),
+                                    continuing=False, stride=1)
+    save_keyframes(memory_path(segments_dir, -1), keyframes)
+
+
 def _one_shot(clip: Path, text: str, seconds: float, fps: int, size: tuple[int, int],
               seed: int, clip_sha: str) -> Storyboard:
     duration = Time(frames=max(1, round(seconds * fps)))
-    shot = Shot(id="extend", prompts=(TimedPrompt(Time(seconds=Fraction(0)), text, 0),),
+    shot = Shot(id=SHOT_ID, prompts=(TimedPrompt(Time(seconds=Fraction(0)), text, 0),),
                 duration=duration, start=None, end=None,
                 transition=Transition("continue", Time(seconds=Fraction(0)), 0), seed=None,
                 camera=None, recall=(), line=0, key_lines=())
     key = hashlib.sha256(f"{clip_sha}:{text}:{duration}:{fps}:{size}:{seed}".encode())
     return Storyboard(path=str(clip), version=1, title=f"{clip.stem} extended", preset="",
                       fps=fps, resolution=size, seed=seed, negative_prompt="", style="",
-                      audio=None, output=None, shots=(shot,), content_sha256=key.hexdigest(),
+                      audio=None, output=None, shots=(shot,), anti_drift=True,
+                      content_sha256=key.hexdigest(),
                       lines=())
 
 

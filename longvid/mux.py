@@ -175,14 +175,17 @@ def probe(path: Path) -> MediaInfo:
                      tags=tags)
 
 
-def read_frames(path: Path, width: int, height: int, first: int = 0) -> Any:
-    """Decode frames [first, end) of the video stream to uint8 (F, H, W, 3), scaled to
-    width x height when the file's size differs."""
+def read_frames(path: Path, width: int, height: int, first: int = 0,
+                only: list[int] | None = None) -> Any:
+    """Decode frames [first, end) (or just the frame numbers in `only`) of the video stream
+    to uint8 (F, H, W, 3), scaled to width x height when the file's size differs."""
     import ffmpeg
     import numpy as np
 
     stream = ffmpeg.input(str(path)).video
-    if first:
+    if only is not None:
+        stream = stream.filter("select", "+".join(f"eq(n,{n})" for n in sorted(set(only))))
+    elif first:
         stream = stream.filter("select", f"gte(n,{first})")
     stream = stream.filter("scale", width, height, flags="bicubic")
     out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")

@@ -166,7 +166,7 @@ def _run_job(plan: Plan, preset: Preset, out: Path, *, crf: int, fresh: bool, po
             atomic_write_text(versions, json.dumps(
                 {"longvid": longvid.__version__} | backend.versions(), indent=2))
             if init_state is not None and not run.state_path(-1).exists():
-                run.save_state(-1, init_state(backend))
+                run.save_state(-1, init_state(backend, run.segments))
         progress.start(plan, label)
         if done_before:
             progress.message(f"resuming {run.root}: {done_before} of {len(plan.segments)} "

@@ -61,3 +61,23 @@ def test_extend_needs_a_positive_length(cli, tmp_path):
     clip = ffmpeg_make_clip(tmp_path / "c.mp4", seconds=1)
     code, _, err = cli("extend", clip, "--seconds", "0")
     assert code == 3 and "--seconds must be positive" in err
+
+
+def test_the_clip_seeds_the_memory_bank_and_its_first_frame_is_the_anchor(cli, tmp_path):
+    from longvid.memory.store import load_keyframes
+
+    clip = ffmpeg_make_clip(tmp_path / "clip.mp4", seconds=2)
+    code, out, err = cli("extend", clip, "--seconds", "3", "--json")
+    assert code == 0, err
+    run = tmp_path / "clip_extended.run" / "segments"
+    seeded = load_keyframes(run / "init.memory.safetensors")
+    assert [k.frame for k in seeded][0] == -32 and len(seeded) == 8  # the clip's 32 frames
+    assert [k.frame for k in seeded] == sorted(k.frame for k in seeded)
+    first = frames_of(clip)[0]
+    assert np.abs(seeded[0].thumb.astype(int).mean(axis=(0, 1)) - first.mean(axis=(0, 1))
+                  ).max() < 8, "the anchor is the clip's first frame"
+    records = [json.loads(p.read_text()) for p in sorted(run.glob("seg_*.json"))]
+    assert len(records) >= 2
+    assert records[0]["drift"]["colour_shift_de"] is not None  # measured against the clip
+    assert {"reason": "anchor", "segment": -1, "frame": -32}.items() <= \
+        records[1]["memory"][0].items()
