@@ -9,8 +9,9 @@ Continuation inside a take is diffusion-forcing style: the context latents (the
 tail of the previous segment) sit at the head of the window and are re-imposed at
 every step at the current noise level, then restored exactly, so context never
 leaves latent space. Recalled keyframes from the memory bank go in front of the
-context the same way: window = [memory | context | new]. Each segment is decoded with the context as warm-up for the
-VAE's causal cache, and the warm-up frames are dropped.
+context the same way: window = [memory | context | new]. Each segment is decoded
+with the context as warm-up for the VAE's causal cache, and the warm-up frames are
+dropped; the memory is not decoded.
 """
 
 from __future__ import annotations
