@@ -1,0 +1,112 @@
+"""Does a segment cost the same at minute 10 as at second 10? Render 4, 16 and 64 segments.
+
+    python benchmarks/scaling.py [--segments 4 16 64] [--size 32] [--json out.json]
+
+Each length is a fresh `longvid render` of a generated storyboard on the tiny preset:
+places visited in turn (harbour, market, forest), joined by cuts, every return to the
+harbour with `recall`, so the memory bank fills, evicts and is queried all along.
+Reports, per length: wall time, seconds per full-size continuing segment (the first
+and the last such segment, and the medians of the first and last three), and the
+render process's peak RSS. Segments of the same size should cost the same however
+long the video is, and peak RSS should stop growing once the bank is full.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from longvid.memory.bank import DEFAULT_CAPACITY
+
+REPO = Path(__file__).resolve().parent.parent
+PLACES = ("a quiet harbour at dusk", "a busy night market", "a misty pine forest")
+_CHILD = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stderr.write(done.stderr)
+print(done.stdout.strip())
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(done.returncode)
+"""
+
+
+def storyboard(shots: int, size: int) -> str:
+    lines = ["version: 1", "title: scaling", "preset: tiny", f"resolution: {size}x{size}",
+             "seed: 1", "shots:"]
+    for i in range(shots):
+        place = i % len(PLACES)
+        extra = ", transition: cut" if i else ""
+        if place == 0 and i:
+            extra += ", recall: [s0]"
+        lines.append(f"  - {{id: s{i}, duration: 6s, prompt: {PLACES[place]!r}{extra}}}")
+    return "\n".join(lines) + "\n"
+
+
+def fitting_storyboard(segments: int, size: int, folder: Path) -> tuple[Path, int]:
+    """The shortest generated storyboard whose plan has at least `segments` segments."""
+    from longvid.render import load_job
+
+    shots = 1
+    while True:
+        path = folder / f"scaling-{segments}.yaml"
+        path.write_text(storyboard(shots, size))
+        _, _, plan = load_job(path, None)
+        if len(plan.segments) >= segments:
+            return path, len(plan.segments)
+        shots += 1
+
+
+def measure(segments: int, size: int, folder: Path) -> dict:
+    path, planned = fitting_storyboard(segments, size, folder)
+    out = folder / f"scaling-{segments}.mp4"
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _CHILD, sys.executable, "-m", "longvid",
+                           "render", str(path), "--fresh", "--json", "-o", str(out)],
+                          capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    peak_kib = int(done.stdout.strip().splitlines()[-1])
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    from longvid.render import load_job
+
+    _, _, plan = load_job(path, None)
+    full = max(s.num_latents for s in plan.segments if s.context_latents)
+    steady = [rec["seconds"] for rec, seg in zip(sidecar["segments"], plan.segments, strict=True)
+              if seg.context_latents and seg.num_latents == full]
+    bank = out.with_suffix(".run") / "segments"
+    return {"segments": planned, "video_s": round(plan.duration_s, 1), "wall_s": round(wall, 1),
+            "full_segments": len(steady), "first_full_s": steady[0], "last_full_s": steady[-1],
+            "first3_median_s": statistics.median(steady[:3]),
+            "last3_median_s": statistics.median(steady[-3:]),
+            "last_vs_first": round(statistics.median(steady[-3:])
+                                   / statistics.median(steady[:3]), 3),
+            "peak_rss_mib": round(peak_kib / 1024, 1),
+            "keyframes_on_disk": sum(1 for _ in bank.glob("seg_*.memory.safetensors")) * 2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--segments", type=int, nargs="+", default=[4, 16, 64])
+    parser.add_argument("--size", type=int, default=32, help="square frame side in pixels")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [measure(n, args.size, Path(tmp)) for n in args.segments]
+    result = {"benchmark": "scaling", "date": time.strftime("%Y-%m-%d"),
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+              "python": platform.python_version(), "size_px": args.size,
+              "bank_capacity_keyframes": DEFAULT_CAPACITY, "runs": rows}
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
