@@ -9,6 +9,7 @@ prompt blends are checked by what reaches the transformer.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -202,7 +203,7 @@ def test_render_end_to_end_offline(hub_cache, tmp_path, cli):
           - id: a
             duration: 3s
             prompts: [{{at: 0, text: a harbour}}, {{at: 1.5s, text: a storm}}]
-          - {{id: b, duration: 0.5s, prompt: a pier, transition: cut}}
+          - {{id: b, duration: 0.5s, prompt: a pier, transition: cut, recall: [a]}}
         """)
     code, out, err = cli("render", sb, "--json")
     assert code == 0, err
@@ -210,6 +211,10 @@ def test_render_end_to_end_offline(hub_cache, tmp_path, cli):
     assert result["frames"] == 56 and result["segments"] >= 4
     sidecar = json.loads((tmp_path / "story.json").read_text())
     assert sidecar["versions"]["weights"].startswith(ANYFLOW_REPO + "@")
+    code, out, _ = cli("render", sb, "--json")
+    last = sorted((Path(result["run_dir"]) / "segments").glob("seg_*.json"))[-1]
+    recalled = json.loads(last.read_text())["memory"]  # shot b recalls shot a
+    assert recalled and {m["shot"] for m in recalled} == {"a"}
     code, out, _ = cli("render", sb, "--json")
     assert code == 0 and json.loads(out)["resumed_segments"] == result["segments"]
 

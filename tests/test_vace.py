@@ -9,6 +9,7 @@ WanVACEPipeline driven with its documented continuation recipe.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -187,7 +188,7 @@ def test_render_end_to_end_offline(hub_cache, tmp_path, cli):
           - id: a
             duration: 2s
             prompts: [{{at: 0, text: a harbour}}, {{at: 1s, text: a storm}}]
-          - {{id: b, duration: 0.5s, prompt: a pier, transition: cut}}
+          - {{id: b, duration: 0.5s, prompt: a pier, transition: cut, recall: [a]}}
         """)
     code, out, err = cli("render", sb, "--json")
     assert code == 0, err
@@ -197,6 +198,10 @@ def test_render_end_to_end_offline(hub_cache, tmp_path, cli):
     assert sidecar["versions"]["weights"].startswith(VACE_REPO + "@")
     cached = list((tmp_path / "home" / "cache" / "prompt-embeddings").glob("*.safetensors"))
     assert len(cached) == 4  # three prompts and the negative one, encoded once each
+    code, out, _ = cli("render", sb, "--json")
+    last = sorted((Path(result["run_dir"]) / "segments").glob("seg_*.json"))[-1]
+    recalled = json.loads(last.read_text())["memory"]  # shot b recalls shot a
+    assert recalled and {m["shot"] for m in recalled} == {"a"}
     code, out, _ = cli("render", sb, "--json")
     assert code == 0 and json.loads(out)["resumed_segments"] == result["segments"]
 
