@@ -81,6 +81,14 @@ def test_loop_and_detour_return_to_the_start_and_the_control_never_does():
         tr.sample("spiral", rng, 4)
 
 
+def test_the_entering_strip_is_the_leading_patch_column_or_an_l():
+    right = np.array([[0, 0], [0, 1], [1, 2]])  # a step right, then a diagonal one
+    mask = tr.entering_mask(right, 1)
+    assert mask.sum() == FRAME_PX * PATCH_PX and mask[:, -PATCH_PX:].all()
+    assert tr.entering_mask(right, 2).sum() == 2 * FRAME_PX * PATCH_PX - PATCH_PX ** 2
+    assert tr.entering_mask(right, 0).all()
+
+
 def test_psnr_and_ssim_on_known_inputs():
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
@@ -173,6 +181,7 @@ def test_bench_memory_quick_json_scores_the_shipped_models(cli):
         for region in ("revisit", "novel"):
             assert 5.0 < result[variant][region]["psnr"] < PSNR_CAP_DB
             assert -1.0 <= result[variant][region]["ssim"] <= 1.0
+            assert 5.0 < result[variant][region]["strip_psnr"] < PSNR_CAP_DB
         assert "1-4" in result[variant]["retention"]
     for method in ("descriptor", "oracle"):
         assert 0.0 <= result["retrieval"][method]["precision_at_1"] <= 1.0

@@ -73,10 +73,15 @@ def generate(model: Any, variant: str, clips: np.ndarray, trajs: list[tr.Traject
 
 def score(generated: np.ndarray, clips: np.ndarray, trajs: list[tr.Trajectory],
           ) -> dict[str, Any]:
-    """PSNR/SSIM of the generated frames against ground truth, per frame index and mean."""
+    """PSNR/SSIM of the generated frames against ground truth, per frame index and mean.
+
+    strip_psnr scores only the pixels entering view at each frame, where memory matters.
+    """
     given = trajs[0].given_frames
     psnr = np.array([[psnr_db(g[t], c[t]) for t in range(given, len(c))]
                      for g, c in zip(generated, clips, strict=True)])  # (B, T - given)
+    strip = [psnr_db(g[t][m], c[t][m]) for g, c, traj in zip(generated, clips, trajs, strict=True)
+             for t in range(given, len(c)) if (m := tr.entering_mask(traj.poses, t)).any()]
     ssims = np.array([[ssim(g[t], c[t]) for t in range(given, len(c))]
                       for g, c in zip(generated, clips, strict=True)])
     gaps = [[tr.last_seen_gap(traj.poses, t) for t in range(given, traj.num_frames)]
@@ -84,6 +89,7 @@ def score(generated: np.ndarray, clips: np.ndarray, trajs: list[tr.Trajectory],
     seen = [(g, p) for row_g, row_p in zip(gaps, psnr, strict=True)
             for g, p in zip(row_g, row_p, strict=True) if g is not None]
     return {"psnr": float(psnr.mean()), "ssim": float(ssims.mean()),
+            "strip_psnr": float(np.mean(strip)),
             "psnr_per_frame": [round(float(v), 2) for v in psnr.mean(axis=0)],
             "retention": retention_curve([g for g, _ in seen], [p for _, p in seen])}
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from longvid.bench.world import FRAME_PATCHES, MAX_POSE
+from longvid.bench.world import FRAME_PATCHES, MAX_POSE, PATCH_PX
 
 DIRECTIONS = np.array([(0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1)])
 KINDS = ("out_and_back", "loop", "detour_revisit", "straight")
@@ -102,6 +102,24 @@ def sample(kind: str, rng: np.random.Generator, steps: int) -> Trajectory:
     return make[kind](rng, steps)
 
 
+def _entering_cells(poses: np.ndarray, t: int) -> np.ndarray:
+    """World patches (n, 2) in view t but not in view t - 1 (all of view 0)."""
+    y, x = np.mgrid[0:FRAME_PATCHES, 0:FRAME_PATCHES]
+    cells = np.stack([y.ravel(), x.ravel()], axis=1) + poses[t]  # (64, 2) world patches
+    if t == 0:
+        return cells
+    rel_prev = cells - poses[t - 1]
+    return cells[~np.all((rel_prev >= 0) & (rel_prev < FRAME_PATCHES), axis=1)]
+
+
+def entering_mask(poses: np.ndarray, t: int) -> np.ndarray:
+    """bool (FRAME_PX, FRAME_PX): the pixels of frame t that frame t - 1 did not show."""
+    mask = np.zeros((FRAME_PATCHES, FRAME_PATCHES), dtype=bool)
+    rel = _entering_cells(poses, t) - poses[t]
+    mask[rel[:, 0], rel[:, 1]] = True
+    return np.kron(mask, np.ones((PATCH_PX, PATCH_PX), dtype=bool))
+
+
 def last_seen_gap(poses: np.ndarray, t: int) -> int | None:
     """Frames since the region entering view at frame t was last fully in view.
 
@@ -111,10 +129,7 @@ def last_seen_gap(poses: np.ndarray, t: int) -> int | None:
     """
     if t == 0:
         return None
-    y, x = np.mgrid[0:FRAME_PATCHES, 0:FRAME_PATCHES]
-    cells = np.stack([y.ravel(), x.ravel()], axis=1) + poses[t]  # (64, 2) world patches
-    rel_prev = cells - poses[t - 1]
-    entering = cells[~np.all((rel_prev >= 0) & (rel_prev < FRAME_PATCHES), axis=1)]
+    entering = _entering_cells(poses, t)
     if len(entering) == 0:
         return None
     for s in range(t - 2, -1, -1):
