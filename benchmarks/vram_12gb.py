@@ -182,7 +182,7 @@ def main() -> None:
     window = plan.segments[-1].context_latents + plan.segments[-1].num_latents
     x = torch.randn(1, 16, window, plan.height // 8, plan.width // 8,
                     device=backend.device, dtype=backend.dtype)
-    emb = backend._embeddings[plan.segments[0].prompt].to(backend.device, backend.dtype)
+    emb = backend.prompts[plan.segments[0].prompt].to(backend.device, backend.dtype)
     ts = torch.full((1, window), 500, dtype=torch.long, device=backend.device)
     forwards = 2 if plan.guidance_scale > 1 else 1
     with torch.no_grad():

@@ -23,26 +23,17 @@ fused in: the preset keeps guidance at 1 (one forward per step).
 
 from __future__ import annotations
 
-import gc
-import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
+from longvid.backends.prompt_cache import PromptCache
 from longvid.errors import ResourceError
 
 NATIVE_FPS = 16
 VAE_STRIDE_T = 4  # pixel frames per latent frame (the first latent of a take holds 1)
 VAE_STRIDE_PX = 8  # pixels per latent side
-
-
-# Copied from longvid.backends.skyreels_df.embeddings_cache_dir
-def embeddings_cache_dir() -> Path:
-    home = os.environ.get("LONGVID_HOME")
-    base = Path(home) / "cache" if home else Path.home() / ".cache" / "longvid"
-    return base / "prompt-embeddings"
 
 
 def chunk_partition(memory: int, context: int, new: int, chunk: int) -> list[int]:
@@ -67,9 +58,6 @@ class AnyFlowFARBackend:
         max_side=1280, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
         memory_latents=2,
     )  # 81-frame windows (chunks 1+3+...+3+2, as trained); 13 frames of context as 1+3
-
-    def __init__(self) -> None:
-        self._embeddings: dict[str, Any] = {}
 
     # -- models --------------------------------------------------------------------------
 
@@ -143,32 +131,14 @@ class AnyFlowFARBackend:
 
     # -- text: encode once, cache on disk, free the encoder ---------------------------------
 
-    def _cache_path(self, text: str) -> Path:
+    def _prompt_cache_key(self) -> str:
         key = f"{self.preset.hub.repo}@{self.folder.name}:{self.options['max_sequence_length']}:"
-        return embeddings_cache_dir() / (hashlib.sha256((key + text).encode()).hexdigest()
-                                         + ".safetensors")
+        return key
 
     def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
-        from safetensors.torch import load_file, save_file
-
         texts = prompts + ([negative_prompt] if guidance_scale > 1 else [])
-        missing = [t for t in texts if not self._cache_path(t).exists()]
-        if missing:
-            encoder = self._text_pipeline()
-            embeddings_cache_dir().mkdir(parents=True, exist_ok=True)
-            for text in missing:
-                embeds, _ = encoder.encode_prompt(
-                    prompt=text, do_classifier_free_guidance=False,
-                    max_sequence_length=int(self.options["max_sequence_length"]),
-                    device=encoder.text_encoder.device)
-                path = self._cache_path(text)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                save_file({"embeds": embeds.float().cpu().contiguous()}, str(tmp))
-                os.replace(tmp, path)
-            del encoder
-            gc.collect()  # the text encoder is gone before the first denoising step
-        for text in texts:
-            self._embeddings[text] = load_file(str(self._cache_path(text)))["embeds"]
+        self.prompts = PromptCache(self._prompt_cache_key())
+        self.prompts.prepare(texts, int(self.options["max_sequence_length"]), self._text_pipeline)
 
     def _text_pipeline(self) -> Any:
         """A pipeline holding only the tokenizer and text encoder, for diffusers' own
@@ -183,16 +153,6 @@ class AnyFlowFARBackend:
             text_encoder.to(self.device)  # else it encodes on the CPU, once per prompt
         return AnyFlowFARPipeline(tokenizer=tokenizer, text_encoder=text_encoder,
                                   transformer=None, vae=None, scheduler=None)
-
-    def text_embeddings(self, request: SegmentRequest) -> tuple[Any, Any]:
-        """(cond, uncond or None), each (1, L, D): the prompt's cached embeddings, mixed
-        with blend_prompt's as (1-w)*e(prompt) + w*e(blend) when one is given."""
-        cond = self._embeddings[request.prompt]
-        if request.blend_prompt is not None and request.blend_weight:
-            w = float(request.blend_weight)
-            cond = (1 - w) * cond + w * self._embeddings[request.blend_prompt]
-        uncond = self._embeddings[request.negative_prompt] if request.guidance_scale > 1 else None
-        return cond, uncond
 
     # -- generation --------------------------------------------------------------------------
 
@@ -218,7 +178,7 @@ class AnyFlowFARBackend:
         parts = [x.float().cpu() for x in (memory, context) if x is not None]
         # the pipeline's layout for prefix latents: (1, m+c, 16, h, w)
         prefix = torch.cat(parts, dim=2).permute(0, 2, 1, 3, 4) if parts else None
-        cond, uncond = self.text_embeddings(request)
+        cond, uncond = self.prompts.conditioning(request)
         total = (len(partition) - len(chunk_partition(m, c, 0, self.chunk_latents))) \
             * request.steps
         done = [0]

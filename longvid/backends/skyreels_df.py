@@ -16,23 +16,15 @@ tiling on a GPU) and streamed to the encoder, so nothing holds the whole video.
 from __future__ import annotations
 
 import copy
-import gc
-import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
+from longvid.backends.prompt_cache import PromptCache
 from longvid.errors import ResourceError
 
 NATIVE_FPS = 24
-
-
-def embeddings_cache_dir() -> Path:
-    home = os.environ.get("LONGVID_HOME")
-    base = Path(home) / "cache" if home else Path.home() / ".cache" / "longvid"
-    return base / "prompt-embeddings"
 
 
 class SkyReelsDFBackend:
@@ -43,9 +35,6 @@ class SkyReelsDFBackend:
         max_side=1280, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
         memory_latents=2,
     )  # windows of 97 frames with 17 frames of history: the 540P model's training setup
-
-    def __init__(self) -> None:
-        self._embeddings: dict[str, Any] = {}
 
     # -- models --------------------------------------------------------------------------
 
@@ -117,34 +106,16 @@ class SkyReelsDFBackend:
 
     # -- text: encode once, cache on disk, free the encoder ---------------------------------
 
-    def _cache_path(self, text: str) -> Path:
+    def _prompt_cache_key(self) -> str:
         key = f"{self.preset.hub.repo}@{self.folder.name}:{self.options['max_sequence_length']}:"
         if self.preset.quantization.text_encoder != "bf16":  # other weights, other embeddings
             key += f"{self.preset.quantization.text_encoder}:"
-        return embeddings_cache_dir() / (hashlib.sha256((key + text).encode()).hexdigest()
-                                         + ".safetensors")
+        return key
 
     def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
-        from safetensors.torch import load_file, save_file
-
         texts = prompts + ([negative_prompt] if guidance_scale > 1 else [])
-        missing = [t for t in texts if not self._cache_path(t).exists()]
-        if missing:
-            encoder = self._text_pipeline()
-            embeddings_cache_dir().mkdir(parents=True, exist_ok=True)
-            for text in missing:
-                embeds, _ = encoder.encode_prompt(
-                    prompt=text, do_classifier_free_guidance=False,
-                    max_sequence_length=int(self.options["max_sequence_length"]),
-                    device=encoder.text_encoder.device)
-                path = self._cache_path(text)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                save_file({"embeds": embeds.float().cpu().contiguous()}, str(tmp))
-                os.replace(tmp, path)
-            del encoder
-            gc.collect()  # the text encoder is gone before the first denoising step
-        for text in texts:
-            self._embeddings[text] = load_file(str(self._cache_path(text)))["embeds"]
+        self.prompts = PromptCache(self._prompt_cache_key())
+        self.prompts.prepare(texts, int(self.options["max_sequence_length"]), self._text_pipeline)
 
     def _text_pipeline(self) -> Any:
         """A pipeline holding only the tokenizer and text encoder, for diffusers' own
@@ -216,14 +187,10 @@ class SkyReelsDFBackend:
             s = copy.deepcopy(scheduler)
             s.set_timesteps(request.steps, device=self.device)
             per_frame.append(s)
-        cond = self._embeddings[request.prompt]
-        if request.blend_prompt and request.blend_weight > 0:  # a `continue` transition
-            w = request.blend_weight
-            cond = (1 - w) * cond + w * self._embeddings[request.blend_prompt]
+        cond, uncond = self.prompts.conditioning(request)  # mixed during a transition
         cond = cond.to(self.device, self.dtype)
-        cfg = request.guidance_scale > 1
-        uncond = self._embeddings[request.negative_prompt].to(self.device, self.dtype) if cfg \
-            else None
+        cfg = uncond is not None
+        uncond = uncond.to(self.device, self.dtype) if cfg else None
         fps_flag = [0 if request.fps == 16 else 1]
         noise_level = float(self.options["addnoise_condition"])
         with torch.no_grad():
