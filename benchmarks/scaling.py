@@ -6,8 +6,9 @@ Each length is a fresh `longvid render` of a generated storyboard on the tiny pr
 places visited in turn (harbour, market, forest), joined by cuts, every return to the
 harbour with `recall`, so the memory bank fills, evicts and is queried all along.
 Reports, per length: wall time, seconds per full-size continuing segment (the first
-and the last such segment, and the medians of the first and last three), and the
-render process's peak RSS. Segments of the same size should cost the same however
+and the last such segment, and the medians of the first and last three, overall
+and grouped by how many recalled keyframes the window held, since those add
+tokens), and the render process's peak RSS. Segments of the same size should cost the same however
 long the video is, and peak RSS should stop growing once the bank is full.
 """
 
@@ -78,10 +79,19 @@ def measure(segments: int, size: int, folder: Path) -> dict:
 
     _, _, plan = load_job(path, None)
     full = max(s.num_latents for s in plan.segments if s.context_latents)
-    steady = [rec["seconds"] for rec, seg in zip(sidecar["segments"], plan.segments, strict=True)
-              if seg.context_latents and seg.num_latents == full]
+    pairs = [(rec, seg) for rec, seg in zip(sidecar["segments"], plan.segments, strict=True)
+             if seg.context_latents and seg.num_latents == full]
+    steady = [rec["seconds"] for rec, _ in pairs]
+    by_memory = {}  # recalled latents change the window's size: compare like with like
+    for m in sorted({len(rec["memory"]) for rec, _ in pairs}):
+        times = [rec["seconds"] for rec, _ in pairs if len(rec["memory"]) == m]
+        by_memory[str(m)] = {"segments": len(times),
+                             "first3_median_s": statistics.median(times[:3]),
+                             "last3_median_s": statistics.median(times[-3:]),
+                             "last_vs_first": round(statistics.median(times[-3:])
+                                                    / statistics.median(times[:3]), 3)}
     bank = out.with_suffix(".run") / "segments"
-    return {"segments": planned, "video_s": round(plan.duration_s, 1), "wall_s": round(wall, 1),
+    return {"by_recalled_latents": by_memory,"segments": planned, "video_s": round(plan.duration_s, 1), "wall_s": round(wall, 1),
             "full_segments": len(steady), "first_full_s": steady[0], "last_full_s": steady[-1],
             "first3_median_s": statistics.median(steady[:3]),
             "last3_median_s": statistics.median(steady[-3:]),

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from longvid.memory.descriptor import similarity
-
 DEFAULT_CAPACITY = 64  # keyframes kept in RAM and eligible for retrieval
 KEYFRAMES_PER_SEGMENT = 2
 
@@ -67,11 +65,12 @@ class MemoryBank:
         for e in self.entries:
             firsts.setdefault(e.shot_id, e)
         protected = {id(e) for e in firsts.values()}
-        pool = [e for e in self.entries if id(e) not in protected] or self.entries[:-1]
-        best, best_sim = pool[0], -2.0
-        for e in pool:
-            sim = max((similarity(e.descriptor, o.descriptor) for o in self.entries if o is not e),
-                      default=-1.0)
-            if sim > best_sim + 1e-9:
-                best, best_sim = e, sim
-        return best
+        pool = [i for i, e in enumerate(self.entries) if id(e) not in protected] or \
+            list(range(len(self.entries) - 1))
+        unit = np.stack([e.descriptor / max(float(np.linalg.norm(e.descriptor)), 1e-12)
+                         for e in self.entries])  # (n, D)
+        sims = unit @ unit.T  # cosine of every pair, (n, n)
+        np.fill_diagonal(sims, -np.inf)
+        closest = sims.max(axis=1)
+        best = max(pool, key=lambda i: (round(float(closest[i]), 9), -i))
+        return self.entries[best]
