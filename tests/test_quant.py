@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 
+import bitsandbytes  # noqa: E402, F401 - the `test` extra installs both: never skip these
+import gguf  # noqa: E402, F401
 import pytest
 import torch
 import yaml
@@ -31,9 +33,6 @@ from longvid.generate import render_segments
 from longvid.presets import load_preset
 from longvid.render import load_job
 from longvid.rundir import RunDir
-
-pytest.importorskip("gguf")
-pytest.importorskip("bitsandbytes")
 
 STORY = """\
 version: 1

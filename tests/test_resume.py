@@ -81,7 +81,8 @@ def test_kill_9_at_several_moments_then_resume_matches_an_uninterrupted_run(tmp_
 
 
 def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path):
-    sb = write(tmp_path / "s.yaml", LONG)
+    # long enough that the interrupt lands mid-render even on a fast machine
+    sb = write(tmp_path / "s.yaml", LONG.replace("duration: 6s", "duration: 40s"))
     proc = start(sb, tmp_path)
     segs = tmp_path / "s.run" / "segments"
     assert wait_for(proc, lambda: segs.exists() and any(segs.glob("seg_0001.json")))
