@@ -94,7 +94,7 @@ def test_window_matches_diffusers_vace_pipeline(hub_cache, tmp_path, guidance):
     backend = loaded(tmp_path, guidance)
     pipe = WanVACEPipeline.from_pretrained(backend.folder)
     pipe.set_progress_bar_config(disable=True)
-    vae, mean, std = pipe.vae, backend._mean, backend._std
+    vae, mean, std = pipe.vae, backend.vae.mean, backend.vae.std
     common = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "height": 32, "width": 32,
               "num_inference_steps": 3, "guidance_scale": guidance, "output_type": "latent",
               "max_sequence_length": 16}

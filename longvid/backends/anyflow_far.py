@@ -66,11 +66,11 @@ class AnyFlowFARBackend:
         from diffusers import (
             AnyFlowFARPipeline,
             AnyFlowFARTransformer3DModel,
-            AutoencoderKLWan,
             FlowMapEulerDiscreteScheduler,
         )
 
         from longvid import hub
+        from longvid.backends import wan_parts
 
         self.preset, self.policy = preset, policy
         self.options = {"max_sequence_length": 512, "compile_blocks": False} | dict(preset.options)
@@ -87,34 +87,21 @@ class AnyFlowFARBackend:
         self.dtype = torch.bfloat16 if cuda else torch.float32
         transformer = AnyFlowFARTransformer3DModel.from_pretrained(
             self.folder, subfolder="transformer", torch_dtype=self.dtype).eval()
-        self.vae = AutoencoderKLWan.from_pretrained(self.folder, subfolder="vae",
-                                                    torch_dtype=torch.float32).eval()
+        self.vae = wan_parts.WanVAE(self.folder, self.device)
         scheduler = FlowMapEulerDiscreteScheduler.from_pretrained(self.folder,
                                                                   subfolder="scheduler")
-        if cuda and policy is not None and policy.transformer == "group offload":
-            from diffusers.hooks import apply_group_offloading
-
-            apply_group_offloading(transformer, onload_device=self.device,
-                                   offload_type="block_level", num_blocks_per_group=1,
-                                   use_stream=True)
-        elif cuda:  # resident; the text encoder is gone before the first step
-            transformer.to(self.device)
+        wan_parts.place_transformer(transformer, self.device, policy)
         if cuda and self.options["compile_blocks"]:
             # FAR attention runs through flex_attention, which uncompiled materializes fp32
             # score matrices (~5 GiB each for a 480p chunk against its cache); compiled
             # blocks use the fused kernel. Not on the CPU: compiling takes minutes there.
             transformer.compile_repeated_blocks(fullgraph=False)
-        if cuda:
-            self.vae.to(self.device).enable_tiling()
         # the pipeline without its text encoder: it runs on cached embeddings
         self.pipe = AnyFlowFARPipeline(tokenizer=None, text_encoder=None,
-                                       transformer=transformer, vae=self.vae,
+                                       transformer=transformer, vae=self.vae.model,
                                        scheduler=scheduler)
         self.pipe.set_progress_bar_config(disable=True)
         self.chunk_latents = max(transformer.config.chunk_partition)  # 3
-        z = self.vae.config.z_dim
-        self._mean = torch.tensor(self.vae.config.latents_mean).view(1, z, 1, 1, 1)
-        self._std = torch.tensor(self.vae.config.latents_std).view(1, z, 1, 1, 1)
 
     @property
     def transformer(self) -> Any:
@@ -169,7 +156,7 @@ class AnyFlowFARBackend:
         # one more latent is generated and dropped; causal chunks never see later ones
         spare = int(m + c == 0 and n == 1)
         partition = chunk_partition(m, c, n + spare, self.chunk_latents)
-        z = self.vae.config.z_dim
+        z = self.vae.z_dim
         h, w = request.height // VAE_STRIDE_PX, request.width // VAE_STRIDE_PX
         generator = torch.Generator().manual_seed(request.seed)
         noise = torch.randn((1, z, c + n + spare, h, w), generator=generator)
@@ -204,7 +191,7 @@ class AnyFlowFARBackend:
         t1 = time.perf_counter()
         head = new if context is None else torch.cat([context.float().cpu(), new], dim=2)
         try:
-            frames = self._decode(head, drop=VAE_STRIDE_T * c - 3 if c else 0)
+            frames = self.vae.decode(head, drop=VAE_STRIDE_T * c - 3 if c else 0)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory("vae") from None
         return SegmentOutput(latents=new.clone(), frames=frames,
@@ -219,22 +206,5 @@ class AnyFlowFARBackend:
             f"rerun the same command with {lower} (a leaner placement) or a lower resolution; "
             "committed segments are kept and the render resumes")
 
-    def _decode(self, latents: Any, drop: int) -> Any:
-        """Normalized latents (1, 16, T, h, w) -> uint8 frames (4T-3-drop, H, W, 3)."""
-        import torch
-
-        z = latents.float().cpu() * self._std + self._mean
-        with torch.no_grad():
-            video = self.vae.decode(z.to(self.vae.device), return_dict=False)[0]
-        video = video[0, :, drop:].float().cpu()  # (3, F, H, W) in [-1, 1]
-        pixels = ((video.clamp(-1, 1) + 1) * 127.5).round().byte()
-        return pixels.permute(1, 2, 3, 0).contiguous().numpy()
-
     def encode_frames(self, frames: Any) -> Any:
-        import torch
-
-        video = torch.from_numpy(frames.copy()).float().permute(3, 0, 1, 2).unsqueeze(0)
-        video = video / 127.5 - 1
-        with torch.no_grad():
-            z = self.vae.encode(video.to(self.vae.device)).latent_dist.mode().cpu()
-        return (z - self._mean) / self._std
+        return self.vae.encode_frames(frames)

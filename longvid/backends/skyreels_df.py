@@ -41,7 +41,6 @@ class SkyReelsDFBackend:
     def load(self, preset: Any, policy: Any = None) -> None:
         import torch
         from diffusers import (
-            AutoencoderKLWan,
             SkyReelsV2Transformer3DModel,
             UniPCMultistepScheduler,
         )
@@ -71,26 +70,13 @@ class SkyReelsDFBackend:
         self.transformer = wan_parts.load_transformer(
             SkyReelsV2Transformer3DModel, self.folder, preset.quantization, self.gguf_file,
             self.dtype).eval()
-        self.vae = AutoencoderKLWan.from_pretrained(self.folder, subfolder="vae",
-                                                    torch_dtype=torch.float32).eval()
+        self.vae = wan_parts.WanVAE(self.folder, self.device)
         scheduler = UniPCMultistepScheduler.from_pretrained(self.folder, subfolder="scheduler")
         if self.options["flow_shift"] is not None:
             scheduler = UniPCMultistepScheduler.from_config(
                 scheduler.config, flow_shift=float(self.options["flow_shift"]))
         self.scheduler = scheduler
-        if cuda and policy is not None and policy.transformer == "group offload":
-            from diffusers.hooks import apply_group_offloading
-
-            apply_group_offloading(self.transformer, onload_device=self.device,
-                                   offload_type="block_level", num_blocks_per_group=1,
-                                   use_stream=True)
-        elif cuda:  # resident; the text encoder is gone before the first step
-            self.transformer.to(self.device)
-        if cuda:
-            self.vae.to(self.device).enable_tiling()
-        z = self.vae.config.z_dim
-        self._mean = torch.tensor(self.vae.config.latents_mean).view(1, z, 1, 1, 1)
-        self._std = torch.tensor(self.vae.config.latents_std).view(1, z, 1, 1, 1)
+        wan_parts.place_transformer(self.transformer, self.device, policy)
 
     def versions(self) -> dict[str, str]:
         import diffusers
@@ -145,7 +131,7 @@ class SkyReelsDFBackend:
         memory = request.memory  # (1, 16, m, h, w) recalled keyframes, or None
         c = 0 if context is None else context.shape[2]
         m = 0 if memory is None else memory.shape[2]
-        z = self.vae.config.z_dim
+        z = self.vae.z_dim
         shape = (1, z, c + request.num_latents, request.height // 8, request.width // 8)
         generator = torch.Generator().manual_seed(request.seed)
         latents = torch.randn(shape, generator=generator, dtype=torch.float32)
@@ -159,7 +145,7 @@ class SkyReelsDFBackend:
             raise self._out_of_memory("transformer") from None
         t1 = time.perf_counter()
         try:  # the memory is not part of this take's picture: not decoded
-            frames = self._decode(latents[:, :, m:], drop=4 * c - 3 if c else 0)
+            frames = self.vae.decode(latents[:, :, m:], drop=4 * c - 3 if c else 0)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory("vae") from None
         return SegmentOutput(latents=latents[:, :, m + c:].cpu().clone(), frames=frames,
@@ -222,22 +208,5 @@ class SkyReelsDFBackend:
                 on_step(i + 1, request.steps)
         return latents
 
-    def _decode(self, latents: Any, drop: int) -> Any:
-        """Normalized latents (1, 16, T, h, w) -> uint8 frames (4T-3-drop, H, W, 3)."""
-        import torch
-
-        z = latents.float().cpu() * self._std + self._mean
-        with torch.no_grad():
-            video = self.vae.decode(z.to(self.vae.device), return_dict=False)[0]
-        video = video[0, :, drop:].float().cpu()  # (3, F, H, W) in [-1, 1]
-        pixels = ((video.clamp(-1, 1) + 1) * 127.5).round().byte()
-        return pixels.permute(1, 2, 3, 0).contiguous().numpy()
-
     def encode_frames(self, frames: Any) -> Any:
-        import torch
-
-        video = torch.from_numpy(frames.copy()).float().permute(3, 0, 1, 2).unsqueeze(0)
-        video = video / 127.5 - 1
-        with torch.no_grad():
-            z = self.vae.encode(video.to(self.vae.device)).latent_dist.mode().cpu()
-        return (z - self._mean) / self._std
+        return self.vae.encode_frames(frames)

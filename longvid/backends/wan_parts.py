@@ -108,3 +108,62 @@ def load_text_encoder(folder: Path, quant: Quantization, dtype: Any, device: Any
                                             quantization_config=config,
                                             device_map={"": str(device)}).eval()
 
+
+
+def place_transformer(transformer: Any, device: Any, policy: Any) -> None:
+    """Where the LoadPolicy puts the transformer on a GPU: block-level group offload with
+    streams, or resident (the text encoder is gone before the first step). CPU: stays."""
+    if device.type != "cuda":
+        return
+    if policy is not None and policy.transformer == "group offload":
+        from diffusers.hooks import apply_group_offloading
+
+        apply_group_offloading(transformer, onload_device=device, offload_type="block_level",
+                               num_blocks_per_group=1, use_stream=True)
+    else:
+        transformer.to(device)
+
+
+class WanVAE:
+    """The Wan VAE in fp32 (tiled on a GPU), speaking longvid's normalized latents."""
+
+    def __init__(self, folder: Path, device: Any) -> None:
+        import torch
+        from diffusers import AutoencoderKLWan
+
+        self.model = AutoencoderKLWan.from_pretrained(folder, subfolder="vae",
+                                                      torch_dtype=torch.float32).eval()
+        if device.type == "cuda":
+            self.model.to(device).enable_tiling()
+        self.z_dim = z = self.model.config.z_dim
+        self.mean = torch.tensor(self.model.config.latents_mean).view(1, z, 1, 1, 1)
+        self.std = torch.tensor(self.model.config.latents_std).view(1, z, 1, 1, 1)
+
+    def encode(self, video: Any) -> Any:
+        """Pixels (1, 3, F, H, W) in [-1, 1] -> normalized latents (1, z, (F-1)/4+1, h, w)."""
+        import torch
+
+        with torch.no_grad():
+            z = self.model.encode(video.to(self.model.device)).latent_dist.mode().float().cpu()
+        return (z - self.mean) / self.std
+
+    def decode_float(self, latents: Any) -> Any:
+        """Normalized latents (1, z, T, h, w) -> pixels (1, 3, 4T-3, H, W) in [-1, 1]."""
+        import torch
+
+        z = latents.float().cpu() * self.std + self.mean
+        with torch.no_grad():
+            return self.model.decode(z.to(self.model.device), return_dict=False)[0].float().cpu()
+
+    def decode(self, latents: Any, drop: int) -> Any:
+        """Normalized latents (1, z, T, h, w) -> uint8 frames (4T-3-drop, H, W, 3)."""
+        video = self.decode_float(latents)[0, :, drop:]  # (3, F, H, W) in [-1, 1]
+        pixels = ((video.clamp(-1, 1) + 1) * 127.5).round().byte()
+        return pixels.permute(1, 2, 3, 0).contiguous().numpy()
+
+    def encode_frames(self, frames: Any) -> Any:
+        """uint8 (F, H, W, 3), F = 4k+1 -> normalized latents (1, z, k+1, h, w)."""
+        import torch
+
+        video = torch.from_numpy(frames.copy()).float().permute(3, 0, 1, 2).unsqueeze(0)
+        return self.encode(video / 127.5 - 1)

@@ -51,9 +51,10 @@ class WanVACEBackend:
 
     def load(self, preset: Any, policy: Any = None) -> None:
         import torch
-        from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanVACETransformer3DModel
+        from diffusers import UniPCMultistepScheduler, WanVACETransformer3DModel
 
         from longvid import hub
+        from longvid.backends import wan_parts
 
         self.preset, self.policy = preset, policy
         self.options = {"flow_shift": None, "conditioning_scale": 1.0,
@@ -71,26 +72,13 @@ class WanVACEBackend:
         self.dtype = torch.bfloat16 if cuda else torch.float32
         self.transformer = WanVACETransformer3DModel.from_pretrained(
             self.folder, subfolder="transformer", torch_dtype=self.dtype).eval()
-        self.vae = AutoencoderKLWan.from_pretrained(self.folder, subfolder="vae",
-                                                    torch_dtype=torch.float32).eval()
+        self.vae = wan_parts.WanVAE(self.folder, self.device)
         scheduler = UniPCMultistepScheduler.from_pretrained(self.folder, subfolder="scheduler")
         if self.options["flow_shift"] is not None:
             scheduler = UniPCMultistepScheduler.from_config(
                 scheduler.config, flow_shift=float(self.options["flow_shift"]))
         self.scheduler = scheduler
-        if cuda and policy is not None and policy.transformer == "group offload":
-            from diffusers.hooks import apply_group_offloading
-
-            apply_group_offloading(self.transformer, onload_device=self.device,
-                                   offload_type="block_level", num_blocks_per_group=1,
-                                   use_stream=True)
-        elif cuda:  # resident; the text encoder is gone before the first step
-            self.transformer.to(self.device)
-        if cuda:
-            self.vae.to(self.device).enable_tiling()
-        z = self.vae.config.z_dim
-        self._mean = torch.tensor(self.vae.config.latents_mean).view(1, z, 1, 1, 1)
-        self._std = torch.tensor(self.vae.config.latents_std).view(1, z, 1, 1, 1)
+        wan_parts.place_transformer(self.transformer, self.device, policy)
 
     def versions(self) -> dict[str, str]:
         import diffusers
@@ -135,7 +123,7 @@ class WanVACEBackend:
         context = request.context  # (1, 16, c, h, w) or None
         c = 0 if context is None else context.shape[2]
         m = 0 if request.memory is None else request.memory.shape[2]
-        z = self.vae.config.z_dim
+        z = self.vae.z_dim
         h, w = request.height // VAE_STRIDE_PX, request.width // VAE_STRIDE_PX
         generator = torch.Generator().manual_seed(request.seed)
         noise = torch.randn((1, z, c + request.num_latents, h, w), generator=generator)
@@ -157,7 +145,7 @@ class WanVACEBackend:
         # cache continues from the frames the previous segment showed
         head = new if context is None else torch.cat([context.float().cpu(), new], dim=2)
         try:
-            frames = self._decode(head, drop=VAE_STRIDE_T * c - 3 if c else 0)
+            frames = self.vae.decode(head, drop=VAE_STRIDE_T * c - 3 if c else 0)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory("vae") from None
         return SegmentOutput(latents=new.clone(), frames=frames,
@@ -184,10 +172,10 @@ class WanVACEBackend:
         video = torch.zeros(1, 3, num_frames, request.height, request.width)  # [-1, 1]
         mask = torch.ones(1, 1, num_frames, request.height, request.width)  # 1: generate
         if c:
-            video[:, :, :kept] = self._decode_float(context).clamp(-1, 1)
+            video[:, :, :kept] = self.vae.decode_float(context).clamp(-1, 1)
             mask[:, :, :kept] = 0
-        inactive = self._encode(video * (1 - mask))  # (1, 16, c+n, h, w)
-        reactive = self._encode(video * mask)
+        inactive = self.vae.encode(video * (1 - mask))  # (1, 16, c+n, h, w)
+        reactive = self.vae.encode(video * mask)
         latents = torch.cat([inactive, reactive], dim=1)  # (1, 32, c+n, h, w)
         p = VAE_STRIDE_PX
         h, w = request.height // p, request.width // p
@@ -238,30 +226,5 @@ class WanVACEBackend:
 
     # -- VAE ---------------------------------------------------------------------------------
 
-    def _encode(self, video: Any) -> Any:
-        """Pixels (1, 3, F, H, W) in [-1, 1] -> normalized latents (1, 16, (F-1)/4+1, h, w)."""
-        import torch
-
-        with torch.no_grad():
-            z = self.vae.encode(video.to(self.vae.device)).latent_dist.mode().float().cpu()
-        return (z - self._mean) / self._std
-
-    def _decode_float(self, latents: Any) -> Any:
-        """Normalized latents (1, 16, T, h, w) -> pixels (1, 3, 4T-3, H, W) in [-1, 1]."""
-        import torch
-
-        z = latents.float().cpu() * self._std + self._mean
-        with torch.no_grad():
-            return self.vae.decode(z.to(self.vae.device), return_dict=False)[0].float().cpu()
-
-    def _decode(self, latents: Any, drop: int) -> Any:
-        """Normalized latents (1, 16, T, h, w) -> uint8 frames (4T-3-drop, H, W, 3)."""
-        video = self._decode_float(latents)[0, :, drop:]  # (3, F, H, W) in [-1, 1]
-        pixels = ((video.clamp(-1, 1) + 1) * 127.5).round().byte()
-        return pixels.permute(1, 2, 3, 0).contiguous().numpy()
-
     def encode_frames(self, frames: Any) -> Any:
-        import torch
-
-        video = torch.from_numpy(frames.copy()).float().permute(3, 0, 1, 2).unsqueeze(0)
-        return self._encode(video / 127.5 - 1)
+        return self.vae.encode_frames(frames)
