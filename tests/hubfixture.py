@@ -1,6 +1,6 @@
 """Tiny real-architecture checkpoints (SkyReels-V2 DF, Wan2.1 VACE, AnyFlow-FAR), written
 into a local Hub cache in the Hub's own layout (benchmarks/hubcache.py) under the real
-repo ids."""
+repo ids; GGUF files are written by benchmarks/checkpoints.py, as for vram_12gb.py."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from checkpoints import storage_of, write_gguf  # noqa: E402, F401 - storage_of for tests
 from hubcache import write_hub_snapshot  # noqa: E402
 
 SKYREELS_REPO = "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers"
@@ -60,56 +61,6 @@ def install_tiny_skyreels(cache: Path, *, block_aligned: bool = False) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
         return write_hub_snapshot(cache, SKYREELS_REPO, Path(tmp))
-
-
-# diffusers key -> original SkyReels-V2 / Wan key, the inverse of diffusers'
-# convert_wan_transformer_to_diffusers plus the fps MLP (longvid.backends.wan_parts)
-TO_ORIGINAL = [("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
-               ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
-               ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
-               ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
-               ("condition_embedder.time_proj", "time_projection.1"),
-               ("fps_projection.net.0.proj", "fps_projection.0"),
-               ("fps_projection.net.2", "fps_projection.2"),
-               ("attn1", "self_attn"), ("attn2", "cross_attn"), (".to_out.0.", ".o."),
-               (".to_q.", ".q."), (".to_k.", ".k."), (".to_v.", ".v."),
-               ("ffn.net.0.proj", "ffn.0"), ("ffn.net.2", "ffn.2"), ("proj_out", "head.head"),
-               (".norm2.", ".norm3.")]
-
-
-def original_key(key: str) -> str:
-    if key == "scale_shift_table":
-        return "head.modulation"
-    if key.endswith(".scale_shift_table"):
-        return key.replace("scale_shift_table", "modulation")
-    for ours, theirs in TO_ORIGINAL:
-        key = key.replace(ours, theirs)
-    return key
-
-
-def write_gguf(path: Path, transformer, *, original_keys: bool = False,
-               qtype: str = "Q8_0") -> Path:
-    """The transformer as a GGUF file the way community files are made: matrices whose
-    rows hold whole blocks quantized, everything else (norms, biases, convs) in F32."""
-    import gguf
-    import numpy as np
-
-    kind = gguf.GGMLQuantizationType[qtype]
-    block = gguf.GGML_QUANT_SIZES[kind][0]
-    writer = gguf.GGUFWriter(str(path), arch="wan")
-    for key, tensor in transformer.state_dict().items():
-        name = original_key(key) if original_keys else key
-        data = tensor.float().numpy()
-        if data.ndim == 2 and data.shape[-1] % block == 0:
-            packed = gguf.quants.quantize(data, kind)
-            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=kind)
-        else:
-            writer.add_tensor(name, data.astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 def install_tiny_gguf(cache: Path, *, original_keys: bool = False, qtype: str = "Q8_0") -> Path:

@@ -3,23 +3,49 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 from conftest import REPO
 
+# preset -> (backend, text encoder storage, the transformer's quantized parameter kind)
+TWELVE_GB = {
+    "skyreels-df-1.3b": ("skyreels-df", "bf16", None),
+    "skyreels-df-1.3b-lowvram": ("skyreels-df", "nf4", "torch.float8_e4m3fn"),
+    "skyreels-df-1.3b-gguf-q8": ("skyreels-df", "nf4", "GGUF Q8_0"),
+    "wan-vace-1.3b": ("wan-vace", "bf16", None),
+    "anyflow-far-1.3b": ("anyflow-far", "bf16", None),
+}
 
-def test_vram_12gb_runs_at_tiny_size(tmp_path):
+
+def test_vram_12gb_covers_every_12_gb_preset_at_tiny_size(tmp_path):
     out = tmp_path / "vram.json"
+    # one thread: the CPU may be shared, and spinning OpenMP workers distort tiny timings
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "vram_12gb.py"), "--tiny",
-                           "--segments", "3", "--json", str(out)], capture_output=True,
-                          text=True, timeout=300)
+                           "--preset", "all", "--json", str(out)], capture_output=True,
+                          text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(out.read_text())
-    assert result["segments"] == 3 and result["preset"] == "skyreels-df-1.3b"
-    assert set(result["peak_reserved_gib"]) == {"text encoder", "transformer", "vae"}
-    assert len(result["segment_s"]) == 3 and result["s_per_step"] > 0
-    assert result["bare_transformer_s_per_step"] > 0
+    runs = {r["preset"]: r for r in json.loads(out.read_text())["runs"]}
+    assert runs.keys() == TWELVE_GB.keys()
+    for name, (backend, text_encoder, packed) in TWELVE_GB.items():
+        run = runs[name]
+        assert run["backend"] == backend and run["tiny"] and run["device"] == "cpu"
+        assert run["quantization"]["text_encoder"] == text_encoder
+        assert set(run["peak_reserved_gib"]) == {"text encoder", "transformer", "vae"}
+        assert run["segments"] == 2 and len(run["segment_s"]) == 2
+        assert all(s > 0 for s in run["segment_s"]) and run["s_per_step"] > 0
+        storage = run["transformer_storage"]
+        if packed:  # the quantized file or casting was really loaded, for most weights
+            assert storage[packed] >= sum(storage.values()) / 3, storage
+        else:
+            assert set(storage) == {"torch.float32"}, storage
+        if backend == "anyflow-far":  # a step runs against the pipeline's KV cache
+            assert run["bare_transformer_s_per_step"] is None
+        else:
+            assert run["bare_transformer_s_per_step"] > 0
+        assert f"| {name} | {text_encoder} / " in done.stdout  # its row in the table
+    assert runs["skyreels-df-1.3b-gguf-q8"]["quantization"]["transformer"] == "gguf Q8_0"
 
 
 def test_scaling_runs_and_reports_per_segment_cost_and_peak_rss(tmp_path):

@@ -25,6 +25,7 @@ from hubfixture import (
     SKYREELS_REPO,
     install_tiny_gguf,
     install_tiny_skyreels,
+    storage_of,
 )
 
 from longvid.backends.skyreels_df import SkyReelsDFBackend
@@ -105,16 +106,6 @@ def render_latents(tmp_path, preset_path, tag):
     list(render_segments(plan, spy, run, crf=18))
     assert len(spy.outputs) >= 3  # two shots, a prompt switch: several windows
     return torch.cat([o.latents for o in spy.outputs], dim=2), backend
-
-
-def storage_of(model):
-    kinds = {}
-    for p in model.parameters():
-        kind = type(p).__name__
-        kind = f"GGUF {p.quant_type.name}" if kind == "GGUFParameter" else (
-            kind if kind not in ("Parameter", "Tensor") else str(p.dtype))
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return kinds
 
 
 def relative_error(ours, reference):
