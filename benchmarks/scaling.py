@@ -8,8 +8,10 @@ harbour with `recall`, so the memory bank fills, evicts and is queried all along
 Reports, per length: wall time, seconds per full-size continuing segment (the first
 and the last such segment, and the medians of the first and last three, overall
 and grouped by how many recalled keyframes the window held, since those add
-tokens), and the render process's peak RSS. Segments of the same size should cost the same however
-long the video is, and peak RSS should stop growing once the bank is full.
+tokens), the render process's peak RSS, and how many CPUs other processes kept
+busy meanwhile (on a small shared machine, the usual reason a late segment is
+slower). Segments of the same size should cost the same however long the video
+is, and peak RSS should stop growing once the bank is full.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import resource, subprocess, sys
 done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
 sys.stderr.write(done.stderr)
 print(done.stdout.strip())
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+use = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(use.ru_maxrss, use.ru_utime + use.ru_stime)
 sys.exit(done.returncode)
 """
 
@@ -65,15 +68,27 @@ def fitting_storyboard(segments: int, size: int, folder: Path) -> tuple[Path, in
         shots += 1
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has been busy since boot (Linux; 0 elsewhere)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
 def measure(segments: int, size: int, folder: Path) -> dict:
     path, planned = fitting_storyboard(segments, size, folder)
     out = folder / f"scaling-{segments}.mp4"
-    t0 = time.perf_counter()
+    t0, busy0 = time.perf_counter(), busy_cpu_s()
     done = subprocess.run([sys.executable, "-c", _CHILD, sys.executable, "-m", "longvid",
                            "render", str(path), "--fresh", "--json", "-o", str(out)],
                           capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
-    peak_kib = int(done.stdout.strip().splitlines()[-1])
+    peak_kib, render_cpu_s = done.stdout.strip().splitlines()[-1].split()
+    # other processes' CPU use during the render: on a small shared machine it, not the
+    # render, is what makes a late segment slower; report it so a reading can be judged
+    others_cpus = max(busy_cpu_s() - busy0 - float(render_cpu_s), 0.0) / wall
     sidecar = json.loads(out.with_suffix(".json").read_text())
     from longvid.render import load_job
 
@@ -91,13 +106,15 @@ def measure(segments: int, size: int, folder: Path) -> dict:
                              "last_vs_first": round(statistics.median(times[-3:])
                                                     / statistics.median(times[:3]), 3)}
     bank = out.with_suffix(".run") / "segments"
-    return {"by_recalled_latents": by_memory,"segments": planned, "video_s": round(plan.duration_s, 1), "wall_s": round(wall, 1),
+    return {"segments": planned, "video_s": round(plan.duration_s, 1), "wall_s": round(wall, 1),
             "full_segments": len(steady), "first_full_s": steady[0], "last_full_s": steady[-1],
             "first3_median_s": statistics.median(steady[:3]),
             "last3_median_s": statistics.median(steady[-3:]),
             "last_vs_first": round(statistics.median(steady[-3:])
                                    / statistics.median(steady[:3]), 3),
-            "peak_rss_mib": round(peak_kib / 1024, 1),
+            "by_recalled_latents": by_memory,
+            "peak_rss_mib": round(int(peak_kib) / 1024, 1),
+            "other_processes_cpus": round(others_cpus, 2),
             "keyframes_on_disk": sum(1 for _ in bank.glob("seg_*.memory.safetensors")) * 2}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -45,4 +46,10 @@ app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:
+    # numpy's OpenBLAS keeps its worker threads spinning ~0.1 s after each call; on a
+    # small CPU they then compete with torch's threads. The memory bank's eviction (a
+    # 65x768 matrix product per segment once the bank is full) made every later
+    # segment ~50 % slower on 2 cores (benchmarks/scaling.py). numpy's work here is
+    # small, so it gets one thread. Set before numpy loads; a user's own value wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     app()
