@@ -75,27 +75,30 @@ def install_tiny_gguf(cache: Path, *, original_keys: bool = False, qtype: str = 
 VACE_REPO = "Wan-AI/Wan2.1-VACE-1.3B-diffusers"
 
 
-def tiny_vace_components(seed: int = 0) -> dict:
+def tiny_vace_components(seed: int = 0, *, block_aligned: bool = False) -> dict:
     import torch
     from diffusers import UniPCMultistepScheduler, WanVACETransformer3DModel
 
-    parts = tiny_skyreels_components(seed)  # the same tiny UMT5, tokenizer and Wan VAE
+    size = ALIGNED if block_aligned else SMALL
+    # the same tiny UMT5, tokenizer and Wan VAE
+    parts = tiny_skyreels_components(seed, block_aligned=block_aligned)
     torch.manual_seed(seed)
     parts["transformer"] = WanVACETransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
-        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=3,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
-        vace_layers=[0, 2], vace_in_channels=96).eval()
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=size["head_dim"],
+        in_channels=16, out_channels=16, text_dim=size["d_model"], freq_dim=256,
+        ffn_dim=size["ffn_dim"], num_layers=3, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, vace_layers=[0, 2],
+        vace_in_channels=96).eval()
     parts["scheduler"] = UniPCMultistepScheduler(
         prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
     return parts
 
 
-def install_tiny_vace(cache: Path) -> Path:
+def install_tiny_vace(cache: Path, *, block_aligned: bool = False) -> Path:
     """A tiny Wan2.1 VACE pipeline saved as the real repo id would be; returns the snapshot."""
     from diffusers import WanVACEPipeline
 
-    pipe = WanVACEPipeline(**tiny_vace_components())
+    pipe = WanVACEPipeline(**tiny_vace_components(block_aligned=block_aligned))
     with tempfile.TemporaryDirectory() as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
         return write_hub_snapshot(cache, VACE_REPO, Path(tmp))

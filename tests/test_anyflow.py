@@ -225,3 +225,19 @@ def test_real_preset_needs_a_gpu_on_a_cpu_machine(hub_cache):
     with pytest.raises(Exception, match="runs on a CUDA GPU") as info:
         AnyFlowFARBackend().load(load_preset("anyflow-far-1.3b"))
     assert info.value.code == 4 and "--preset tiny" in info.value.hint
+
+
+def test_gguf_transformer_is_refused_before_any_download(tmp_path, monkeypatch):
+    """diffusers has no single-file mapping for the FAR transformer: the preset is an
+    input error naming the fix, raised before the Hub is asked for anything."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    preset = write(tmp_path / "far-gguf.yaml", TEST_PRESET % {"repo": ANYFLOW_REPO} + (
+        "quantization: {transformer: gguf}\n"
+        "transformer_gguf: {repo: test/far-gguf, revision: main, file: far-Q8_0.gguf,\n"
+        "                   quant_type: Q8_0, verified: false}\n"))
+    with pytest.raises(Exception, match="AnyFlowFARTransformer3DModel cannot be loaded from "
+                                        "a GGUF file") as info:
+        AnyFlowFARBackend().load(load_preset(str(preset)))
+    assert info.value.code == 3 and "fp8" in info.value.hint
+

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write
-from hubfixture import VACE_REPO, install_tiny_vace
+from hubfixture import (
+    VACE_REPO,
+    install_tiny_vace,
+    storage_of,
+    tiny_vace_components,
+    write_gguf,
+    write_hub_snapshot,
+)
 
 from longvid.backends.base import SegmentRequest
 from longvid.backends.wan_vace import WanVACEBackend
@@ -204,6 +211,58 @@ def test_render_end_to_end_offline(hub_cache, tmp_path, cli):
     assert recalled and {m["shot"] for m in recalled} == {"a"}
     code, out, _ = cli("render", sb, "--json")
     assert code == 0 and json.loads(out)["resumed_segments"] == result["segments"]
+
+
+QUANTIZED = {  # a GGUF file the test writes: VACE has a single-file mapping in diffusers
+    "fp8": "quantization: {text_encoder: nf4, transformer: fp8}\n",
+    "gguf": "quantization: {text_encoder: nf4, transformer: gguf}\n"
+            "transformer_gguf: {repo: test/vace-gguf, revision: main, file: vace-Q8_0.gguf,\n"
+            "                   quant_type: Q8_0, verified: false}\n",
+}
+
+
+@pytest.fixture(scope="module")
+def aligned_cache(tmp_path_factory):
+    """The VACE checkpoint at sizes where nf4 and Q8_0 really pack weights, and a GGUF
+    file of its transformer."""
+    cache = tmp_path_factory.mktemp("hf") / "hub"
+    install_tiny_vace(cache, block_aligned=True)
+    gguf_dir = tmp_path_factory.mktemp("gguf")
+    write_gguf(gguf_dir / "vace-Q8_0.gguf",
+               tiny_vace_components(block_aligned=True)["transformer"])
+    write_hub_snapshot(cache, "test/vace-gguf", gguf_dir)
+    return cache
+
+
+@pytest.mark.parametrize(("transformer", "packed"), [("fp8", "torch.float8_e4m3fn"),
+                                                     ("gguf", "GGUF Q8_0")])
+def test_preset_quantization_applies_to_vace(aligned_cache, tmp_path, monkeypatch,
+                                             transformer, packed):
+    """`quantization:` loads UMT5 as bitsandbytes nf4 and the VACE transformer in fp8 or
+    from GGUF, through the same loaders as skyreels-df; the window stays close to bf16."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(aligned_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LONGVID_HOME", str(tmp_path / "home"))
+    windows = {}
+    for name, extra in (("bf16", ""), (transformer, QUANTIZED[transformer])):
+        preset = write(tmp_path / f"{name}.yaml",
+                       TEST_PRESET % {"guidance": 1.0, "repo": VACE_REPO} + extra)
+        backend = WanVACEBackend()
+        backend.load(load_preset(str(preset)))
+        backend.prepare([PROMPT], NEGATIVE, 1.0)
+        windows[name] = backend.generate(request(5, 3), no_progress).latents
+    tr = storage_of(backend.transformer)
+    assert tr[packed] >= 15, tr  # attention and FFN matrices of the DiT and VACE blocks
+    encoder = backend._text_pipeline().text_encoder
+    assert storage_of(encoder)["Params4bit"] == 2 * (4 + 2)  # q k v o, wi_0 wi_1 per layer
+    if transformer == "gguf":
+        assert backend.versions()["transformer_gguf"].startswith("test/vace-gguf@")
+    # nf4 embeddings are cached apart from the bf16 ones
+    cached = list((tmp_path / "home" / "cache" / "prompt-embeddings").glob("*.safetensors"))
+    assert len(cached) == 2
+    reference = windows["bf16"]
+    error = ((windows[transformer] - reference).norm() / reference.norm()).item()
+    assert 1e-4 < error < 0.1, error  # quantized for real, and still the same window
 
 
 def test_real_preset_needs_a_gpu_on_a_cpu_machine(hub_cache):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
@@ -45,7 +44,6 @@ class SkyReelsDFBackend:
             UniPCMultistepScheduler,
         )
 
-        from longvid import hub
         from longvid.backends import wan_parts
 
         self.preset, self.policy = preset, policy
@@ -56,20 +54,13 @@ class SkyReelsDFBackend:
             raise ResourceError(
                 f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
                 "GiB) and this machine has none", "try the tool on the CPU with --preset tiny")
-        wan_parts.check_installed(preset.quantization)
-        from longvid.presets import available_presets
-
-        named = available_presets().get(preset.name) == Path(preset.source)
-        label = preset.name if named else preset.source
-        self.folder = hub.resolve(preset.hub, label)
-        gguf = preset.transformer_gguf
-        self.gguf_folder = hub.resolve(gguf, label) if gguf else None
-        self.gguf_file = self.gguf_folder / gguf.files[0] if gguf else None
+        wan_parts.check_installed(preset.quantization, SkyReelsV2Transformer3DModel)
+        self.weights = wan_parts.Weights.resolve(preset)
+        self.folder = self.weights.folder
         self.device = torch.device("cuda" if cuda else "cpu")
         self.dtype = torch.bfloat16 if cuda else torch.float32
         self.transformer = wan_parts.load_transformer(
-            SkyReelsV2Transformer3DModel, self.folder, preset.quantization, self.gguf_file,
-            self.dtype).eval()
+            SkyReelsV2Transformer3DModel, self.weights, preset.quantization, self.dtype).eval()
         self.vae = wan_parts.WanVAE(self.folder, self.device)
         scheduler = UniPCMultistepScheduler.from_pretrained(self.folder, subfolder="scheduler")
         if self.options["flow_shift"] is not None:
@@ -83,43 +74,28 @@ class SkyReelsDFBackend:
         import torch
         import transformers
 
-        versions = {"diffusers": diffusers.__version__, "torch": torch.__version__,
-                    "transformers": transformers.__version__,
-                    "weights": f"{self.preset.hub.repo}@{self.folder.name}"}
-        if gguf := self.preset.transformer_gguf:
-            versions["transformer_gguf"] = f"{gguf.repo}@{self.gguf_folder.name}/{gguf.files[0]}"
-        return versions
+        return {"diffusers": diffusers.__version__, "torch": torch.__version__,
+                "transformers": transformers.__version__} | self.weights.versions(self.preset)
 
     # -- text: encode once, cache on disk, free the encoder ---------------------------------
 
-    def _prompt_cache_key(self) -> str:
-        key = f"{self.preset.hub.repo}@{self.folder.name}:{self.options['max_sequence_length']}:"
-        if self.preset.quantization.text_encoder != "bf16":  # other weights, other embeddings
-            key += f"{self.preset.quantization.text_encoder}:"
-        return key
-
     def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
         texts = prompts + ([negative_prompt] if guidance_scale > 1 else [])
-        self.prompts = PromptCache(self._prompt_cache_key())
+        self.prompts = PromptCache(self.weights.prompt_cache_key(
+            self.preset, int(self.options["max_sequence_length"])))
         self.prompts.prepare(texts, int(self.options["max_sequence_length"]), self._text_pipeline)
 
     def _text_pipeline(self) -> Any:
-        """A pipeline holding only the tokenizer and text encoder, for diffusers' own
-        prompt cleaning and padding rules."""
         import torch
         from diffusers import SkyReelsV2DiffusionForcingPipeline
-        from transformers import AutoTokenizer
 
         from longvid.backends import wan_parts
 
-        tokenizer = AutoTokenizer.from_pretrained(self.folder / "tokenizer")
         on_gpu = self.policy is None or self.policy.text_encoder == "gpu"
         # else it encodes on the CPU, once per prompt
-        text_encoder = wan_parts.load_text_encoder(
-            self.folder, self.preset.quantization, self.dtype,
-            self.device if on_gpu else torch.device("cpu"))
-        return SkyReelsV2DiffusionForcingPipeline(tokenizer=tokenizer, text_encoder=text_encoder,
-                                                  transformer=None, vae=None, scheduler=None)
+        return wan_parts.text_pipeline(SkyReelsV2DiffusionForcingPipeline, self.folder,
+                                       self.preset.quantization, self.dtype,
+                                       self.device if on_gpu else torch.device("cpu"))
 
     # -- generation --------------------------------------------------------------------------
 

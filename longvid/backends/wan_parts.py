@@ -15,6 +15,7 @@ are inside the functions.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +32,70 @@ GGUF_NOT_LINEAR = ["fps_embedding", "patch_embedding"]
 NEEDS = {"nf4": "bitsandbytes", "int8": "bitsandbytes", "gguf": "gguf"}
 
 
-def check_installed(quant: Quantization) -> None:
-    """Before any download: the packages the preset's quantization needs are importable."""
+def check_installed(quant: Quantization, transformer_cls: Any) -> None:
+    """Before any download: the packages the preset's quantization needs are importable,
+    and a GGUF transformer is one diffusers can load from a single file."""
     for choice in (quant.text_encoder, quant.transformer):
         package = NEEDS.get(choice)
         if package and importlib.util.find_spec(package) is None:
             raise ResourceError(f"the preset stores weights as {choice}, which needs the "
                                 f"{package!r} package, and it is not installed",
                                 "pip install 'longvid[quant]'")
+    if quant.transformer == "gguf":
+        from diffusers.loaders.single_file_model import SINGLE_FILE_LOADABLE_CLASSES
+
+        if transformer_cls.__name__ not in SINGLE_FILE_LOADABLE_CLASSES:
+            raise InputError(f"{transformer_cls.__name__} cannot be loaded from a GGUF file: "
+                             "diffusers has no single-file mapping for it",
+                             "set `quantization.transformer` to fp8 (or bf16) in the preset")
 
 
-def load_transformer(cls: Any, folder: Path, quant: Quantization, gguf_file: Path | None,
-                     dtype: Any) -> Any:
+@dataclass(frozen=True)
+class Weights:
+    """Where a preset's weights are: the diffusers snapshot, and its GGUF file if any."""
+
+    folder: Path
+    gguf_folder: Path | None = None
+    gguf_file: Path | None = None
+
+    @classmethod
+    def resolve(cls, preset: Any) -> Weights:
+        """From the Hub cache, or downloaded (longvid.hub decides; offline: exit 4)."""
+        from longvid import hub
+        from longvid.presets import available_presets
+
+        named = available_presets().get(preset.name) == Path(preset.source)
+        label = preset.name if named else preset.source  # for `longvid models pull LABEL`
+        folder = hub.resolve(preset.hub, label)
+        if (gguf := preset.transformer_gguf) is None:
+            return cls(folder)
+        gguf_folder = hub.resolve(gguf, label)
+        return cls(folder, gguf_folder, gguf_folder / gguf.files[0])
+
+    def versions(self, preset: Any) -> dict[str, str]:
+        """The weights' entries of a run's `versions`: repo@commit of each source."""
+        versions = {"weights": f"{preset.hub.repo}@{self.folder.name}"}
+        if gguf := preset.transformer_gguf:
+            assert self.gguf_folder is not None
+            versions["transformer_gguf"] = f"{gguf.repo}@{self.gguf_folder.name}/{gguf.files[0]}"
+        return versions
+
+    def prompt_cache_key(self, preset: Any, max_sequence_length: int) -> str:
+        """What prompt embeddings depend on: the snapshot, the length, and the text
+        encoder's storage (nf4 embeddings differ from bf16 ones)."""
+        key = f"{preset.hub.repo}@{self.folder.name}:{max_sequence_length}:"
+        if preset.quantization.text_encoder != "bf16":
+            key += f"{preset.quantization.text_encoder}:"
+        return key
+
+
+def load_transformer(cls: Any, weights: Weights, quant: Quantization, dtype: Any) -> Any:
     """`cls` (e.g. SkyReelsV2Transformer3DModel) on the CPU, computing in `dtype`."""
     import torch
 
     if quant.transformer == "gguf":
-        return _from_gguf(cls, folder, gguf_file, quant.gguf_type, dtype)
-    model = cls.from_pretrained(folder, subfolder="transformer", torch_dtype=dtype)
+        return _from_gguf(cls, weights.folder, weights.gguf_file, quant.gguf_type, dtype)
+    model = cls.from_pretrained(weights.folder, subfolder="transformer", torch_dtype=dtype)
     if quant.transformer == "fp8":  # the class's _skip_layerwise_casting_patterns keep
         # the patch and condition embedders and the norms wide
         model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
@@ -60,7 +107,8 @@ def _from_gguf(cls: Any, folder: Path, gguf_file: Path | None, gguf_type: str | 
     from diffusers import GGUFQuantizationConfig
     from diffusers.models.model_loading_utils import load_gguf_checkpoint
 
-    assert gguf_file is not None and gguf_type is not None  # presets.py validates the pair
+    assert gguf_file is not None and gguf_type is not None  # presets.py validates the pair;
+    # check_installed, that the class has a single-file mapping
     try:
         state = load_gguf_checkpoint(str(gguf_file))
     except (ValueError, OSError) as exc:  # unsupported quant type, truncated file
@@ -108,6 +156,17 @@ def load_text_encoder(folder: Path, quant: Quantization, dtype: Any, device: Any
                                             quantization_config=config,
                                             device_map={"": str(device)}).eval()
 
+
+def text_pipeline(pipeline_cls: Any, folder: Path, quant: Quantization, dtype: Any,
+                  device: Any) -> Any:
+    """A `pipeline_cls` (e.g. WanVACEPipeline) holding only the tokenizer and the text
+    encoder, for diffusers' own prompt cleaning and padding rules."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    text_encoder = load_text_encoder(folder, quant, dtype, device)
+    return pipeline_cls(tokenizer=tokenizer, text_encoder=text_encoder, transformer=None,
+                        vae=None, scheduler=None)
 
 
 def place_transformer(transformer: Any, device: Any, policy: Any) -> None:

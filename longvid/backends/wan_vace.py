@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
@@ -53,7 +52,6 @@ class WanVACEBackend:
         import torch
         from diffusers import UniPCMultistepScheduler, WanVACETransformer3DModel
 
-        from longvid import hub
         from longvid.backends import wan_parts
 
         self.preset, self.policy = preset, policy
@@ -64,14 +62,13 @@ class WanVACEBackend:
             raise ResourceError(
                 f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
                 "GiB) and this machine has none", "try the tool on the CPU with --preset tiny")
-        from longvid.presets import available_presets
-
-        named = available_presets().get(preset.name) == Path(preset.source)
-        self.folder = hub.resolve(preset.hub, preset.name if named else preset.source)
+        wan_parts.check_installed(preset.quantization, WanVACETransformer3DModel)
+        self.weights = wan_parts.Weights.resolve(preset)
+        self.folder = self.weights.folder
         self.device = torch.device("cuda" if cuda else "cpu")
         self.dtype = torch.bfloat16 if cuda else torch.float32
-        self.transformer = WanVACETransformer3DModel.from_pretrained(
-            self.folder, subfolder="transformer", torch_dtype=self.dtype).eval()
+        self.transformer = wan_parts.load_transformer(
+            WanVACETransformer3DModel, self.weights, preset.quantization, self.dtype).eval()
         self.vae = wan_parts.WanVAE(self.folder, self.device)
         scheduler = UniPCMultistepScheduler.from_pretrained(self.folder, subfolder="scheduler")
         if self.options["flow_shift"] is not None:
@@ -86,33 +83,26 @@ class WanVACEBackend:
         import transformers
 
         return {"diffusers": diffusers.__version__, "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "weights": f"{self.preset.hub.repo}@{self.folder.name}"}
+                "transformers": transformers.__version__} | self.weights.versions(self.preset)
 
     # -- text: encode once, cache on disk, free the encoder ---------------------------------
 
-    def _prompt_cache_key(self) -> str:
-        key = f"{self.preset.hub.repo}@{self.folder.name}:{self.options['max_sequence_length']}:"
-        return key
-
     def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
         texts = prompts + ([negative_prompt] if guidance_scale > 1 else [])
-        self.prompts = PromptCache(self._prompt_cache_key())
+        self.prompts = PromptCache(self.weights.prompt_cache_key(
+            self.preset, int(self.options["max_sequence_length"])))
         self.prompts.prepare(texts, int(self.options["max_sequence_length"]), self._text_pipeline)
 
     def _text_pipeline(self) -> Any:
-        """A pipeline holding only the tokenizer and text encoder, for diffusers' own
-        prompt cleaning and padding rules."""
+        import torch
         from diffusers import WanVACEPipeline
-        from transformers import AutoTokenizer, UMT5EncoderModel
 
-        tokenizer = AutoTokenizer.from_pretrained(self.folder / "tokenizer")
-        text_encoder = UMT5EncoderModel.from_pretrained(
-            self.folder, subfolder="text_encoder", torch_dtype=self.dtype).eval()
-        if self.policy is None or self.policy.text_encoder == "gpu":
-            text_encoder.to(self.device)  # else it encodes on the CPU, once per prompt
-        return WanVACEPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=None,
-                               scheduler=None, transformer=None)
+        from longvid.backends import wan_parts
+
+        on_gpu = self.policy is None or self.policy.text_encoder == "gpu"
+        # else it encodes on the CPU, once per prompt
+        return wan_parts.text_pipeline(WanVACEPipeline, self.folder, self.preset.quantization,
+                                       self.dtype, self.device if on_gpu else torch.device("cpu"))
 
     # -- generation --------------------------------------------------------------------------
 
