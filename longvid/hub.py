@@ -94,7 +94,9 @@ def _unreachable(source: HubSource, exc: Exception) -> ResourceError:
 
 
 def download_snapshot(source: HubSource) -> Path:
-    """Download the preset's files (resumable; honours HF_TOKEN) into the Hub cache."""
+    """Download the preset's files (resumable; honours HF_TOKEN) into the Hub cache.
+    huggingface_hub shows its progress bars on stderr meanwhile (files fetched, bytes
+    downloaded, all files together); HF_HUB_DISABLE_PROGRESS_BARS=1 turns them off."""
     from huggingface_hub import snapshot_download
 
     check_disk_space([source])
@@ -106,15 +108,26 @@ def download_snapshot(source: HubSource) -> Path:
         raise _unreachable(source, exc) from None
 
 
-def check_disk_space(sources: list[HubSource]) -> None:
-    """The files still to fetch, from every source together, fit on the cache's disk."""
-    needed = sum(f.file_size or 0 for s in sources for f in remote_files(s) if f.will_download)
+def check_disk_space(sources: list[HubSource]) -> list[list]:
+    """The files still to fetch, from every source together, fit on the cache's disk.
+    Returns each source's `remote_files` listing, asked of the Hub once here."""
+    listings = [remote_files(s) for s in sources]
+    needed = sum(f.file_size or 0 for files in listings for f in files if f.will_download)
     free = shutil.disk_usage(_existing_parent(hub_cache_dir())).free
     if needed > free:
         repos = " + ".join(s.repo for s in sources)
         raise ResourceError(
             f"{repos} needs {needed / 2**30:.1f} GiB but {hub_cache_dir()} has "
             f"{free / 2**30:.1f} GiB free", "free some disk, or point HF_HOME elsewhere")
+    return listings
+
+
+def snapshot_files(source: HubSource, folder: Path) -> list[tuple[str, int]]:
+    """(path in the repo, bytes) of the preset's files in a local snapshot; other files
+    the repo shares with other presets are left out."""
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return [(name, (folder / name).stat().st_size) for name in names
+            if any(fnmatch.fnmatch(name, pattern) for pattern in source.files)]
 
 
 def remote_files(source: HubSource) -> list:

@@ -187,6 +187,25 @@ def test_models_list_pull_and_rm_against_the_local_cache(hub_cache, cli):
     assert code == 4 and "longvid models pull skyreels-df-1.3b" in err
 
 
+def test_pull_of_a_cached_preset_reports_each_file_as_cached(hub_cache, cli):
+    code, out, err = cli("models", "pull", "skyreels-df-1.3b", "--json")
+    result = json.loads(out)
+    files = {f["file"]: f for f in result["files"]}
+    assert code == 0 and result["already_cached"] and "fetching" not in err
+    assert {"model_index.json", "transformer/diffusion_pytorch_model.safetensors",
+            "vae/config.json"} <= files.keys()
+    assert {(f["repo"], f["state"]) for f in files.values()} == {(SKYREELS_REPO, "cached")}
+    assert result["bytes"] == sum(f["bytes"] for f in files.values()) > 0
+    code, out, err = cli("models", "pull", "skyreels-df-1.3b")
+    first, *rows = out.splitlines()
+    assert code == 0 and first.startswith(f"skyreels-df-1.3b: {SKYREELS_REPO} already in ")
+    assert len(rows) == len(files) and all(r.split()[2] == "cached" for r in rows)
+    index = next(r for r in rows if r.endswith("  model_index.json"))
+    assert float(index.split()[0]) * 2**20 == pytest.approx(files["model_index.json"]["bytes"],
+                                                            abs=0.06 * 2**20)
+    assert "fetching" not in err  # nothing missing: the Hub is never asked
+
+
 def test_pull_of_a_builtin_preset_says_there_is_nothing_to_pull(cli):
     code, _, err = cli("models", "pull", "tiny")
     assert code == 3 and "no weights to download" in err
@@ -215,8 +234,9 @@ def test_recalled_keyframes_enter_as_clean_history_and_are_not_decoded(hub_cache
     backend = SkyReelsDFBackend()
     backend.load(preset)
     backend.prepare(["a harbour"], "", 1.0)
-    ask = dict(index=0, prompt="a harbour", negative_prompt="", num_latents=3, context=None,
-               width=32, height=32, seed=5, steps=3, guidance_scale=1.0, fps=24)
+    ask = {"index": 0, "prompt": "a harbour", "negative_prompt": "", "num_latents": 3,
+           "context": None, "width": 32, "height": 32, "seed": 5, "steps": 3,
+           "guidance_scale": 1.0, "fps": 24}
     plain = backend.generate(SegmentRequest(**ask), lambda i, n: None)
     memory = torch.randn((1, 16, 2, 4, 4), generator=torch.Generator().manual_seed(1))
     recalled = backend.generate(SegmentRequest(**ask, memory=memory), lambda i, n: None)

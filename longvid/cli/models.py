@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
+import sys
 from typing import Annotated
 
 import typer
@@ -32,7 +32,9 @@ def pull(
                        ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Download PRESET's files (only those) into the Hub cache; resumable."""
+    """Download PRESET's files (only those) into the Hub cache; resumable. Shows
+    huggingface_hub's progress bars (files, bytes) on stderr, then lists every file as
+    cached or downloaded."""
 
     def body() -> None:
         from longvid import hub
@@ -45,45 +47,66 @@ def pull(
         if dry_run:
             files = []
             for src, folder in zip(sources, cached, strict=True):
-                if folder is not None:  # the preset's files only: others may share the repo
-                    names = [str(f.relative_to(folder)) for f in sorted(folder.rglob("*"))
-                             if f.is_file()]
-                    files += [{"repo": src.repo, "file": name,
-                               "bytes": (folder / name).stat().st_size, "cached": True}
-                              for name in names
-                              if any(fnmatch.fnmatch(name, pat) for pat in src.files)]
+                if folder is not None:
+                    files += [_file(src, name, size, "cached")
+                              for name, size in hub.snapshot_files(src, folder)]
                 else:
-                    files += [{"repo": src.repo, "file": f.filename, "bytes": f.file_size or 0,
-                               "cached": f.is_cached} for f in hub.remote_files(src)]
+                    files += [_file(src, f.filename, f.file_size or 0,
+                                    "cached" if f.is_cached else "to fetch")
+                              for f in hub.remote_files(src)]
             total = sum(f["bytes"] for f in files)
             if as_json:
                 print(json.dumps({"preset": p.name, "repo": p.hub.repo, "files": files,
                                   "bytes": total}))
                 return
-            for f in files:
-                where = "" if f["repo"] == p.hub.repo else f"{f['repo']}: "
-                print(f"{f['bytes'] / 2**20:10.1f} MiB  {'cached ' if f['cached'] else ''}"
-                      f"{where}{f['file']}")
+            _print_files(files, p.hub.repo)
             print(f"{total / 2**30:.2f} GiB in {len(files)} files from "
                   + " + ".join(f"{s.repo}@{s.revision}" for s in sources))
             return
+        # 1. what is missing, file by file (asked of the Hub), and room for it on disk
         missing = [src for src, folder in zip(sources, cached, strict=True) if folder is None]
+        fetch: set[tuple[str, str]] = set()
         if missing and not hub.is_offline():
-            hub.check_disk_space(missing)  # all sources together, before fetching any
+            listings = hub.check_disk_space(missing)  # all sources together, before any
+            for src, listing in zip(missing, listings, strict=True):
+                todo = [f for f in listing if f.will_download]
+                fetch |= {(src.repo, f.filename) for f in todo}
+                if not as_json:
+                    print(f"{src.repo}: fetching {len(todo)} of {len(listing)} files, "
+                          f"{sum(f.file_size or 0 for f in todo) / 2**30:.2f} GiB",
+                          file=sys.stderr)
+        # 2. download (huggingface_hub's progress bars on stderr: files, bytes)
         folders = [folder or hub.resolve(src, p.name, download=True)
                    for src, folder in zip(sources, cached, strict=True)]
-        rows = [{"repo": src.repo, "revision": src.revision, "path": str(folder),
-                 "already_cached": before is not None}
-                for src, folder, before in zip(sources, folders, cached, strict=True)]
+        # 3. report every file of the preset: already cached, or downloaded now
+        rows, files = [], []
+        for src, folder, before in zip(sources, folders, cached, strict=True):
+            rows.append({"repo": src.repo, "revision": src.revision, "path": str(folder),
+                         "already_cached": before is not None})
+            files += [_file(src, name, size, "downloaded" if (src.repo, name) in fetch
+                            else "cached") for name, size in hub.snapshot_files(src, folder)]
         if as_json:
             print(json.dumps({"preset": p.name, "repo": p.hub.repo, "path": rows[0]["path"],
-                              "already_cached": not missing, "sources": rows}))
+                              "already_cached": not missing, "sources": rows, "files": files,
+                              "bytes": sum(f["bytes"] for f in files)}))
             return
         for r in rows:
             verb = "already in" if r["already_cached"] else "downloaded to"
             print(f"{p.name}: {r['repo']} {verb} {r['path']}")
+        _print_files(files, p.hub.repo)
 
     guarded(body, as_json)
+
+
+def _file(src, name: str, size: int, state: str) -> dict:
+    return {"repo": src.repo, "file": name, "bytes": size, "state": state,
+            "cached": state == "cached"}
+
+
+def _print_files(files: list[dict], main_repo: str) -> None:
+    for f in files:
+        where = "" if f["repo"] == main_repo else f"{f['repo']}: "
+        print(f"{f['bytes'] / 2**20:10.1f} MiB  {f['state']:<10}  {where}{f['file']}")
 
 
 @models_app.command("list")
