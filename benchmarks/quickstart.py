@@ -1,4 +1,4 @@
-"""Time the README's quickstart render (storyboards/quickstart.yaml on the tiny preset).
+"""Time the README's quickstart render (storyboards/quickstart.yaml on the procworld preset).
 
     python benchmarks/quickstart.py [--runs 3] [--json out.json]
 

@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from longvid.backends.base import Backend, SegmentRequest
+from longvid.camera import keyframe_distance, segment_camera
 from longvid.memory.bank import DEFAULT_CAPACITY, MemoryBank
 from longvid.memory.drift import correct_frames, correct_latents, read_drift
-from longvid.memory.recall import choose_memory, stack_latents
+from longvid.memory.recall import choose_memory, memory_order, stack_latents
 from longvid.memory.store import memory_path, pick_keyframes, replay_bank, save_keyframes
 from longvid.mux import encode_frames
 from longvid.plan import Plan, Segment
@@ -61,8 +62,10 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         # 3. remember: recalled shots, the shot's anchor, retrieved keyframes
         picks = choose_memory(bank, segment=seg.index, take=seg.take, shot_id=seg.shot_id,
                               recall=seg.recall, continuing=context is not None,
-                              budget=plan.memory_latents)
+                              budget=plan.memory_latents, near=keyframe_distance(plan, seg))
         recalled = stack_latents(picks)  # (1, C, m, h, w) or None
+        camera, camera_new = segment_camera(plan, seg, [(k.take, k.frame)
+                                                        for k in memory_order(picks)])
 
         # 4. generate: (1, C, n, h, w) new latents and their uint8 frames (F, H, W, 3)
         out = backend.generate(SegmentRequest(
@@ -71,7 +74,8 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
             height=plan.height, seed=seg.seed, steps=plan.steps,
             guidance_scale=plan.guidance_scale, fps=plan.fps,
             memory=None if recalled is None else torch.from_numpy(recalled),
-            blend_prompt=seg.blend_prompt, blend_weight=seg.blend_weight), on_step)
+            blend_prompt=seg.blend_prompt, blend_weight=seg.blend_weight, camera=camera,
+            camera_new=camera_new, storyboard_seed=plan.seed), on_step)
         frames = out.frames
         if frames.shape[0] != seg.num_frames:
             raise RuntimeError(f"backend {backend.name!r} returned {frames.shape[0]} frames for "

@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from longvid.backends.base import BackendCaps
+from longvid.camera import plan_camera
 from longvid.errors import StoryboardError
 from longvid.presets import Preset
 from longvid.storyboard import Shot, Storyboard
@@ -61,6 +62,9 @@ class Take:
     lead_frames: int  # generated before start_frame for a crossfade in
     tail_frames: int  # generated after end_frame for a crossfade out
     num_latents: int
+    # backends that follow the camera only (see camera.py), per generated frame:
+    camera: tuple[tuple[int, int], ...] = ()  # (y, x) position, lead and tail included
+    camera_new: tuple[int, ...] = ()  # bitmask of view cells no earlier frame showed
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class Plan:
     forwards: int  # transformer forward passes, the unit of work
     max_tokens: int  # largest transformer sequence of one forward, memory included
     warnings: tuple[str, ...] = ()
+    seed: int = 0  # the storyboard's seed (procworld: which world)
 
     @property
     def duration_s(self) -> float:
@@ -149,6 +154,8 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         takes.append(take)
         segments += segs
         switches += sw
+    if caps.camera_view:
+        takes = plan_camera(sb, shots, takes, caps)
     total = shots[-1].end_frame
     assert sum(s.emit_frames for s in segments) == total, "frame accounting is off"
     cfg = 2 if preset.guidance_scale > 1 else 1
@@ -158,6 +165,9 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
     if recalling and caps.memory_latents == 0:
         warnings.append(f"backend {preset.backend!r} takes no memory: `recall` of shot(s) "
                         f"{', '.join(recalling)} will be ignored")
+    if not caps.reads_prompts:
+        warnings.append(f"backend {preset.backend!r} ignores prompts: the storyboard's seed "
+                        "picks its world and `camera` moves through it")
     return Plan(
         title=sb.title, storyboard=sb.path, content_sha256=sb.content_sha256,
         preset=preset.name, backend=preset.backend, fps=fps, width=width, height=height,
@@ -166,11 +176,11 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         shots=tuple(shots), takes=tuple(takes), segments=tuple(segments),
         switches=tuple(switches), context_latents=caps.context_latents,
         latent_stride_t=caps.latent_stride_t, memory_latents=caps.memory_latents,
-        anti_drift=sb.anti_drift,
+        anti_drift=sb.anti_drift and caps.corrects_drift,
         forwards=len(segments) * preset.steps * cfg,
         max_tokens=max((s.context_latents + s.num_latents) for s in segments) * tokens_per_latent
         + caps.memory_latents * tokens_per_latent,
-        warnings=tuple(warnings),
+        warnings=tuple(warnings), seed=sb.seed,
     )
 
 
@@ -293,7 +303,8 @@ def _plan_take(sb: Storyboard, shots: list[PlannedShot], group: list[int], t: in
                    f"the take starting at shot {first.id!r} is {gen} frames; this backend cannot "
                    f"continue a take beyond {caps.max_frames} frames",
                    "shorten the shots or separate them with `transition: cut`")
-    blends = _blend_spans(sb, shots, group, starts, wanted, j_min, j_max, stride, fps, latents)
+    blends = _blend_spans(sb, shots, group, starts, wanted, j_min, j_max, stride, fps,
+                          latents) if caps.reads_prompts else []  # nothing to mix otherwise
     bounds = sorted(set(starts) | {j for span in blends for j in span.bounds}) + [latents]
     room = caps.max_latents - caps.context_latents  # new latents per window after the first
     min_head = -(-(x_in + stride - 1) // stride) if x_in else 1

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parent.parent
+HARBOUR = REPO / "tests" / "data" / "harbour.yaml"  # three takes on `tiny`: the plan/CLI fixture
 
 # A small but complete storyboard: a timed prompt, a continue, a cut and a crossfade,
 # at 32x32 so a render takes a few seconds on a laptop CPU.

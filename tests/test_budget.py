@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO
+from conftest import HARBOUR
 
 from longvid.budget import policy_for
 from longvid.presets import load_preset
@@ -38,15 +38,14 @@ def test_a_budget_below_every_placement_does_not_fit():
 
 
 def test_plan_shows_the_policy_without_torch(cli):
-    quickstart = REPO / "storyboards" / "quickstart.yaml"
-    code, out, _ = cli("plan", quickstart, "--preset", "skyreels-df-1.3b", "--vram", "12",
+    code, out, _ = cli("plan", HARBOUR, "--preset", "skyreels-df-1.3b", "--vram", "12",
                        "--json")
     policy = json.loads(out)["policy"]
     assert code == 0 and policy["vram_gib"] == 12 and policy["text_encoder"] == "cpu"
     assert [s["name"] for s in policy["stages"]] == ["text encoder", "transformer", "vae"]
-    code, out, _ = cli("plan", quickstart, "--preset", "skyreels-df-1.3b")
+    code, out, _ = cli("plan", HARBOUR, "--preset", "skyreels-df-1.3b")
     assert "GPU policy for 12 GiB (fits" in out and "x 2 (guidance)" in out
-    assert json.loads(cli("plan", quickstart, "--json")[1])["policy"] is None  # tiny: CPU
+    assert json.loads(cli("plan", HARBOUR, "--json")[1])["policy"] is None  # tiny: CPU
 
 
 def test_render_with_a_gpu_budget_below_the_preset_exits_4(cli, tmp_path):

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import HARBOUR, REPO
 
 
 def _modules_after(argv: list[str]) -> set[str]:
@@ -21,9 +21,10 @@ def _modules_after(argv: list[str]) -> set[str]:
 
 
 def test_plan_and_help_never_import_torch():
-    quickstart = str(REPO / "storyboards" / "quickstart.yaml")
+    quickstart = str(REPO / "storyboards" / "quickstart.yaml")  # procworld
     assert _modules_after(["plan", quickstart]) == set()
     assert _modules_after(["plan", quickstart, "--json"]) == set()
+    assert _modules_after(["plan", str(HARBOUR)]) == set()  # tiny
     assert _modules_after(["--help"]) == set()
     assert _modules_after(["render", "--help"]) == set()
 
@@ -45,7 +46,7 @@ def test_usage_errors_exit_2(cli):
 
 
 def test_plan_json_describes_the_timeline(cli):
-    code, out, _ = cli("plan", REPO / "storyboards" / "quickstart.yaml", "--json")
+    code, out, _ = cli("plan", HARBOUR, "--json")
     plan = json.loads(out)
     assert code == 0
     assert plan["total_frames"] == 192 and plan["fps"] == 16 and plan["duration_s"] == 12.0
@@ -55,14 +56,14 @@ def test_plan_json_describes_the_timeline(cli):
 
 
 def test_plan_table_shows_switches_and_work(cli):
-    code, out, _ = cli("plan", REPO / "storyboards" / "quickstart.yaml")
+    code, out, _ = cli("plan", HARBOUR)
     assert code == 0
     assert "Prompt switches" in out and "+1f" in out and "transformer forwards" in out
     assert "crossfade 8f" in out
 
 
 def test_plan_preset_override_and_unknown_preset(cli):
-    code, _, err = cli("plan", REPO / "storyboards" / "quickstart.yaml", "--preset", "nope")
+    code, _, err = cli("plan", HARBOUR, "--preset", "nope")
     assert code == 3 and "unknown preset 'nope'" in err and "choose one of: " in err
     assert "tiny" in err.split("choose one of: ")[1] and "skyreels-df-1.3b" in err
 

@@ -6,7 +6,7 @@ import dataclasses
 import random
 
 import pytest
-from conftest import REPO, write
+from conftest import HARBOUR, write
 
 from longvid.backends.tiny import TinyWanBackend
 from longvid.plan import make_plan, segment_seed
@@ -59,8 +59,8 @@ def check_invariants(plan, caps=CAPS, continues=False):
         assert sw.text in seg.prompt
 
 
-def test_quickstart_plan(tmp_path):
-    sb = load_storyboard(REPO / "storyboards" / "quickstart.yaml")
+def test_harbour_plan(tmp_path):
+    sb = load_storyboard(HARBOUR)
     plan = make_plan(sb, PRESET, CAPS)
     check_invariants(plan)
     assert plan.total_frames == 12 * 16 and len(plan.takes) == 3

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from conftest import REPO
+from conftest import HARBOUR
 
 from longvid.progress import PlainProgress, RichProgress, make_progress
 from longvid.render import load_job
 
 
 def _plan():
-    return load_job(REPO / "storyboards" / "quickstart.yaml", None)[2]
+    return load_job(HARBOUR, None)[2]
 
 
 def test_eta_is_measured_time_per_frame_times_frames_left():

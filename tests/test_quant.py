@@ -18,7 +18,7 @@ import gguf  # noqa: E402, F401
 import pytest
 import torch
 import yaml
-from conftest import REPO, write
+from conftest import HARBOUR, REPO, write
 from hubfixture import (
     GGUF_FILE,
     GGUF_REPO,
@@ -294,7 +294,7 @@ def test_plan_uses_the_stored_sizes(quant, text_encoder_gib, transformer_gib):
 
 
 def test_nf4_puts_the_text_encoder_on_an_8_gib_gpu(cli):
-    story = REPO / "storyboards" / "quickstart.yaml"
+    story = HARBOUR
     placements = {}
     for name in ("skyreels-df-1.3b", "skyreels-df-1.3b-lowvram", "skyreels-df-1.3b-gguf-q8"):
         code, out, _ = cli("plan", story, "--preset", name, "--vram", "8", "--json")

@@ -31,6 +31,13 @@ class BackendCaps:
     takes_context: bool  # accepts context latents (continuation inside a take)
     tokens_per_latent_px: int  # spatial patch area in pixels: tokens = T * H * W / this
     memory_latents: int = 0  # recalled keyframe latents a window can take (0: no memory)
+    # A backend that follows the storyboard `camera` (procworld) declares its view's side and
+    # how far the camera may go, in camera steps; the planner then gives every generated
+    # frame a position (see longvid/camera.py). 0: the camera is only a prompt phrase.
+    camera_view: int = 0  # side of the view, in camera steps
+    camera_range: int = 0  # positions stay within +-camera_range steps on each axis
+    reads_prompts: bool = True  # False: prompts change nothing (plan warns)
+    corrects_drift: bool = True  # False: anti-drift stays off (it would alter exact pixels)
 
     @property
     def max_frames(self) -> int:
@@ -53,6 +60,10 @@ class SegmentRequest:
     memory: Any = None  # None, or recalled keyframe latents (1, C, m, H/8, W/8), oldest first
     blend_prompt: str | None = None  # a prompt whose embeddings are mixed into `prompt`'s
     blend_weight: float = 0.0  # weight of blend_prompt: embeds = (1-w)*e(prompt) + w*e(blend)
+    # for backends that follow the camera (caps.camera_view > 0), else None:
+    camera: tuple[tuple[int, int], ...] | None = None  # (y, x) of [memory | context | new]
+    camera_new: tuple[int, ...] | None = None  # per new frame: bitmask of never-seen view cells
+    storyboard_seed: int = 0  # the storyboard's `seed` (procworld: picks the world)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,13 @@ from collections.abc import Callable
 
 def register_backends(register: Callable[[type], None]) -> None:
     from longvid.backends.anyflow_far import AnyFlowFARBackend
+    from longvid.backends.procworld import ProcWorldBackend
     from longvid.backends.skyreels_df import SkyReelsDFBackend
     from longvid.backends.tiny import TinyWanBackend
     from longvid.backends.wan_vace import WanVACEBackend
 
     register(TinyWanBackend)
+    register(ProcWorldBackend)
     register(SkyReelsDFBackend)
     register(WanVACEBackend)
     register(AnyFlowFARBackend)

@@ -1,7 +1,8 @@
 """What a segment remembers: explicit recall, the shot's anchor, automatic retrieval. Pure.
 
 Within the backend's budget of `memory_latents` keyframes, in this order:
-1. `recall: [shot ids]` of the storyboard: each named shot's sharpest keyframe;
+1. `recall: [shot ids]` of the storyboard: each named shot's sharpest keyframe, or,
+   for a backend that follows the camera, the one nearest the camera (`near`);
 2. the anchor (sink) of the current shot, once the shot has moved past its first
    segment's context, so a long shot keeps looking at where it began;
 3. automatic retrieval inside a take: earlier keyframes whose descriptor is close to
@@ -13,6 +14,7 @@ so the first segment after a cut remembers only what `recall` names.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +42,9 @@ class Recalled:
 
 def choose_memory(bank: MemoryBank, *, segment: int, take: int, shot_id: str,
                   recall: tuple[str, ...], continuing: bool, budget: int,
-                  threshold: float = AUTO_THRESHOLD) -> list[Recalled]:
+                  threshold: float = AUTO_THRESHOLD,
+                  near: Callable[[Keyframe], int] | None = None) -> list[Recalled]:
+    """`near`: camera steps from a keyframe to this segment's view (camera backends)."""
     picks: list[Recalled] = []
     if budget <= 0:
         return picks
@@ -48,11 +52,12 @@ def choose_memory(bank: MemoryBank, *, segment: int, take: int, shot_id: str,
     def taken(k: Keyframe) -> bool:
         return any(p.keyframe.key == k.key for p in picks)
 
-    # 1. explicit recall: the sharpest keyframe of each named shot
+    # 1. explicit recall: the sharpest (or nearest) keyframe of each named shot
     for rid in recall:
         frames = bank.of_shot(rid)
         if frames and len(picks) < budget:
-            best = max(frames, key=lambda k: (k.sharpness, -k.segment, -k.frame))
+            best = max(frames, key=lambda k: (-near(k) if near else 0, k.sharpness,
+                                              -k.segment, -k.frame))
             picks.append(Recalled(best, "recall", 1.0))
 
     # 2. the shot's anchor, once it has left the carried context
@@ -85,9 +90,14 @@ def choose_memory(bank: MemoryBank, *, segment: int, take: int, shot_id: str,
     return picks
 
 
+def memory_order(picks: list[Recalled]) -> list[Keyframe]:
+    """The picked keyframes in the order their latents are stacked: oldest first."""
+    return [p.keyframe for p in sorted(picks, key=lambda p: (p.keyframe.segment,
+                                                             p.keyframe.frame))]
+
+
 def stack_latents(picks: list[Recalled]) -> np.ndarray | None:
     """The picks' latents, oldest first: float32 (1, C, m, h, w), or None."""
     if not picks:
         return None
-    ordered = sorted(picks, key=lambda p: (p.keyframe.segment, p.keyframe.frame))
-    return np.stack([p.keyframe.latent for p in ordered], axis=1)[None].astype(np.float32)
+    return np.stack([k.latent for k in memory_order(picks)], axis=1)[None].astype(np.float32)
