@@ -187,7 +187,9 @@ def test_kill_9_then_resume_gives_the_same_frames(tmp_path):
     def done() -> int:
         return len(list(segs.glob("seg_*.json"))) if segs.exists() else 0
 
-    for ready in (lambda: done() >= 2, lambda: any(segs.glob(".*tmp*"))):
+    # between segments, then in the middle of writing a file (or, if no write is
+    # caught in the act, after two more segments)
+    for ready in (lambda: done() >= 2, lambda: any(segs.glob(".*tmp*")) or done() >= 4):
         proc = start(sb, dir_)
         wait_for(proc, ready)
         proc.send_signal(signal.SIGKILL)
@@ -197,6 +199,20 @@ def test_kill_9_then_resume_gives_the_same_frames(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["resumed_segments"] >= 2
     assert np.array_equal(frames_of(dir_ / "s.mp4"), frames_of(ref_dir / "s.mp4"))
+
+
+def test_quickstart_leaves_a_place_and_finds_it_again():
+    from conftest import REPO
+
+    from longvid.render import load_job
+
+    _, preset, plan = load_job(REPO / "storyboards" / "quickstart.yaml", None)
+    first, away, again = plan.takes
+    assert preset.name == "procworld" and plan.duration_s >= 10
+    assert max(x for _, x in first.camera) >= 2 * CAPS.camera_view  # out of sight of the start
+    assert first.camera[-1] == again.camera[0] == first.camera[first.end_frame - 1]
+    assert all(abs(y - again.camera[0][0]) >= CAPS.camera_view for y, _ in away.camera)
+    assert set(again.camera_new) == {0}  # every frame of the return redrawn from memory
 
 
 def test_plan_and_help_stay_torch_free(tmp_path):
