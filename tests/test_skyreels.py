@@ -243,3 +243,34 @@ def test_recalled_keyframes_enter_as_clean_history_and_are_not_decoded(hub_cache
     assert recalled.latents.shape == plain.latents.shape == (1, 16, 3, 4, 4)
     assert recalled.frames.shape == plain.frames.shape == (9, 32, 32, 3)
     assert not torch.allclose(recalled.latents, plain.latents), "memory reaches the transformer"
+
+
+@pytest.mark.parametrize("stage", ["transformer", "vae"])
+def test_gpu_out_of_memory_names_the_stage_and_a_lower_vram(hub_cache, tmp_path, stage):
+    """A full GPU (injected: the stage raises CUDA's own OOM) is exit 4 with what to try."""
+    from longvid.backends.base import SegmentRequest
+    from longvid.budget import LoadPolicy
+    from longvid.errors import ExitCode, ResourceError
+
+    _, preset, _ = load_job(write(tmp_path / "s.yaml", "shots: [{id: a, prompt: x, "
+                                  "duration: 1s}]\n"), str(preset_file(tmp_path)))
+    backend = SkyReelsDFBackend()
+    backend.load(preset, LoadPolicy(vram_gib=12.0, text_encoder="gpu", transformer="gpu",
+                                    vae_tiling=True, stages=()))
+    backend.prepare(["a harbour"], "", 1.0)
+
+    def full(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    if stage == "transformer":
+        backend.transformer.forward = full
+    else:
+        backend.vae.decode = full
+    request = SegmentRequest(index=0, prompt="a harbour", negative_prompt="", num_latents=2,
+                             context=None, width=32, height=32, seed=5, steps=2,
+                             guidance_scale=1.0, fps=24)
+    with pytest.raises(ResourceError) as caught:
+        backend.generate(request, lambda i, n: None)
+    assert caught.value.code == ExitCode.MISSING_RESOURCE
+    assert f"out of memory in the {stage} stage under the policy for 12.0 GiB" in str(caught.value)
+    assert "--vram 10" in caught.value.hint and "resumes" in caught.value.hint

@@ -27,8 +27,7 @@ import time
 from typing import Any, ClassVar
 
 from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
-from longvid.backends.prompt_cache import PromptCache
-from longvid.errors import ResourceError
+from longvid.backends.wan_hub import WanHubBackend
 
 NATIVE_FPS = 16
 VAE_STRIDE_T = 4  # pixel frames per latent frame (the first latent of a take holds 1)
@@ -49,8 +48,10 @@ def chunk_partition(memory: int, context: int, new: int, chunk: int) -> list[int
     return [1] * memory + split(context, True) + split(new, context == 0)
 
 
-class AnyFlowFARBackend:
+class AnyFlowFARBackend(WanHubBackend):
     name: ClassVar[str] = "anyflow-far"
+    text_pipeline_class: ClassVar[str] = "AnyFlowFARPipeline"
+    default_options: ClassVar[dict[str, Any]] = {"compile_blocks": False}
     caps: ClassVar[BackendCaps] = BackendCaps(
         native_fps=NATIVE_FPS, any_fps=False, frame_multiple=4, frame_offset=1,
         latent_stride_t=VAE_STRIDE_T, max_latents=21, context_latents=4, size_multiple=16,
@@ -61,7 +62,6 @@ class AnyFlowFARBackend:
     # -- models --------------------------------------------------------------------------
 
     def load(self, preset: Any, policy: Any = None) -> None:
-        import torch
         from diffusers import (
             AnyFlowFARPipeline,
             AnyFlowFARTransformer3DModel,
@@ -70,25 +70,11 @@ class AnyFlowFARBackend:
 
         from longvid.backends import wan_parts
 
-        self.preset, self.policy = preset, policy
-        self.options = {"max_sequence_length": 512, "compile_blocks": False} | dict(preset.options)
-        cuda = torch.cuda.is_available()
-        if preset.min_vram_gib > 0 and not cuda:  # before any download
-            raise ResourceError(
-                f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
-                "GiB) and this machine has none", "try the tool on the CPU with --preset tiny")
-        wan_parts.check_installed(preset.quantization, AnyFlowFARTransformer3DModel)
-        self.weights = wan_parts.Weights.resolve(preset)
-        self.folder = self.weights.folder
-        self.device = torch.device("cuda" if cuda else "cpu")
-        self.dtype = torch.bfloat16 if cuda else torch.float32
-        transformer = wan_parts.load_transformer(
-            AnyFlowFARTransformer3DModel, self.weights, preset.quantization, self.dtype).eval()
-        self.vae = wan_parts.WanVAE(self.folder, self.device)
+        transformer = self._load_models(preset, policy, AnyFlowFARTransformer3DModel)
         scheduler = FlowMapEulerDiscreteScheduler.from_pretrained(self.folder,
                                                                   subfolder="scheduler")
         wan_parts.place_transformer(transformer, self.device, policy)
-        if cuda and self.options["compile_blocks"]:
+        if self.device.type == "cuda" and self.options["compile_blocks"]:
             # FAR attention runs through flex_attention, which uncompiled materializes fp32
             # score matrices (~5 GiB each for a 480p chunk against its cache); compiled
             # blocks use the fused kernel. Not on the CPU: compiling takes minutes there.
@@ -103,33 +89,6 @@ class AnyFlowFARBackend:
     @property
     def transformer(self) -> Any:
         return self.pipe.transformer
-
-    def versions(self) -> dict[str, str]:
-        import diffusers
-        import torch
-        import transformers
-
-        return {"diffusers": diffusers.__version__, "torch": torch.__version__,
-                "transformers": transformers.__version__} | self.weights.versions(self.preset)
-
-    # -- text: encode once, cache on disk, free the encoder ---------------------------------
-
-    def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
-        texts = prompts + ([negative_prompt] if guidance_scale > 1 else [])
-        self.prompts = PromptCache(self.weights.prompt_cache_key(
-            self.preset, int(self.options["max_sequence_length"])))
-        self.prompts.prepare(texts, int(self.options["max_sequence_length"]), self._text_pipeline)
-
-    def _text_pipeline(self) -> Any:
-        import torch
-        from diffusers import AnyFlowFARPipeline
-
-        from longvid.backends import wan_parts
-
-        on_gpu = self.policy is None or self.policy.text_encoder == "gpu"
-        # else it encodes on the CPU, once per prompt
-        return wan_parts.text_pipeline(AnyFlowFARPipeline, self.folder, self.preset.quantization,
-                                       self.dtype, self.device if on_gpu else torch.device("cpu"))
 
     # -- generation --------------------------------------------------------------------------
 
@@ -165,7 +124,7 @@ class AnyFlowFARBackend:
             on_step(done[0], total)
             return {}
 
-        try:
+        with self.on_gpu("transformer"):
             latents = self.pipe(
                 prompt_embeds=cond.to(self.device),
                 negative_prompt_embeds=None if uncond is None else uncond.to(self.device),
@@ -175,26 +134,13 @@ class AnyFlowFARBackend:
                 num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
                 latents=noise.to(self.device), output_type="latent",
                 chunk_partition=partition, callback_on_step_end=progress).frames
-        except torch.cuda.OutOfMemoryError:
-            raise self._out_of_memory("transformer") from None
         new = latents[:, :, m + c:m + c + n].float().cpu()  # (1, 16, n, h, w)
         t1 = time.perf_counter()
         head = new if context is None else torch.cat([context.float().cpu(), new], dim=2)
-        try:
+        with self.on_gpu("vae"):
             frames = self.vae.decode(head, drop=VAE_STRIDE_T * c - 3 if c else 0)
-        except torch.cuda.OutOfMemoryError:
-            raise self._out_of_memory("vae") from None
         return SegmentOutput(latents=new.clone(), frames=frames,
                              seconds={"denoise": t1 - t0, "decode": time.perf_counter() - t1})
-
-    def _out_of_memory(self, stage: str) -> ResourceError:
-        vram = self.policy.vram_gib if self.policy is not None else None
-        budget = f" under the policy for {vram:.1f} GiB" if vram is not None else ""
-        lower = f"--vram {max(vram - 2, 1):.0f}" if vram is not None else "a lower --vram"
-        return ResourceError(
-            f"the GPU ran out of memory in the {stage} stage{budget}",
-            f"rerun the same command with {lower} (a leaner placement) or a lower resolution; "
-            "committed segments are kept and the render resumes")
 
     def encode_frames(self, frames: Any) -> Any:
         return self.vae.encode_frames(frames)

@@ -20,14 +20,15 @@ import time
 from typing import Any, ClassVar
 
 from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
-from longvid.backends.prompt_cache import PromptCache
-from longvid.errors import ResourceError
+from longvid.backends.wan_hub import WanHubBackend
 
 NATIVE_FPS = 24
 
 
-class SkyReelsDFBackend:
+class SkyReelsDFBackend(WanHubBackend):
     name: ClassVar[str] = "skyreels-df"
+    text_pipeline_class: ClassVar[str] = "SkyReelsV2DiffusionForcingPipeline"
+    default_options: ClassVar[dict[str, Any]] = {"flow_shift": None, "addnoise_condition": 0}
     caps: ClassVar[BackendCaps] = BackendCaps(
         native_fps=NATIVE_FPS, any_fps=False, frame_multiple=4, frame_offset=1,
         latent_stride_t=4, max_latents=25, context_latents=5, size_multiple=16,
@@ -38,64 +39,13 @@ class SkyReelsDFBackend:
     # -- models --------------------------------------------------------------------------
 
     def load(self, preset: Any, policy: Any = None) -> None:
-        import torch
-        from diffusers import (
-            SkyReelsV2Transformer3DModel,
-            UniPCMultistepScheduler,
-        )
+        from diffusers import SkyReelsV2Transformer3DModel
 
         from longvid.backends import wan_parts
 
-        self.preset, self.policy = preset, policy
-        self.options = {"flow_shift": None, "addnoise_condition": 0,
-                        "max_sequence_length": 512} | dict(preset.options)
-        cuda = torch.cuda.is_available()
-        if preset.min_vram_gib > 0 and not cuda:  # before any download
-            raise ResourceError(
-                f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
-                "GiB) and this machine has none", "try the tool on the CPU with --preset tiny")
-        wan_parts.check_installed(preset.quantization, SkyReelsV2Transformer3DModel)
-        self.weights = wan_parts.Weights.resolve(preset)
-        self.folder = self.weights.folder
-        self.device = torch.device("cuda" if cuda else "cpu")
-        self.dtype = torch.bfloat16 if cuda else torch.float32
-        self.transformer = wan_parts.load_transformer(
-            SkyReelsV2Transformer3DModel, self.weights, preset.quantization, self.dtype).eval()
-        self.vae = wan_parts.WanVAE(self.folder, self.device)
-        scheduler = UniPCMultistepScheduler.from_pretrained(self.folder, subfolder="scheduler")
-        if self.options["flow_shift"] is not None:
-            scheduler = UniPCMultistepScheduler.from_config(
-                scheduler.config, flow_shift=float(self.options["flow_shift"]))
-        self.scheduler = scheduler
+        self.transformer = self._load_models(preset, policy, SkyReelsV2Transformer3DModel)
+        self.scheduler = wan_parts.unipc_scheduler(self.folder, self.options["flow_shift"])
         wan_parts.place_transformer(self.transformer, self.device, policy)
-
-    def versions(self) -> dict[str, str]:
-        import diffusers
-        import torch
-        import transformers
-
-        return {"diffusers": diffusers.__version__, "torch": torch.__version__,
-                "transformers": transformers.__version__} | self.weights.versions(self.preset)
-
-    # -- text: encode once, cache on disk, free the encoder ---------------------------------
-
-    def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
-        texts = prompts + ([negative_prompt] if guidance_scale > 1 else [])
-        self.prompts = PromptCache(self.weights.prompt_cache_key(
-            self.preset, int(self.options["max_sequence_length"])))
-        self.prompts.prepare(texts, int(self.options["max_sequence_length"]), self._text_pipeline)
-
-    def _text_pipeline(self) -> Any:
-        import torch
-        from diffusers import SkyReelsV2DiffusionForcingPipeline
-
-        from longvid.backends import wan_parts
-
-        on_gpu = self.policy is None or self.policy.text_encoder == "gpu"
-        # else it encodes on the CPU, once per prompt
-        return wan_parts.text_pipeline(SkyReelsV2DiffusionForcingPipeline, self.folder,
-                                       self.preset.quantization, self.dtype,
-                                       self.device if on_gpu else torch.device("cpu"))
 
     # -- generation --------------------------------------------------------------------------
 
@@ -115,26 +65,13 @@ class SkyReelsDFBackend:
             latents[:, :, :c] = context
         if m:  # window = [memory | context | new]; memory is clean history like the context
             latents = torch.cat([memory.float(), latents], dim=2)
-        try:
+        with self.on_gpu("transformer"):
             latents = self._denoise(latents.to(self.device), m + c, request, generator, on_step)
-        except torch.cuda.OutOfMemoryError:
-            raise self._out_of_memory("transformer") from None
         t1 = time.perf_counter()
-        try:  # the memory is not part of this take's picture: not decoded
+        with self.on_gpu("vae"):  # the memory is not part of this take's picture: not decoded
             frames = self.vae.decode(latents[:, :, m:], drop=4 * c - 3 if c else 0)
-        except torch.cuda.OutOfMemoryError:
-            raise self._out_of_memory("vae") from None
         return SegmentOutput(latents=latents[:, :, m + c:].cpu().clone(), frames=frames,
                              seconds={"denoise": t1 - t0, "decode": time.perf_counter() - t1})
-
-    def _out_of_memory(self, stage: str) -> ResourceError:
-        vram = self.policy.vram_gib if self.policy is not None else None
-        budget = f" under the policy for {vram:.1f} GiB" if vram is not None else ""
-        lower = f"--vram {max(vram - 2, 1):.0f}" if vram is not None else "a lower --vram"
-        return ResourceError(
-            f"the GPU ran out of memory in the {stage} stage{budget}",
-            f"rerun the same command with {lower} (a leaner placement) or a lower resolution; "
-            "committed segments are kept and the render resumes")
 
     def _denoise(self, latents: Any, c: int, request: SegmentRequest, generator: Any,
                  on_step: StepCallback) -> Any:

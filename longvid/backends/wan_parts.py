@@ -169,6 +169,16 @@ def text_pipeline(pipeline_cls: Any, folder: Path, quant: Quantization, dtype: A
                         vae=None, scheduler=None)
 
 
+def unipc_scheduler(folder: Path, flow_shift: float | None) -> Any:
+    """The snapshot's UniPC scheduler, with the preset's `flow_shift` when it sets one."""
+    from diffusers import UniPCMultistepScheduler
+
+    scheduler = UniPCMultistepScheduler.from_pretrained(folder, subfolder="scheduler")
+    if flow_shift is None:
+        return scheduler
+    return UniPCMultistepScheduler.from_config(scheduler.config, flow_shift=float(flow_shift))
+
+
 def place_transformer(transformer: Any, device: Any, policy: Any) -> None:
     """Where the LoadPolicy puts the transformer on a GPU: block-level group offload with
     streams, or resident (the text encoder is gone before the first step). CPU: stays."""

@@ -29,16 +29,17 @@ import time
 from typing import Any, ClassVar
 
 from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
-from longvid.backends.prompt_cache import PromptCache
-from longvid.errors import ResourceError
+from longvid.backends.wan_hub import WanHubBackend
 
 NATIVE_FPS = 16
 VAE_STRIDE_T = 4  # pixel frames per latent frame (the first latent of a take holds 1)
 VAE_STRIDE_PX = 8  # pixels per latent side
 
 
-class WanVACEBackend:
+class WanVACEBackend(WanHubBackend):
     name: ClassVar[str] = "wan-vace"
+    text_pipeline_class: ClassVar[str] = "WanVACEPipeline"
+    default_options: ClassVar[dict[str, Any]] = {"flow_shift": None, "conditioning_scale": 1.0}
     caps: ClassVar[BackendCaps] = BackendCaps(
         native_fps=NATIVE_FPS, any_fps=False, frame_multiple=4, frame_offset=1,
         latent_stride_t=VAE_STRIDE_T, max_latents=21, context_latents=5, size_multiple=16,
@@ -49,60 +50,13 @@ class WanVACEBackend:
     # -- models --------------------------------------------------------------------------
 
     def load(self, preset: Any, policy: Any = None) -> None:
-        import torch
-        from diffusers import UniPCMultistepScheduler, WanVACETransformer3DModel
+        from diffusers import WanVACETransformer3DModel
 
         from longvid.backends import wan_parts
 
-        self.preset, self.policy = preset, policy
-        self.options = {"flow_shift": None, "conditioning_scale": 1.0,
-                        "max_sequence_length": 512} | dict(preset.options)
-        cuda = torch.cuda.is_available()
-        if preset.min_vram_gib > 0 and not cuda:  # before any download
-            raise ResourceError(
-                f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
-                "GiB) and this machine has none", "try the tool on the CPU with --preset tiny")
-        wan_parts.check_installed(preset.quantization, WanVACETransformer3DModel)
-        self.weights = wan_parts.Weights.resolve(preset)
-        self.folder = self.weights.folder
-        self.device = torch.device("cuda" if cuda else "cpu")
-        self.dtype = torch.bfloat16 if cuda else torch.float32
-        self.transformer = wan_parts.load_transformer(
-            WanVACETransformer3DModel, self.weights, preset.quantization, self.dtype).eval()
-        self.vae = wan_parts.WanVAE(self.folder, self.device)
-        scheduler = UniPCMultistepScheduler.from_pretrained(self.folder, subfolder="scheduler")
-        if self.options["flow_shift"] is not None:
-            scheduler = UniPCMultistepScheduler.from_config(
-                scheduler.config, flow_shift=float(self.options["flow_shift"]))
-        self.scheduler = scheduler
+        self.transformer = self._load_models(preset, policy, WanVACETransformer3DModel)
+        self.scheduler = wan_parts.unipc_scheduler(self.folder, self.options["flow_shift"])
         wan_parts.place_transformer(self.transformer, self.device, policy)
-
-    def versions(self) -> dict[str, str]:
-        import diffusers
-        import torch
-        import transformers
-
-        return {"diffusers": diffusers.__version__, "torch": torch.__version__,
-                "transformers": transformers.__version__} | self.weights.versions(self.preset)
-
-    # -- text: encode once, cache on disk, free the encoder ---------------------------------
-
-    def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
-        texts = prompts + ([negative_prompt] if guidance_scale > 1 else [])
-        self.prompts = PromptCache(self.weights.prompt_cache_key(
-            self.preset, int(self.options["max_sequence_length"])))
-        self.prompts.prepare(texts, int(self.options["max_sequence_length"]), self._text_pipeline)
-
-    def _text_pipeline(self) -> Any:
-        import torch
-        from diffusers import WanVACEPipeline
-
-        from longvid.backends import wan_parts
-
-        on_gpu = self.policy is None or self.policy.text_encoder == "gpu"
-        # else it encodes on the CPU, once per prompt
-        return wan_parts.text_pipeline(WanVACEPipeline, self.folder, self.preset.quantization,
-                                       self.dtype, self.device if on_gpu else torch.device("cpu"))
 
     # -- generation --------------------------------------------------------------------------
 
@@ -120,36 +74,21 @@ class WanVACEBackend:
         if m:  # drawn after, so a seed gives the same video noise with or without memory
             refs = torch.randn((1, z, m, h, w), generator=generator)
             noise = torch.cat([refs, noise], dim=2)  # (1, 16, m+c+n, h, w): refs first
-        try:
+        with self.on_gpu("vae"):
             control = self._control(context, request.memory, request)  # (1, 96, m+c+n, h, w)
-        except torch.cuda.OutOfMemoryError:
-            raise self._out_of_memory("vae") from None
         t1 = time.perf_counter()
-        try:
+        with self.on_gpu("transformer"):
             latents = self._denoise(noise.to(self.device), control, request, on_step)
-        except torch.cuda.OutOfMemoryError:
-            raise self._out_of_memory("transformer") from None
         new = latents[:, :, m + c:].float().cpu()  # (1, 16, n, h, w)
         t2 = time.perf_counter()
         # decode behind the true context (not VACE's copy of it) so the VAE's causal
         # cache continues from the frames the previous segment showed
         head = new if context is None else torch.cat([context.float().cpu(), new], dim=2)
-        try:
+        with self.on_gpu("vae"):
             frames = self.vae.decode(head, drop=VAE_STRIDE_T * c - 3 if c else 0)
-        except torch.cuda.OutOfMemoryError:
-            raise self._out_of_memory("vae") from None
         return SegmentOutput(latents=new.clone(), frames=frames,
                              seconds={"condition": t1 - t0, "denoise": t2 - t1,
                                       "decode": time.perf_counter() - t2})
-
-    def _out_of_memory(self, stage: str) -> ResourceError:
-        vram = self.policy.vram_gib if self.policy is not None else None
-        budget = f" under the policy for {vram:.1f} GiB" if vram is not None else ""
-        lower = f"--vram {max(vram - 2, 1):.0f}" if vram is not None else "a lower --vram"
-        return ResourceError(
-            f"the GPU ran out of memory in the {stage} stage{budget}",
-            f"rerun the same command with {lower} (a leaner placement) or a lower resolution; "
-            "committed segments are kept and the render resumes")
 
     def _control(self, context: Any, memory: Any, request: SegmentRequest) -> Any:
         """VACE's control input (1, 96, m+c+n, h, w): [inactive 16 | reactive 16 | mask 64],

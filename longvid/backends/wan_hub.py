@@ -1,0 +1,105 @@
+"""What the Hub backends of Wan-architecture checkpoints share.
+
+`skyreels-df`, `wan-vace` and `anyflow-far` differ in how they denoise a window;
+they load, encode prompts, report versions and meet a full GPU the same way. Each
+backend file keeps its own caps, options and generation; this base holds the rest:
+- `_load_models`: the CUDA check (before any download), the quantization packages,
+  the snapshot, the transformer as the preset stores it, the VAE;
+- `prepare`: every prompt encoded once through the checkpoint's own diffusers
+  pipeline (`text_pipeline_class`), cached on disk, the encoder freed;
+- `on_gpu(stage)`: CUDA out-of-memory becomes an error naming the stage and the
+  `--vram` to try next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from longvid.backends.prompt_cache import PromptCache
+from longvid.errors import ResourceError
+
+MAX_SEQUENCE_LENGTH = 512  # UMT5 tokens per prompt, as the Wan pipelines pad them
+VRAM_STEP_GIB = 2  # how much lower a --vram to suggest after an out-of-memory error
+
+
+class WanHubBackend:
+    text_pipeline_class: ClassVar[str]  # diffusers pipeline whose encode_prompt we use
+    default_options: ClassVar[dict[str, Any]] = {}
+
+    def _load_models(self, preset: Any, policy: Any, transformer_cls: Any) -> Any:
+        """Set options, device and dtype, load the VAE; return the transformer (not placed)."""
+        import torch
+
+        from longvid.backends import wan_parts
+
+        self.preset, self.policy = preset, policy
+        self.options = ({"max_sequence_length": MAX_SEQUENCE_LENGTH} | self.default_options
+                        | dict(preset.options))
+        cuda = torch.cuda.is_available()
+        if preset.min_vram_gib > 0 and not cuda:  # before any download
+            raise ResourceError(
+                f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
+                "GiB) and this machine has none", "try the tool on the CPU with --preset tiny")
+        wan_parts.check_installed(preset.quantization, transformer_cls)
+        self.weights = wan_parts.Weights.resolve(preset)
+        self.folder = self.weights.folder
+        self.device = torch.device("cuda" if cuda else "cpu")
+        self.dtype = torch.bfloat16 if cuda else torch.float32
+        transformer = wan_parts.load_transformer(
+            transformer_cls, self.weights, preset.quantization, self.dtype).eval()
+        self.vae = wan_parts.WanVAE(self.folder, self.device)
+        return transformer
+
+    def versions(self) -> dict[str, str]:
+        import diffusers
+        import torch
+        import transformers
+
+        return {"diffusers": diffusers.__version__, "torch": torch.__version__,
+                "transformers": transformers.__version__} | self.weights.versions(self.preset)
+
+    # -- text: encode once, cache on disk, free the encoder ---------------------------------
+
+    def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
+        texts = prompts + ([negative_prompt] if guidance_scale > 1 else [])
+        length = int(self.options["max_sequence_length"])
+        self.prompts = PromptCache(self.weights.prompt_cache_key(self.preset, length))
+        self.prompts.prepare(texts, length, self._text_pipeline)
+
+    def _text_pipeline(self) -> Any:
+        import diffusers
+        import torch
+
+        from longvid.backends import wan_parts
+
+        on_gpu = self.policy is None or self.policy.text_encoder == "gpu"
+        # else it encodes on the CPU, once per prompt
+        return wan_parts.text_pipeline(getattr(diffusers, self.text_pipeline_class),
+                                       self.folder, self.preset.quantization, self.dtype,
+                                       self.device if on_gpu else torch.device("cpu"))
+
+    # -- a full GPU ---------------------------------------------------------------------------
+
+    @contextmanager
+    def on_gpu(self, stage: str) -> Iterator[None]:
+        """Run a stage ("vae", "transformer"); CUDA out-of-memory becomes a ResourceError
+        (exit 4) that names the stage and what to try, with the render resumable."""
+        import torch
+
+        try:
+            yield
+        except torch.cuda.OutOfMemoryError:
+            raise out_of_memory(stage, self.policy) from None
+
+
+def out_of_memory(stage: str, policy: Any) -> ResourceError:
+    vram_gib = policy.vram_gib if policy is not None else None
+    budget = f" under the policy for {vram_gib:.1f} GiB" if vram_gib is not None else ""
+    lower = (f"--vram {max(vram_gib - VRAM_STEP_GIB, 1):.0f}" if vram_gib is not None
+             else "a lower --vram")
+    return ResourceError(
+        f"the GPU ran out of memory in the {stage} stage{budget}",
+        f"rerun the same command with {lower} (a leaner placement) or a lower resolution; "
+        "committed segments are kept and the render resumes")
