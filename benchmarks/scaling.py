@@ -1,6 +1,6 @@
 """Does a segment cost the same at minute 10 as at second 10? Render 4, 16 and 64 segments.
 
-    python benchmarks/scaling.py [--segments 4 16 64] [--size 32] [--json out.json]
+    python benchmarks/scaling.py [--segments 4 16 64] [--size 32] [--threads 1] [--json out.json]
 
 Each length is a fresh `longvid render` of a generated storyboard on the tiny preset:
 places visited in turn (harbour, market, forest), joined by cuts, every return to the
@@ -77,13 +77,14 @@ def busy_cpu_s() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
 
 
-def measure(segments: int, size: int, folder: Path) -> dict:
+def measure(segments: int, size: int, folder: Path, threads: int) -> dict:
     path, planned = fitting_storyboard(segments, size, folder)
     out = folder / f"scaling-{segments}.mp4"
     t0, busy0 = time.perf_counter(), busy_cpu_s()
     done = subprocess.run([sys.executable, "-c", _CHILD, sys.executable, "-m", "longvid",
                            "render", str(path), "--fresh", "--json", "-o", str(out)],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True,
+                          env=os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     wall = time.perf_counter() - t0
     peak_kib, render_cpu_s = done.stdout.strip().splitlines()[-1].split()
     # other processes' CPU use during the render: on a small shared machine it, not the
@@ -106,7 +107,8 @@ def measure(segments: int, size: int, folder: Path) -> dict:
                              "last_vs_first": round(statistics.median(times[-3:])
                                                     / statistics.median(times[:3]), 3)}
     bank = out.with_suffix(".run") / "segments"
-    return {"segments": planned, "video_s": round(plan.duration_s, 1), "wall_s": round(wall, 1),
+    return {"requested": segments, "segments": planned, "video_s": round(plan.duration_s, 1),
+            "wall_s": round(wall, 1),
             "full_segments": len(steady), "first_full_s": steady[0], "last_full_s": steady[-1],
             "first3_median_s": statistics.median(steady[:3]),
             "last3_median_s": statistics.median(steady[-3:]),
@@ -123,13 +125,29 @@ def main() -> None:
     parser.add_argument("--segments", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--size", type=int, default=32, help="square frame side in pixels")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the render (0: torch's default). One by default: "
+                             "on a small shared VM two threads' placement flips a segment's "
+                             "cost between two levels (0.16 and 0.25 s here), which hides the "
+                             "trend this benchmark looks for")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="renders per length; the summary takes the median of their ratios")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [measure(n, args.size, Path(tmp)) for n in args.segments]
+        rows = [measure(n, args.size, Path(tmp), args.threads) | {"repeat": r}
+                for n in args.segments for r in range(args.repeats)]
+    summary = []
+    for n in args.segments:
+        mine = [row for row in rows if row["requested"] == n]
+        summary.append({"segments": mine[0]["segments"],
+                        "last_vs_first_median": statistics.median(r["last_vs_first"] for r in mine),
+                        "peak_rss_mib_max": max(r["peak_rss_mib"] for r in mine)})
     result = {"benchmark": "scaling", "date": time.strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
               "python": platform.python_version(), "size_px": args.size,
-              "bank_capacity_keyframes": DEFAULT_CAPACITY, "runs": rows}
+              "torch_threads": args.threads or "default",
+              "bank_capacity_keyframes": DEFAULT_CAPACITY, "summary": summary,
+              "runs": rows}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
