@@ -177,9 +177,11 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         switches=tuple(switches), context_latents=caps.context_latents,
         latent_stride_t=caps.latent_stride_t, memory_latents=caps.memory_latents,
         anti_drift=sb.anti_drift and caps.corrects_drift,
-        forwards=len(segments) * preset.steps * cfg,
-        max_tokens=max((s.context_latents + s.num_latents) for s in segments) * tokens_per_latent
-        + caps.memory_latents * tokens_per_latent,
+        forwards=(sum(s.num_latents for s in segments) if caps.tokens_per_forward
+                  else len(segments)) * preset.steps * cfg,
+        max_tokens=caps.tokens_per_forward or (
+            max((s.context_latents + s.num_latents) for s in segments) * tokens_per_latent
+            + caps.memory_latents * tokens_per_latent),
         warnings=tuple(warnings), seed=sb.seed,
     )
 

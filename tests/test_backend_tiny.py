@@ -12,8 +12,9 @@ from longvid.errors import InputError
 
 
 def request(**kw):
-    base = dict(index=0, prompt="a red harbour", negative_prompt="", num_latents=3,
-                context=None, width=32, height=32, seed=1, steps=2, guidance_scale=1.0, fps=16)
+    base = {"index": 0, "prompt": "a red harbour", "negative_prompt": "", "num_latents": 3,
+            "context": None, "width": 32, "height": 32, "seed": 1, "steps": 2,
+            "guidance_scale": 1.0, "fps": 16}
     return SegmentRequest(**(base | kw))
 
 

@@ -49,7 +49,7 @@ def test_each_segment_gets_the_right_context_prompt_and_seed(small, tmp_path, ti
     plan, run, spy, done = render(small, tmp_path, tiny)
     assert [d.segment.index for d in done] == list(range(len(plan.segments)))
     assert not any(d.skipped for d in done)
-    for k, (seg, req) in enumerate(zip(plan.segments, spy.requests)):
+    for k, (seg, req) in enumerate(zip(plan.segments, spy.requests, strict=True)):
         assert (req.prompt, req.seed, req.num_latents) == (seg.prompt, seg.seed, seg.num_latents)
         if seg.context_latents == 0:
             assert req.context is None  # a cut (or the start) carries nothing over
@@ -59,7 +59,7 @@ def test_each_segment_gets_the_right_context_prompt_and_seed(small, tmp_path, ti
             assert torch.equal(req.context, run.load_state(k - 1)["context"])
             if run.record(k - 1)["drift"]["corrected"]:
                 moved = req.context - tail
-                assert 0 < moved.abs().max() and moved.std() < 0.5 * tail.std()
+                assert moved.abs().max() > 0 and moved.std() < 0.5 * tail.std()
             else:
                 assert torch.equal(req.context, tail)
     cut = next(s for s in plan.segments if s.shot_id == "c")

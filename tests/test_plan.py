@@ -120,7 +120,7 @@ def test_seeds_are_stable_and_a_shot_seed_changes_only_its_shot(tmp_path):
     pinned = plan_of(tmp_path, text % ", seed: 99")
     assert [s.seed for s in base.segments] == [s.seed for s in again.segments]
     assert len({s.seed for s in base.segments}) == len(base.segments)
-    for s0, s1 in zip(base.segments, pinned.segments):
+    for s0, s1 in zip(base.segments, pinned.segments, strict=True):
         assert (s0.seed == s1.seed) == (s0.shot_id != "b")
     assert segment_seed(5, 0) == segment_seed(5, 0) != segment_seed(6, 0)
 

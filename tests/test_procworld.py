@@ -100,6 +100,9 @@ def test_camera_path_follows_moves_cuts_and_recall(tmp_path):
     assert c.camera_new[1] == 0 and d.camera_new == (0,) * 4  # a view seen before
     assert all(s.num_frames == s.num_latents for s in plan.segments)  # one frame a latent
     assert not plan.anti_drift and any("ignores prompts" in w for w in plan.warnings)
+    # the work estimate counts one forward per frame, each of 4 context + 1 target frames
+    assert plan.forwards == sum(s.num_latents for s in plan.segments) * plan.steps
+    assert plan.max_tokens == 5 * 64
 
 
 def test_camera_moves_it_cannot_follow_are_plan_errors_with_a_fix(tmp_path):

@@ -37,7 +37,8 @@ def test_render_writes_the_timeline_exactly(small, cli, tmp_path):
 @pytest.mark.parametrize("audio_s", [2.0, 9.0])  # shorter: padded; longer: trimmed
 def test_audio_is_fitted_to_the_video(small, cli, tmp_path, audio_s):
     make_wav(tmp_path / "music.wav", audio_s)
-    text = small.read_text().replace("seed: 7\n", "seed: 7\naudio: {path: music.wav, offset: 0.5s}\n")
+    text = small.read_text().replace("seed: 7\n",
+                                     "seed: 7\naudio: {path: music.wav, offset: 0.5s}\n")
     sb = write(tmp_path / "with_audio.yaml", text)
     code, _, err = cli("render", sb, "-q")
     assert code == 0, err

@@ -38,6 +38,9 @@ class BackendCaps:
     camera_range: int = 0  # positions stay within +-camera_range steps on each axis
     reads_prompts: bool = True  # False: prompts change nothing (plan warns)
     corrects_drift: bool = True  # False: anti-drift stays off (it would alter exact pixels)
+    # A backend that draws one latent frame per transformer forward (procworld) declares the
+    # fixed sequence length of that forward; 0: one forward denoises a whole window.
+    tokens_per_forward: int = 0
 
     @property
     def max_frames(self) -> int:

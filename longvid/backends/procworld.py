@@ -51,8 +51,9 @@ class ProcWorldBackend:
         max_latents=96, context_latents=64, size_multiple=32 * SCALE, max_side=32 * SCALE,
         takes_context=True, tokens_per_latent_px=(32 * SCALE) ** 2 // 64, memory_latents=4,
         camera_view=VIEW_PATCHES, camera_range=CENTRE_PATCHES, reads_prompts=False,
-        corrects_drift=False,
-    )  # 64 carried frames: a take's retrieval pool; 4 recalled keyframes across takes
+        corrects_drift=False, tokens_per_forward=(4 + 1) * VIEW_PATCHES**2,
+    )  # 64 carried frames: a take's retrieval pool; 4 recalled keyframes across takes;
+    # one frame per forward: its 64 tokens attend to 4 context frames' 64 tokens each
 
     def __init__(self) -> None:
         self.options: dict[str, Any] = {}

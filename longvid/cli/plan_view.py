@@ -47,7 +47,9 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None) -> None:
                       " `recall` is known now, the anchor and retrieved keyframes at render time"
                       + ("; anti-drift on" if p.anti_drift else "; anti-drift off"))
     cfg = " x 2 (guidance)" if p.guidance_scale > 1 else ""
-    console.print(f"work: {len(p.segments)} segments x {p.steps} steps{cfg} = {p.forwards} "
+    units = p.forwards // (p.steps * (2 if cfg else 1))  # a forward per segment or per frame
+    unit = "segments" if units == len(p.segments) else "latent frames (one per forward)"
+    console.print(f"work: {units} {unit} x {p.steps} steps{cfg} = {p.forwards} "
                   f"transformer forwards of at most {p.max_tokens} tokens")
     if policy is not None:
         verdict = "fits" if policy.fits else "DOES NOT FIT"
