@@ -114,3 +114,21 @@ def make_wav(path: Path, seconds: float) -> Path:
     subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
                     f"sine=frequency=220:duration={seconds}", str(path)], check=True)
     return path
+
+
+class Spy:
+    """Wraps a loaded backend and records each request (the real seam, not a mock)."""
+
+    def __init__(self, inner):
+        self.inner, self.requests, self.outputs = inner, [], []
+        self.name, self.caps = inner.name, inner.caps
+
+    def prepare(self, prompts, negative_prompt, guidance_scale):
+        self.prepared = prompts
+        self.inner.prepare(prompts, negative_prompt, guidance_scale)
+
+    def generate(self, req, on_step):
+        out = self.inner.generate(req, on_step)
+        self.requests.append(req)
+        self.outputs.append(out)
+        return out

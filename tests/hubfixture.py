@@ -129,3 +129,11 @@ def install_tiny_anyflow(cache: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
         return write_hub_snapshot(cache, ANYFLOW_REPO, Path(tmp))
+
+
+def offline_env(env, cache, home) -> None:
+    """What a render sees offline: the Hub cache `cache`, no network, LONGVID_HOME `home`
+    (`env`: pytest's monkeypatch)."""
+    env.setenv("HF_HUB_CACHE", str(cache))
+    env.setenv("HF_HUB_OFFLINE", "1")
+    env.setenv("LONGVID_HOME", str(home))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write
-from hubfixture import ANYFLOW_REPO, install_tiny_anyflow
+from hubfixture import ANYFLOW_REPO, install_tiny_anyflow, offline_env
 
 from longvid.backends.anyflow_far import AnyFlowFARBackend, chunk_partition
 from longvid.backends.base import SegmentRequest
@@ -47,9 +47,7 @@ PROMPT, OTHER = "a lighthouse in fog", "a red sunset"
 def hub_cache(tmp_path, monkeypatch):
     cache = tmp_path / "hf" / "hub"
     install_tiny_anyflow(cache)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("LONGVID_HOME", str(tmp_path / "home"))
+    offline_env(monkeypatch, cache, tmp_path / "home")
     return cache
 
 

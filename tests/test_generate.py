@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import Spy
 
 from longvid.backends.base import SegmentRequest
 from longvid.generate import render_segments
@@ -15,24 +16,6 @@ from longvid.presets import load_preset
 from longvid.rundir import RunDir
 from longvid.storyboard import load_storyboard
 from longvid.transitions import crossfade
-
-
-class Spy:
-    """Wraps the loaded tiny backend and records each request (the real seam, not a mock)."""
-
-    def __init__(self, inner):
-        self.inner, self.requests, self.outputs = inner, [], []
-        self.name, self.caps = inner.name, inner.caps
-
-    def prepare(self, prompts, negative_prompt, guidance_scale):
-        self.prepared = prompts
-        self.inner.prepare(prompts, negative_prompt, guidance_scale)
-
-    def generate(self, req, on_step):
-        out = self.inner.generate(req, on_step)
-        self.requests.append(req)
-        self.outputs.append(out)
-        return out
 
 
 def render(small: Path, tmp_path: Path, tiny):

@@ -11,8 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import write
-from test_generate import Spy
+from conftest import Spy, write
 
 from longvid.generate import render_segments
 from longvid.memory.bank import Keyframe, MemoryBank

@@ -18,13 +18,14 @@ import gguf  # noqa: E402, F401
 import pytest
 import torch
 import yaml
-from conftest import HARBOUR, REPO, write
+from conftest import HARBOUR, REPO, Spy, write
 from hubfixture import (
     GGUF_FILE,
     GGUF_REPO,
     SKYREELS_REPO,
     install_tiny_gguf,
     install_tiny_skyreels,
+    offline_env,
     storage_of,
 )
 
@@ -55,12 +56,6 @@ def install_both(cache):
     return cache
 
 
-def offline_env(env, cache, home):
-    env.setenv("HF_HUB_CACHE", str(cache))
-    env.setenv("HF_HUB_OFFLINE", "1")
-    env.setenv("LONGVID_HOME", str(home))
-
-
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory):
     """Read-only for the tests that use it; a test that deletes makes its own."""
@@ -79,20 +74,6 @@ def shrunk(tmp_path, name, **changes):
     data.update(resolution="32x32", steps=3, min_vram_gib=0, **changes)
     data["options"] |= {"max_sequence_length": 16, "max_latents": 5, "context_latents": 2}
     return write(tmp_path / f"{name}.yaml", yaml.safe_dump(data))
-
-
-class Spy:
-    def __init__(self, inner):
-        self.inner, self.outputs = inner, []
-        self.name, self.caps = inner.name, inner.caps
-
-    def prepare(self, *args):
-        self.inner.prepare(*args)
-
-    def generate(self, req, on_step):
-        out = self.inner.generate(req, on_step)
-        self.outputs.append(out)
-        return out
 
 
 def render_latents(tmp_path, preset_path, tag):

@@ -11,8 +11,8 @@ import json
 
 import pytest
 import torch
-from conftest import write
-from hubfixture import SKYREELS_REPO, install_tiny_skyreels
+from conftest import Spy, write
+from hubfixture import SKYREELS_REPO, install_tiny_skyreels, offline_env
 
 from longvid.backends.skyreels_df import SkyReelsDFBackend
 from longvid.generate import render_segments
@@ -49,29 +49,13 @@ hub:
 def hub_cache(tmp_path, monkeypatch):
     cache = tmp_path / "hf" / "hub"
     install_tiny_skyreels(cache)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("LONGVID_HOME", str(tmp_path / "home"))
+    offline_env(monkeypatch, cache, tmp_path / "home")
     return cache
 
 
 def preset_file(tmp_path, guidance=1.0, addnoise=0, repo=SKYREELS_REPO, memory=2):
     return write(tmp_path / "skyreels-test.yaml", TEST_PRESET % {
         "guidance": guidance, "addnoise": addnoise, "repo": repo, "memory": memory})
-
-
-class Spy:
-    def __init__(self, inner):
-        self.inner, self.outputs = inner, []
-        self.name, self.caps = inner.name, inner.caps
-
-    def prepare(self, *args):
-        self.inner.prepare(*args)
-
-    def generate(self, req, on_step):
-        out = self.inner.generate(req, on_step)
-        self.outputs.append(out)
-        return out
 
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])

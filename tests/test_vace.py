@@ -17,6 +17,7 @@ from conftest import write
 from hubfixture import (
     VACE_REPO,
     install_tiny_vace,
+    offline_env,
     storage_of,
     tiny_vace_components,
     write_gguf,
@@ -55,9 +56,7 @@ PROMPT, OTHER, NEGATIVE = "a lighthouse in fog", "a red sunset", "blurry"
 def hub_cache(tmp_path, monkeypatch):
     cache = tmp_path / "hf" / "hub"
     install_tiny_vace(cache)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("LONGVID_HOME", str(tmp_path / "home"))
+    offline_env(monkeypatch, cache, tmp_path / "home")
     return cache
 
 

@@ -131,23 +131,21 @@ class WanVACEBackend(WanHubBackend):
         layers = len(self.transformer.config.vace_layers)
         scale = torch.tensor([float(self.options["conditioning_scale"])] * layers,
                              device=self.device, dtype=self.dtype)
+
+        def velocity(model_in: Any, timestep: Any, embeds: Any, branch: str) -> Any:
+            with self.transformer.cache_context(branch):
+                return self.transformer(hidden_states=model_in, timestep=timestep,
+                                        encoder_hidden_states=embeds,
+                                        control_hidden_states=control,
+                                        control_hidden_states_scale=scale,
+                                        return_dict=False)[0]
+
         with torch.no_grad():
             for i, t in enumerate(scheduler.timesteps):
-                model_in = latents.to(self.dtype)
-                timestep = t.expand(1)
-                with self.transformer.cache_context("cond"):
-                    pred = self.transformer(hidden_states=model_in, timestep=timestep,
-                                            encoder_hidden_states=cond,
-                                            control_hidden_states=control,
-                                            control_hidden_states_scale=scale,
-                                            return_dict=False)[0]
+                model_in, timestep = latents.to(self.dtype), t.expand(1)
+                pred = velocity(model_in, timestep, cond, "cond")
                 if uncond is not None:
-                    with self.transformer.cache_context("uncond"):
-                        base = self.transformer(hidden_states=model_in, timestep=timestep,
-                                                encoder_hidden_states=uncond,
-                                                control_hidden_states=control,
-                                                control_hidden_states_scale=scale,
-                                                return_dict=False)[0]
+                    base = velocity(model_in, timestep, uncond, "uncond")
                     pred = base + request.guidance_scale * (pred - base)
                 latents = scheduler.step(pred, t, latents, return_dict=False)[0]
                 on_step(i + 1, request.steps)
