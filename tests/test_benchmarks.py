@@ -58,3 +58,15 @@ def test_scaling_runs_and_reports_per_segment_cost_and_peak_rss(tmp_path):
     assert run["segments"] >= 2 and run["full_segments"] >= 1
     assert run["first_full_s"] > 0 and run["peak_rss_mib"] > 50
     assert run["keyframes_on_disk"] == 2 * run["segments"]
+
+
+def test_blas_threads_reports_each_case_with_the_thread_setting_it_ran_under():
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "blas_threads.py")],
+                          capture_output=True, text=True, timeout=300,
+                          env=os.environ | {"OPENBLAS_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["OPENBLAS_NUM_THREADS"] == "1"
+    assert set(report["median_ms"]) == {"alone", "after_eviction_product",
+                                        "after_colour_product"}
+    assert all(ms > 0 for ms in report["median_ms"].values())
