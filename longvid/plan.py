@@ -16,21 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
-from longvid.backends.base import BackendCaps
-from longvid.camera import plan_camera
+from longvid import camera
+from longvid.backends.base import BackendCaps, CameraCaps
 from longvid.errors import StoryboardError
 from longvid.presets import Preset
-from longvid.storyboard import Shot, Storyboard
+from longvid.storyboard import CAMERA_MOVES, Shot, Storyboard
 from longvid.timecode import timecode
-
-CAMERA_PHRASES = {
-    "static": "static camera", "pan-left": "camera pans left", "pan-right": "camera pans right",
-    "tilt-up": "camera tilts up", "tilt-down": "camera tilts down", "zoom-in": "camera zooms in",
-    "zoom-out": "camera zooms out", "orbit-left": "camera orbits left",
-    "orbit-right": "camera orbits right",
-}
 
 
 @dataclass(frozen=True)
@@ -62,9 +55,18 @@ class Take:
     lead_frames: int  # generated before start_frame for a crossfade in
     tail_frames: int  # generated after end_frame for a crossfade out
     num_latents: int
-    # backends that follow the camera only (see camera.py), per generated frame:
+    # backends that follow the camera only (longvid/camera.py), per generated frame:
     camera: tuple[tuple[int, int], ...] = ()  # (y, x) position, lead and tail included
     camera_new: tuple[int, ...] = ()  # bitmask of view cells no earlier frame showed
+
+    @property
+    def origin(self) -> int:
+        """Timeline frame of the take's first generated frame (a crossfade lead included)."""
+        return self.start_frame - self.lead_frames
+
+    def position(self, frame: int) -> tuple[int, int]:
+        """The camera position (y, x) of timeline `frame` as generated in this take."""
+        return self.camera[frame - self.origin]
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def segment_seed(base_seed: int, index: int) -> int:
 def compose_prompt(text: str, shot: Shot, style: str) -> str:
     parts = [text.strip()]
     if shot.camera is not None:
-        parts.append(CAMERA_PHRASES[shot.camera.move])
+        parts.append(CAMERA_MOVES[shot.camera.move].phrase)
     if style.strip():
         parts.append(style.strip())
     return ", ".join(parts)
@@ -154,8 +156,8 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         takes.append(take)
         segments += segs
         switches += sw
-    if caps.camera_view:
-        takes = plan_camera(sb, shots, takes, caps)
+    if caps.camera is not None:
+        takes = _plan_camera(sb, shots, takes, caps.camera, caps.latent_stride_t)
     total = shots[-1].end_frame
     assert sum(s.emit_frames for s in segments) == total, "frame accounting is off"
     cfg = 2 if preset.guidance_scale > 1 else 1
@@ -177,9 +179,9 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         switches=tuple(switches), context_latents=caps.context_latents,
         latent_stride_t=caps.latent_stride_t, memory_latents=caps.memory_latents,
         anti_drift=sb.anti_drift and caps.corrects_drift,
-        forwards=(sum(s.num_latents for s in segments) if caps.tokens_per_forward
+        forwards=(sum(s.num_latents for s in segments) if caps.per_frame
                   else len(segments)) * preset.steps * cfg,
-        max_tokens=caps.tokens_per_forward or (
+        max_tokens=caps.per_frame.tokens_per_forward if caps.per_frame else (
             max((s.context_latents + s.num_latents) for s in segments) * tokens_per_latent
             + caps.memory_latents * tokens_per_latent),
         warnings=tuple(warnings), seed=sb.seed,
@@ -428,3 +430,52 @@ def _windows(n: int, head_cap: int, room: int, min_head: int, min_last: int) -> 
         sizes[-1] += give
         need -= give
     return None if need > 0 or sizes[-1] > (room if len(sizes) > 1 else head_cap) else sizes
+
+
+def _plan_camera(sb: Storyboard, shots: list[PlannedShot], takes: list[Take], cam: CameraCaps,
+                 stride: int) -> list[Take]:
+    """The takes with a camera position and a never-seen mask per generated frame."""
+    if stride != 1:
+        raise ValueError("a backend that follows the camera must have one frame per latent")
+    index = {s.id: i for i, s in enumerate(shots)}
+    velocity = [_velocity(sb, i) for i in range(len(shots))]
+    motions = []
+    for take in takes:
+        members = [index[sid] for sid in take.shot_ids]
+        recall = sb.shots[members[0]].recall
+        returns_to = None
+        if recall and take.index:  # back to where the remembered shot ended
+            remembered = shots[index[recall[0]]]
+            returns_to = (remembered.take, remembered.end_frame - 1)
+        motions.append(camera.TakeMotion(
+            origin=take.origin, end_frame=take.end_frame,
+            generated_frames=take.end_frame + take.tail_frames - take.origin,
+            shots=tuple(camera.ShotMotion(shots[i].start_frame, velocity[i]) for i in members),
+            shot_ids=tuple(members), returns_to=returns_to))
+    try:
+        paths = camera.walk(motions, cam.view_steps, cam.range_steps)
+    except camera.OutOfRange as exc:
+        s = sb.shots[exc.shot]
+        raise _err(sb, s.line, f"shots.{exc.shot}.camera",
+                   f"the camera of shot {s.id!r} reaches (y={exc.position[0]}, "
+                   f"x={exc.position[1]}) steps from the world's centre; this backend keeps "
+                   f"it within +-{cam.range_steps}",
+                   "slow the move (`camera: {move: pan-right, speed: 0.5}`), shorten the "
+                   "shot, or turn back with a shot that moves the other way") from None
+    return [replace(take, camera=path.positions, camera_new=path.new_cells)
+            for take, path in zip(takes, paths, strict=True)]
+
+
+def _velocity(sb: Storyboard, i: int) -> tuple[float, float]:
+    """Camera steps per frame (dy, dx) of storyboard shot i."""
+    shot = sb.shots[i]
+    if shot.camera is None:
+        return (0.0, 0.0)
+    step = CAMERA_MOVES[shot.camera.move].step
+    if step is None:
+        followed = [m for m, move in CAMERA_MOVES.items() if move.step is not None]
+        raise _err(sb, shot.line, f"shots.{i}.camera",
+                   f"shot {shot.id!r}: this backend cannot follow `camera: {shot.camera.move}`",
+                   "it moves with " + ", ".join(followed) + "; zooms and orbits are only "
+                   "prompt phrases for diffusion backends")
+    return (step[0] * shot.camera.speed, step[1] * shot.camera.speed)

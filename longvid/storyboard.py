@@ -23,10 +23,25 @@ from longvid.errors import StoryboardError
 from longvid.timecode import TIME_FORMS, Time, parse_time
 from longvid.yamlsrc import YamlDoc, load_yaml
 
-CAMERA_MOVES = (
-    "static", "pan-left", "pan-right", "tilt-up", "tilt-down", "zoom-in", "zoom-out",
-    "orbit-left", "orbit-right",
-)
+
+@dataclass(frozen=True)
+class CameraMove:
+    phrase: str  # what a diffusion backend reads, folded into the prompt
+    step: tuple[int, int] | None  # (dy, dx) per frame at speed 1 for a backend that follows
+    # the camera (longvid/camera.py); None: such a backend cannot make this move
+
+
+CAMERA_MOVES = {  # the camera vocabulary, defined once
+    "static": CameraMove("static camera", (0, 0)),
+    "pan-left": CameraMove("camera pans left", (0, -1)),
+    "pan-right": CameraMove("camera pans right", (0, 1)),
+    "tilt-up": CameraMove("camera tilts up", (-1, 0)),
+    "tilt-down": CameraMove("camera tilts down", (1, 0)),
+    "zoom-in": CameraMove("camera zooms in", None),
+    "zoom-out": CameraMove("camera zooms out", None),
+    "orbit-left": CameraMove("camera orbits left", None),
+    "orbit-right": CameraMove("camera orbits right", None),
+}
 TRANSITION_KINDS = ("cut", "continue", "crossfade")
 DEFAULT_TRANSITION_S = {"continue": 1, "crossfade": "0.5"}
 _RESOLUTION = re.compile(r"^(\d+)\s*[xX×]\s*(\d+)$")
@@ -128,12 +143,12 @@ class _PromptIn(_Model):
 
 
 class _TransitionIn(_Model):
-    type: Literal["cut", "continue", "crossfade"]
+    type: Literal[TRANSITION_KINDS]  # type: ignore[valid-type]
     seconds: TimeField | None = None
 
 
 class _CameraIn(_Model):
-    move: Literal[CAMERA_MOVES]  # type: ignore[valid-type]
+    move: Literal[tuple(CAMERA_MOVES)]  # type: ignore[valid-type]
     speed: float = Field(default=1.0, gt=0, le=10)
 
 
