@@ -1,10 +1,19 @@
 """The run directory: manifest, lock, and atomic per-segment commits. The disk is the truth.
 
-    <run>/manifest.json                   binds the run to its plan, preset and versions
-    <run>/run.lock                        flock held while a render writes here
-    <run>/segments/seg_0007.mp4           frames this segment adds to the video
-    <run>/segments/seg_0007.state.safetensors   what segment 8 needs (context latents, held frames)
-    <run>/segments/seg_0007.json          written last: a segment is done iff this exists
+    <run>/manifest.json          binds the run to its plan and preset (the run key)
+    <run>/run.lock               flock held while a render writes here
+    <run>/versions.json          longvid, library and weight versions of the backend
+    <run>/clip.mp4               `extend` only: the input clip, re-encoded to the plan's fps
+    <run>/concat.txt             ffmpeg's list of the videos joined into the output
+    <run>/segments/seg_0007.mp4                 frames this segment adds to the video
+    <run>/segments/seg_0007.state.safetensors   what segment 8 needs (context latents, held
+                                                frames)
+    <run>/segments/seg_0007.memory.safetensors  its keyframes for the memory bank
+                                                (longvid/memory/store.py)
+    <run>/segments/seg_0007.json                written last: a segment is done iff this exists
+    <run>/segments/init.state.safetensors       `extend` only: the clip's tail latents,
+                                                segment 0's context
+    <run>/segments/init.memory.safetensors      `extend` only: the clip's keyframes
 
 Every file is written to a temporary name and moved into place with os.replace, so
 a render killed at any moment leaves either a whole segment or none of it.
