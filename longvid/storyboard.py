@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -99,6 +100,21 @@ class Storyboard:
 
     def line_of(self, key: str) -> int | None:
         return dict(self.lines).get(key)
+
+
+def one_shot(*, path: str, shot_id: str, title: str, prompt: str, frames: int, fps: int,
+             resolution: tuple[int, int], seed: int, content_sha256: str) -> Storyboard:
+    """A storyboard of one continuing shot of `frames` frames, built in code rather than
+    read from YAML: `extend`'s continuation, and the full-window plan `doctor` sizes."""
+    zero = Time(seconds=Fraction(0))
+    shot = Shot(id=shot_id, prompts=(TimedPrompt(zero, prompt, 0),),
+                duration=Time(frames=frames), start=None, end=None,
+                transition=Transition("continue", zero, 0), seed=None, camera=None,
+                recall=(), line=0, key_lines=())
+    return Storyboard(path=path, version=1, title=title, preset="", fps=fps,
+                      resolution=resolution, seed=seed, negative_prompt="", style="",
+                      audio=None, output=None, shots=(shot,), anti_drift=True,
+                      content_sha256=content_sha256, lines=())
 
 
 # --- pydantic schema (edge only) -------------------------------------------------------
