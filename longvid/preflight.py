@@ -120,8 +120,10 @@ def _gpu(preset: Preset) -> None:
 
 
 def _weights(preset: Preset) -> None:
-    from longvid.hub import cached_snapshot, hub_cache_dir, is_offline
+    from longvid.hub import cached_snapshot, hub_cache_dir, is_offline, refuse_pickles
 
+    for _, src in preset.hub_sources:
+        refuse_pickles(src)  # exit 3 whether or not the files are here
     if not preset.hub_sources or not is_offline():
         return  # online, a missing file is downloaded when the model loads
     missing = [src for _, src in preset.hub_sources if cached_snapshot(src) is None]
@@ -130,4 +132,4 @@ def _weights(preset: Preset) -> None:
             f"the weights of preset {preset.name!r} ("
             + ", ".join(f"{s.repo}@{s.revision}" for s in missing)
             + f") are not in the Hub cache at {hub_cache_dir()} and HF_HUB_OFFLINE is set",
-            f"run `longvid models pull {preset.name}` with network access")
+            f"run `longvid models pull {preset.cli_name}` with network access")

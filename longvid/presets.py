@@ -58,6 +58,13 @@ class Preset:
         return tuple((role, src) for role, src in roles if src is not None)
 
     @property
+    def cli_name(self) -> str:
+        """How a command names this preset: its name when that finds this very file (as
+        `longvid models pull NAME` would), else the path of its file."""
+        return self.name if available_presets().get(self.name) == Path(self.source) \
+            else self.source
+
+    @property
     def sha256(self) -> str:
         unset = {"quantization": NO_QUANTIZATION, "transformer_gguf": None}  # older run keys
         data = {k: v for k, v in self.__dict__.items() if k not in ("source", "description")

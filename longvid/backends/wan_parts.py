@@ -62,10 +62,8 @@ class Weights:
     def resolve(cls, preset: Any) -> Weights:
         """From the Hub cache, or downloaded (longvid.hub decides; offline: exit 4)."""
         from longvid import hub
-        from longvid.presets import available_presets
 
-        named = available_presets().get(preset.name) == Path(preset.source)
-        label = preset.name if named else preset.source  # for `longvid models pull LABEL`
+        label = preset.cli_name  # for `longvid models pull LABEL`
         folder = hub.resolve(preset.hub, label)
         if (gguf := preset.transformer_gguf) is None:
             return cls(folder)
