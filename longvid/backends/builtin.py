@@ -10,6 +10,7 @@ def register_backends(register: Callable[[type], None]) -> None:
     from longvid.backends.procworld import ProcWorldBackend
     from longvid.backends.skyreels_df import SkyReelsDFBackend
     from longvid.backends.tiny import TinyWanBackend
+    from longvid.backends.tiny_causal import TinyCausalBackend
     from longvid.backends.wan_vace import WanVACEBackend
 
     register(TinyWanBackend)
@@ -17,3 +18,4 @@ def register_backends(register: Callable[[type], None]) -> None:
     register(SkyReelsDFBackend)
     register(WanVACEBackend)
     register(AnyFlowFARBackend)
+    register(TinyCausalBackend)
