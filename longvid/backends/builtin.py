@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 def register_backends(register: Callable[[type], None]) -> None:
     from longvid.backends.anyflow_far import AnyFlowFARBackend
+    from longvid.backends.causal_wan import CausalWanBackend
     from longvid.backends.procworld import ProcWorldBackend
     from longvid.backends.skyreels_df import SkyReelsDFBackend
     from longvid.backends.tiny import TinyWanBackend
@@ -19,3 +20,4 @@ def register_backends(register: Callable[[type], None]) -> None:
     register(WanVACEBackend)
     register(AnyFlowFARBackend)
     register(TinyCausalBackend)
+    register(CausalWanBackend)
