@@ -104,7 +104,7 @@ def run_one(name: str, vram: float, segments: int, tiny: bool) -> dict:
     import torch
     from checkpoints import install_preset, storage_of
 
-    from longvid.backends import backend_class
+    from longvid.backends import backend_class, caps_of
     from longvid.backends.base import SegmentRequest
     from longvid.budget import policy_for
     from longvid.presets import load_preset
@@ -129,8 +129,8 @@ def run_one(name: str, vram: float, segments: int, tiny: bool) -> dict:
 
     # 1. a storyboard of exactly `segments` full windows
     backend = backend_class(preset.backend)()
-    window = preset.options.get("max_latents", backend.caps.max_latents)
-    ctx = preset.options.get("context_latents", backend.caps.context_latents)
+    caps = caps_of(preset)
+    window, ctx = caps.max_latents, caps.context_latents
     latents = window + (segments - 1) * (window - ctx)
     storyboard = work / "bench.yaml"
     storyboard.write_text("version: 1\nshots: [{id: a, prompt: a harbour at dusk, "
@@ -176,7 +176,7 @@ def run_one(name: str, vram: float, segments: int, tiny: bool) -> dict:
         reset()
         t0 = time.perf_counter()
         out = backend.generate(SegmentRequest(
-            index=seg.index, prompt=seg.prompt, negative_prompt="",
+            prompt=seg.prompt, negative_prompt="",
             num_latents=seg.num_latents, context=context, width=plan.width,
             height=plan.height, seed=seg.seed, steps=plan.steps,
             guidance_scale=plan.guidance_scale, fps=plan.fps), on_step)

@@ -94,7 +94,6 @@ class LoadPolicy:
     vram_gib: float
     text_encoder: str  # "gpu" | "cpu"
     transformer: str  # "gpu" | "group offload"
-    vae_tiling: bool
     stages: tuple[Stage, ...]
 
     @property
@@ -125,4 +124,4 @@ def policy_for(vram_gib: float, memory: MemorySpec, max_tokens: int,
         else Stage("transformer", "group offload", streamed, tr_weights, tr_storage)
     vae = Stage("vae", "gpu", memory.vae_gib + memory.vae_decode_gib + OVERHEAD_GIB,
                 memory.vae_gib, "fp32")
-    return LoadPolicy(vram_gib, te.placement, tr.placement, True, (te, tr, vae))
+    return LoadPolicy(vram_gib, te.placement, tr.placement, (te, tr, vae))  # the VAE always tiles

@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from longvid.backends.base import Backend, SegmentRequest
-from longvid.camera import keyframe_distance, segment_camera
+from longvid.backends.base import Backend, SegmentRequest, ViewPath
 from longvid.memory.bank import DEFAULT_CAPACITY, MemoryBank
 from longvid.memory.drift import correct_frames, correct_latents, read_drift
 from longvid.memory.recall import choose_memory, memory_order, stack_latents
@@ -64,18 +64,16 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
                               recall=seg.recall, continuing=context is not None,
                               budget=plan.memory_latents, near=keyframe_distance(plan, seg))
         recalled = stack_latents(picks)  # (1, C, m, h, w) or None
-        camera, camera_new = segment_camera(plan, seg, [(k.take, k.frame)
-                                                        for k in memory_order(picks)])
+        view = segment_view(plan, seg, [(k.take, k.frame) for k in memory_order(picks)])
 
         # 4. generate: (1, C, n, h, w) new latents and their uint8 frames (F, H, W, 3)
         out = backend.generate(SegmentRequest(
-            index=seg.index, prompt=seg.prompt, negative_prompt=plan.negative_prompt,
+            prompt=seg.prompt, negative_prompt=plan.negative_prompt,
             num_latents=seg.num_latents, context=context, width=plan.width,
             height=plan.height, seed=seg.seed, steps=plan.steps,
             guidance_scale=plan.guidance_scale, fps=plan.fps,
             memory=None if recalled is None else torch.from_numpy(recalled),
-            blend_prompt=seg.blend_prompt, blend_weight=seg.blend_weight, camera=camera,
-            camera_new=camera_new, storyboard_seed=plan.seed), on_step)
+            blend_prompt=seg.blend_prompt, blend_weight=seg.blend_weight, view=view), on_step)
         frames = out.frames
         if frames.shape[0] != seg.num_frames:
             raise RuntimeError(f"backend {backend.name!r} returned {frames.shape[0]} frames for "
@@ -125,3 +123,30 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
             "memory": [p.describe() for p in picks],
             "drift": drift.to_dict() | {"corrected": corrected}})
         yield SegmentDone(seg, skipped=False, seconds=seconds)
+
+
+def segment_view(plan: Plan, seg: Segment, memory: list[tuple[int, int]]) -> ViewPath | None:
+    """The camera path of a segment for a backend that follows the camera, else None.
+    `memory`: the recalled keyframes' (take, timeline frame), in the order their latents
+    are stacked; positions are those of [memory | context | new]."""
+    take = plan.takes[seg.take]
+    if not take.camera:
+        return None
+    lo, hi = seg.first_latent - seg.context_latents, seg.first_latent + seg.num_latents
+    positions = tuple(plan.takes[t].position(f) for t, f in memory) + take.camera[lo:hi]
+    return ViewPath(positions, take.camera_new[seg.first_latent:hi], world_seed=plan.seed)
+
+
+def keyframe_distance(plan: Plan, seg: Segment) -> Callable[[Any], int] | None:
+    """Steps (Chebyshev) from a keyframe's camera position to the segment's first frame;
+    None when the backend does not follow the camera. Keyframes need `take` and `frame`."""
+    take = plan.takes[seg.take]
+    if not take.camera:
+        return None
+    y, x = take.camera[seg.first_latent]
+
+    def distance(keyframe: Any) -> int:
+        ky, kx = plan.takes[keyframe.take].position(keyframe.frame)
+        return max(abs(ky - y), abs(kx - x))
+
+    return distance

@@ -8,6 +8,7 @@ Users may add their own under `$LONGVID_HOME/presets/` or pass a path to a file.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import hashlib
 import json
@@ -18,14 +19,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from longvid.backends import backend_class
+from longvid.backends.base import BackendOptions, check_window
 from longvid.budget import (
     GGUF_BITS_PER_WEIGHT,
     NO_QUANTIZATION,
+    TEXT_ENCODER_QUANTS,
+    TRANSFORMER_QUANTS,
     MemorySpec,
     Quantization,
 )
 from longvid.errors import InputError
 from longvid.hub import HubSource
+from longvid.yamlsrc import YamlDoc
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ class Preset:
     steps: int
     guidance_scale: float
     min_vram_gib: float  # 0: runs on the CPU
-    options: dict[str, Any] = field(default_factory=dict)
+    options: BaseModel = field(default_factory=BackendOptions)  # the backend's `Options`
     hub: HubSource | None = None  # None: nothing to download (embedded weights)
     memory: MemorySpec | None = None  # None: runs on the CPU, no VRAM policy
     source: str = ""
@@ -56,6 +62,7 @@ class Preset:
         unset = {"quantization": NO_QUANTIZATION, "transformer_gguf": None}  # older run keys
         data = {k: v for k, v in self.__dict__.items() if k not in ("source", "description")
                 and not (k in unset and v == unset[k])}
+        data["options"] = self.options.model_dump(mode="json", exclude_unset=True)  # as written
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
 
 
@@ -78,8 +85,8 @@ class _GgufIn(BaseModel):
 
 class _QuantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text_encoder: Literal["bf16", "nf4", "int8"] = "bf16"
-    transformer: Literal["bf16", "fp8", "gguf"] = "bf16"
+    text_encoder: Literal[TEXT_ENCODER_QUANTS] = "bf16"  # type: ignore[valid-type]
+    transformer: Literal[TRANSFORMER_QUANTS] = "bf16"  # type: ignore[valid-type]
 
 
 class _MemoryIn(BaseModel):
@@ -168,7 +175,8 @@ def load_preset(name_or_path: str) -> Preset:
     gguf = p.transformer_gguf
     return Preset(name=p.name, description=p.description, backend=p.backend, fps=p.fps,
                   resolution=(width, height), steps=p.steps, guidance_scale=p.guidance_scale,
-                  min_vram_gib=p.min_vram_gib, options=dict(p.options), source=str(path),
+                  min_vram_gib=p.min_vram_gib, options=_backend_options(doc, p.backend, p.options),
+                  source=str(path),
                   hub=HubSource(p.hub.repo, p.hub.revision, tuple(p.hub.files), p.hub.verified)
                   if p.hub else None,
                   memory=MemorySpec(**p.memory.model_dump()) if p.memory else None,
@@ -177,3 +185,29 @@ def load_preset(name_or_path: str) -> Preset:
                                             gguf.quant_type if gguf else None),
                   transformer_gguf=HubSource(gguf.repo, gguf.revision, (gguf.file,),
                                              gguf.verified) if gguf else None)
+
+
+def _backend_options(doc: YamlDoc, backend: str, options: dict[str, Any]) -> BaseModel:
+    """`options:` validated against the backend's `Options` model and its window."""
+    try:
+        cls = backend_class(backend)
+    except InputError as exc:
+        raise doc.error(("backend",), exc.message, exc.hint) from None
+    allowed = list(cls.Options.model_fields)
+    try:
+        validated = cls.Options.model_validate(options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else ""
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, allowed, n=1)
+            raise doc.error(("options", key), f"unknown option {key!r} for backend {backend!r}",
+                            (f"did you mean {close[0]!r}? " if close else "")
+                            + "allowed options: " + ", ".join(allowed)
+                            + " (`longvid presets show` lists them)") from None
+        raise doc.error(("options", *err["loc"]), f"option {key!r}: {err['msg']}",
+                        f"see `{key}` in docs/presets.md (backend {backend!r})") from None
+    if problem := check_window(cls.caps, validated):
+        key, message, hint = problem
+        raise doc.error(("options", key), message, hint)
+    return validated

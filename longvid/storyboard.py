@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,10 +24,25 @@ from longvid.errors import StoryboardError
 from longvid.timecode import TIME_FORMS, Time, parse_time
 from longvid.yamlsrc import YamlDoc, load_yaml
 
-CAMERA_MOVES = (
-    "static", "pan-left", "pan-right", "tilt-up", "tilt-down", "zoom-in", "zoom-out",
-    "orbit-left", "orbit-right",
-)
+
+@dataclass(frozen=True)
+class CameraMove:
+    phrase: str  # what a diffusion backend reads, folded into the prompt
+    step: tuple[int, int] | None  # (dy, dx) per frame at speed 1 for a backend that follows
+    # the camera (longvid/camera.py); None: such a backend cannot make this move
+
+
+CAMERA_MOVES = {  # the camera vocabulary, defined once
+    "static": CameraMove("static camera", (0, 0)),
+    "pan-left": CameraMove("camera pans left", (0, -1)),
+    "pan-right": CameraMove("camera pans right", (0, 1)),
+    "tilt-up": CameraMove("camera tilts up", (-1, 0)),
+    "tilt-down": CameraMove("camera tilts down", (1, 0)),
+    "zoom-in": CameraMove("camera zooms in", None),
+    "zoom-out": CameraMove("camera zooms out", None),
+    "orbit-left": CameraMove("camera orbits left", None),
+    "orbit-right": CameraMove("camera orbits right", None),
+}
 TRANSITION_KINDS = ("cut", "continue", "crossfade")
 DEFAULT_TRANSITION_S = {"continue": 1, "crossfade": "0.5"}
 _RESOLUTION = re.compile(r"^(\d+)\s*[xX×]\s*(\d+)$")
@@ -101,6 +117,21 @@ class Storyboard:
         return dict(self.lines).get(key)
 
 
+def one_shot(*, path: str, shot_id: str, title: str, prompt: str, frames: int, fps: int,
+             resolution: tuple[int, int], seed: int, content_sha256: str) -> Storyboard:
+    """A storyboard of one continuing shot of `frames` frames, built in code rather than
+    read from YAML: `extend`'s continuation, and the full-window plan `doctor` sizes."""
+    zero = Time(seconds=Fraction(0))
+    shot = Shot(id=shot_id, prompts=(TimedPrompt(zero, prompt, 0),),
+                duration=Time(frames=frames), start=None, end=None,
+                transition=Transition("continue", zero, 0), seed=None, camera=None,
+                recall=(), line=0, key_lines=())
+    return Storyboard(path=path, version=1, title=title, preset="", fps=fps,
+                      resolution=resolution, seed=seed, negative_prompt="", style="",
+                      audio=None, output=None, shots=(shot,), anti_drift=True,
+                      content_sha256=content_sha256, lines=())
+
+
 # --- pydantic schema (edge only) -------------------------------------------------------
 
 
@@ -128,12 +159,12 @@ class _PromptIn(_Model):
 
 
 class _TransitionIn(_Model):
-    type: Literal["cut", "continue", "crossfade"]
+    type: Literal[TRANSITION_KINDS]  # type: ignore[valid-type]
     seconds: TimeField | None = None
 
 
 class _CameraIn(_Model):
-    move: Literal[CAMERA_MOVES]  # type: ignore[valid-type]
+    move: Literal[tuple(CAMERA_MOVES)]  # type: ignore[valid-type]
     speed: float = Field(default=1.0, gt=0, le=10)
 
 

@@ -14,8 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from longvid.bench.model import WEIGHTS_DIR
-from longvid.bench.retrieval import VARIANTS
+from longvid.backends.procworld.model import WEIGHTS_DIR
+from longvid.backends.procworld.retrieval import VARIANTS
 from longvid.bench.train import TrainConfig, train
 
 

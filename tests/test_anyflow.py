@@ -64,7 +64,7 @@ def backend(hub_cache, tmp_path) -> AnyFlowFARBackend:
 
 
 def request(seed, n, context=None, memory=None, prompt=PROMPT, **kw) -> SegmentRequest:
-    return SegmentRequest(index=0, prompt=prompt, negative_prompt="", num_latents=n,
+    return SegmentRequest(prompt=prompt, negative_prompt="", num_latents=n,
                           context=context, width=32, height=32, seed=seed, steps=2,
                           guidance_scale=1.0, fps=16, memory=memory, **kw)
 

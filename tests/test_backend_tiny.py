@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from longvid.backends import available, backend_class, register
-from longvid.backends.base import BackendCaps, SegmentRequest
+from longvid.backends.base import BackendCaps, BackendOptions, SegmentRequest
 from longvid.errors import InputError
 
 
 def request(**kw):
-    base = {"index": 0, "prompt": "a red harbour", "negative_prompt": "", "num_latents": 3,
+    base = {"prompt": "a red harbour", "negative_prompt": "", "num_latents": 3,
             "context": None, "width": 32, "height": 32, "seed": 1, "steps": 2,
             "guidance_scale": 1.0, "fps": 16}
     return SegmentRequest(**(base | kw))
@@ -62,14 +62,14 @@ def test_registry_serves_builtins_and_plugins_alike():
 
     class Other:
         name = "other-test-backend"
-        caps = BackendCaps(native_fps=8, any_fps=False, frame_multiple=4, frame_offset=1,
-                           latent_stride_t=4, max_latents=5, context_latents=1,
-                           size_multiple=32, max_side=256, takes_context=False,
-                           tokens_per_latent_px=256)
+        caps = BackendCaps(native_fps=8, any_fps=False, latent_stride_t=4, max_latents=5,
+                           context_latents=1, size_multiple=32, max_side=256,
+                           takes_context=False, tokens_per_latent_px=256)
+        Options = BackendOptions
 
     register(Other)
     assert backend_class("other-test-backend") is Other
     with pytest.raises(ValueError, match="registered twice"):
-        register(type("Clash", (), {"name": "other-test-backend"}))
+        register(type("Clash", (), {"name": "other-test-backend", "Options": BackendOptions}))
     with pytest.raises(InputError, match="unknown backend 'nope'"):
         backend_class("nope")

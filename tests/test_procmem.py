@@ -9,6 +9,16 @@ import sys
 import numpy as np
 import pytest
 
+from longvid.backends.procworld.retrieval import select_context
+from longvid.backends.procworld.world import (
+    FRAME_PX,
+    PATCH_PX,
+    crop,
+    held_out_seeds,
+    make_world,
+    render,
+    train_seeds,
+)
 from longvid.bench import trajectories as tr
 from longvid.bench.metrics import (
     PSNR_CAP_DB,
@@ -18,21 +28,7 @@ from longvid.bench.metrics import (
     retention_curve,
     ssim,
 )
-from longvid.bench.retrieval import (
-    describe_frames,
-    rank_by_descriptor,
-    retrieval_precision,
-    select_context,
-)
-from longvid.bench.world import (
-    FRAME_PX,
-    PATCH_PX,
-    crop,
-    held_out_seeds,
-    make_world,
-    render,
-    train_seeds,
-)
+from longvid.bench.retrieval import describe_frames, rank_by_descriptor, retrieval_precision
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +133,7 @@ def test_context_selection_has_the_same_budget_and_memory_recalls_the_exact_view
 def test_training_steps_reduce_the_loss():
     import torch
 
-    from longvid.bench.model import CONTEXT_NOISE, WorldModel, to_model
+    from longvid.backends.procworld.model import CONTEXT_NOISE, WorldModel, to_model
     from longvid.bench.train import sample_batch
 
     torch.manual_seed(0)
@@ -162,7 +158,7 @@ def test_training_steps_reduce_the_loss():
 
 
 def test_bench_memory_quick_json_scores_the_shipped_models(cli):
-    from longvid.bench.model import WEIGHTS_DIR, load_model
+    from longvid.backends.procworld.model import WEIGHTS_DIR, load_model
 
     for variant in ("window", "memory"):
         model, meta = load_model(WEIGHTS_DIR / f"procworld-{variant}.safetensors")

@@ -15,9 +15,8 @@ from test_resume import start, wait_for
 from typer.testing import CliRunner
 
 from longvid.backends.procworld import CENTRE_PATCHES, ProcWorldBackend
+from longvid.backends.procworld.world import TEST_SEED_START, crop, make_world
 from longvid.bench.metrics import psnr_db
-from longvid.bench.world import TEST_SEED_START, crop, make_world
-from longvid.camera import position_at
 from longvid.errors import StoryboardError
 from longvid.plan import make_plan
 from longvid.presets import load_preset
@@ -56,7 +55,7 @@ def small_views(video: np.ndarray) -> np.ndarray:
 
 def true_view(plan, frame: int, world: np.ndarray) -> np.ndarray:
     take = next(t for t in plan.takes if t.start_frame <= frame < t.end_frame)
-    y, x = position_at(plan, take.index, frame)
+    y, x = take.position(frame)
     return crop(world, (CENTRE_PATCHES + y, CENTRE_PATCHES + x))
 
 
@@ -145,7 +144,7 @@ def test_recall_returns_to_the_recalled_place_and_redraws_it(rendered):
     plan, views, sidecar = rendered["procworld"]
     again = plan.takes[-1]
     back = next(s for s in plan.shots if s.id == "back")
-    assert again.camera[0] == position_at(plan, 0, back.end_frame - 1)
+    assert again.camera[0] == plan.takes[0].position(back.end_frame - 1)
     assert again.camera_new == (0,) * len(again.camera)  # drawn by the model, not revealed
     memory = json.loads(sidecar.read_text())["segments"][-1]["memory"]
     assert [(m["reason"], m["shot"], m["frame"]) for m in memory][:1] == \
@@ -212,9 +211,9 @@ def test_quickstart_leaves_a_place_and_finds_it_again():
     _, preset, plan = load_job(REPO / "storyboards" / "quickstart.yaml", None)
     first, away, again = plan.takes
     assert preset.name == "procworld" and plan.duration_s >= 10
-    assert max(x for _, x in first.camera) >= 2 * CAPS.camera_view  # out of sight of the start
+    assert max(x for _, x in first.camera) >= 2 * CAPS.camera.view_steps  # out of sight
     assert first.camera[-1] == again.camera[0] == first.camera[first.end_frame - 1]
-    assert all(abs(y - again.camera[0][0]) >= CAPS.camera_view for y, _ in away.camera)
+    assert all(abs(y - again.camera[0][0]) >= CAPS.camera.view_steps for y, _ in away.camera)
     assert set(again.camera_new) == {0}  # every frame of the return redrawn from memory
 
 

@@ -218,7 +218,7 @@ def test_recalled_keyframes_enter_as_clean_history_and_are_not_decoded(hub_cache
     backend = SkyReelsDFBackend()
     backend.load(preset)
     backend.prepare(["a harbour"], "", 1.0)
-    ask = {"index": 0, "prompt": "a harbour", "negative_prompt": "", "num_latents": 3,
+    ask = {"prompt": "a harbour", "negative_prompt": "", "num_latents": 3,
            "context": None, "width": 32, "height": 32, "seed": 5, "steps": 3,
            "guidance_scale": 1.0, "fps": 24}
     plain = backend.generate(SegmentRequest(**ask), lambda i, n: None)
@@ -240,7 +240,7 @@ def test_gpu_out_of_memory_names_the_stage_and_a_lower_vram(hub_cache, tmp_path,
                                   "duration: 1s}]\n"), str(preset_file(tmp_path)))
     backend = SkyReelsDFBackend()
     backend.load(preset, LoadPolicy(vram_gib=12.0, text_encoder="gpu", transformer="gpu",
-                                    vae_tiling=True, stages=()))
+                                    stages=()))
     backend.prepare(["a harbour"], "", 1.0)
 
     def full(*args, **kwargs):
@@ -250,7 +250,7 @@ def test_gpu_out_of_memory_names_the_stage_and_a_lower_vram(hub_cache, tmp_path,
         backend.transformer.forward = full
     else:
         backend.vae.decode = full
-    request = SegmentRequest(index=0, prompt="a harbour", negative_prompt="", num_latents=2,
+    request = SegmentRequest(prompt="a harbour", negative_prompt="", num_latents=2,
                              context=None, width=32, height=32, seed=5, steps=2,
                              guidance_scale=1.0, fps=24)
     with pytest.raises(ResourceError) as caught:

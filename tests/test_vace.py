@@ -73,7 +73,7 @@ def loaded(tmp_path, guidance=1.0) -> WanVACEBackend:
 
 
 def request(seed, n, context=None, memory=None, guidance=1.0, **kw) -> SegmentRequest:
-    return SegmentRequest(index=0, prompt=PROMPT, negative_prompt=NEGATIVE, num_latents=n,
+    return SegmentRequest(prompt=PROMPT, negative_prompt=NEGATIVE, num_latents=n,
                           context=context, width=32, height=32, seed=seed, steps=3,
                           guidance_scale=guidance, fps=16, memory=memory, **kw)
 

@@ -6,7 +6,9 @@ as a third-party package does through the `longvid.backends` entry-point group:
     [project.entry-points."longvid.backends"]
     mine = "my_pkg.longvid_plugin:register_backends"
 
-where `register_backends(register)` calls `register(MyBackendClass)`.
+where `register_backends(register)` calls `register(MyBackendClass)`. A backend class
+has a `name`, `caps` (a `BackendCaps`) and a nested pydantic `Options` model (subclass
+`BackendOptions`) for its presets' `options:`; see longvid/backends/base.py.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from longvid.backends.base import Backend, BackendCaps, caps_for
+from pydantic import BaseModel
+
+from longvid.backends.base import Backend, BackendCaps, BackendOptions, caps_for
 from longvid.errors import InputError
 
 DEFAULT_PLUGINS = ("longvid.backends.builtin",)
@@ -25,6 +29,10 @@ _loaded = False
 
 
 def register(backend: type[Backend]) -> None:
+    options = getattr(backend, "Options", None)
+    if not (isinstance(options, type) and issubclass(options, BaseModel)):
+        raise ValueError(f"backend {backend.name!r} declares no `Options`: give its class a "
+                         "nested `class Options(longvid.backends.base.BackendOptions)`")
     if backend.name in _registry and _registry[backend.name] is not backend:
         raise ValueError(f"backend {backend.name!r} is registered twice")
     _registry[backend.name] = backend
@@ -59,4 +67,5 @@ def caps_of(preset: Any) -> BackendCaps:
     return caps_for(backend_class(preset.backend).caps, preset.options)
 
 
-__all__ = ["Backend", "BackendCaps", "available", "backend_class", "caps_of", "register"]
+__all__ = ["Backend", "BackendCaps", "BackendOptions", "available", "backend_class", "caps_of",
+           "register"]

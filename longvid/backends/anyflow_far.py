@@ -26,8 +26,16 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
-from longvid.backends.wan_hub import WanHubBackend
+from pydantic import Field
+
+from longvid.backends.base import (
+    BackendCaps,
+    MemoryCaps,
+    SegmentOutput,
+    SegmentRequest,
+    StepCallback,
+)
+from longvid.backends.wan_hub import WanHubBackend, WanHubOptions
 
 NATIVE_FPS = 16
 VAE_STRIDE_T = 4  # pixel frames per latent frame (the first latent of a take holds 1)
@@ -51,13 +59,15 @@ def chunk_partition(memory: int, context: int, new: int, chunk: int) -> list[int
 class AnyFlowFARBackend(WanHubBackend):
     name: ClassVar[str] = "anyflow-far"
     text_pipeline_class: ClassVar[str] = "AnyFlowFARPipeline"
-    default_options: ClassVar[dict[str, Any]] = {"compile_blocks": False}
     caps: ClassVar[BackendCaps] = BackendCaps(
-        native_fps=NATIVE_FPS, any_fps=False, frame_multiple=4, frame_offset=1,
-        latent_stride_t=VAE_STRIDE_T, max_latents=21, context_latents=4, size_multiple=16,
-        max_side=1280, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        memory_latents=2,
+        native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=VAE_STRIDE_T, max_latents=21,
+        context_latents=4, size_multiple=16, max_side=1280, takes_context=True,
+        tokens_per_latent_px=8 * 8 * 2 * 2, memory=MemoryCaps(latents=2),
     )  # 81-frame windows (chunks 1+3+...+3+2, as trained); 13 frames of context as 1+3
+
+    class Options(WanHubOptions):
+        compile_blocks: bool = Field(False, description="torch.compile each transformer block "
+                                                        "on a GPU (fused flex attention)")
 
     # -- models --------------------------------------------------------------------------
 
@@ -74,7 +84,7 @@ class AnyFlowFARBackend(WanHubBackend):
         scheduler = FlowMapEulerDiscreteScheduler.from_pretrained(self.folder,
                                                                   subfolder="scheduler")
         wan_parts.place_transformer(transformer, self.device, policy)
-        if self.device.type == "cuda" and self.options["compile_blocks"]:
+        if self.device.type == "cuda" and self.options.compile_blocks:
             # FAR attention runs through flex_attention, which uncompiled materializes fp32
             # score matrices (~5 GiB each for a 480p chunk against its cache); compiled
             # blocks use the fused kernel. Not on the CPU: compiling takes minutes there.

@@ -1,7 +1,14 @@
-"""The backend seam: capabilities, one request/result pair, and the Protocol.
+"""The backend seam: capabilities, typed options, one request/result pair, the Protocol.
 
-Torch-free on purpose: `longvid plan` reads `caps` from backend classes without
-importing torch. Tensors cross this seam typed as `Any`; shapes are in comments.
+Torch-free on purpose: `longvid plan` reads `caps` and `Options` from backend classes
+without importing torch. Tensors cross this seam typed as `Any`; shapes are in comments.
+
+`BackendCaps` has a core every backend fills in (what the planner needs to cut a
+storyboard into windows) and optional parts a backend declares only when it has the
+ability: taking recalled keyframes (`memory`), following the storyboard camera
+(`camera`), drawing one latent frame per forward (`per_frame`). `SegmentRequest`
+mirrors that: core fields every backend reads, and parts filled in only for a
+backend that declared the matching ability (`memory`, `view`).
 """
 
 from __future__ import annotations
@@ -10,19 +17,46 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
+from pydantic import BaseModel, ConfigDict, Field
+
+# -- capabilities -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryCaps:
+    """The backend takes recalled keyframe latents in front of its window."""
+
+    latents: int  # recalled keyframe latents one window can take
+
+
+@dataclass(frozen=True)
+class CameraCaps:
+    """The backend follows the storyboard `camera` (procworld): the planner gives every
+    generated frame a position (longvid/camera.py). Without this part the camera is only a
+    prompt phrase."""
+
+    view_steps: int  # side of the view, in camera steps
+    range_steps: int  # positions stay within +-range_steps on each axis
+
+
+@dataclass(frozen=True)
+class PerFrameWork:
+    """The backend draws one latent frame per transformer forward (procworld), each of a
+    fixed sequence length. Without this part one forward denoises a whole window."""
+
+    tokens_per_forward: int
+
 
 @dataclass(frozen=True)
 class BackendCaps:
     """What a backend can do, declared once and read by the planner.
 
-    Frames follow `frame_multiple * k + frame_offset` (4k+1 for Wan); one latent
-    frame holds `latent_stride_t` pixel frames, except the first of a take (1 frame).
+    One latent frame holds `latent_stride_t` pixel frames, except the first of a take
+    (1 frame): a take of n latents has (n-1)*stride+1 frames (4n-3 for Wan).
     """
 
     native_fps: int
     any_fps: bool  # False: the storyboard fps must equal native_fps
-    frame_multiple: int
-    frame_offset: int
     latent_stride_t: int
     max_latents: int  # latent frames per window (context included)
     context_latents: int  # latent frames carried from one segment into the next
@@ -30,26 +64,90 @@ class BackendCaps:
     max_side: int  # largest width or height the backend accepts
     takes_context: bool  # accepts context latents (continuation inside a take)
     tokens_per_latent_px: int  # spatial patch area in pixels: tokens = T * H * W / this
-    memory_latents: int = 0  # recalled keyframe latents a window can take (0: no memory)
-    # A backend that follows the storyboard `camera` (procworld) declares its view's side and
-    # how far the camera may go, in camera steps; the planner then gives every generated
-    # frame a position (see longvid/camera.py). 0: the camera is only a prompt phrase.
-    camera_view: int = 0  # side of the view, in camera steps
-    camera_range: int = 0  # positions stay within +-camera_range steps on each axis
+    # optional parts: None when the backend lacks the ability
+    memory: MemoryCaps | None = None
+    camera: CameraCaps | None = None
+    per_frame: PerFrameWork | None = None
+    # opt-outs, for backends whose pictures are not prompted diffusion (procworld)
     reads_prompts: bool = True  # False: prompts change nothing (plan warns)
     corrects_drift: bool = True  # False: anti-drift stays off (it would alter exact pixels)
-    # A backend that draws one latent frame per transformer forward (procworld) declares the
-    # fixed sequence length of that forward; 0: one forward denoises a whole window.
-    tokens_per_forward: int = 0
 
     @property
     def max_frames(self) -> int:
         return (self.max_latents - 1) * self.latent_stride_t + 1
 
+    @property
+    def memory_latents(self) -> int:
+        """Recalled keyframe latents a window can take (0: no memory)."""
+        return self.memory.latents if self.memory is not None else 0
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+class BackendOptions(BaseModel):
+    """A preset's `options:`, validated when the preset loads. Every backend's `Options`
+    subclasses this; these three shrink the backend's window or memory (unset: the
+    backend's own)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_latents: int | None = Field(
+        None, ge=1, description="latent frames per window, context included (at most the "
+                                "backend's)")
+    context_latents: int | None = Field(
+        None, ge=0, description="latent frames carried into the next window (fewer than "
+                                "max_latents)")
+    memory_latents: int | None = Field(
+        None, ge=0, description="recalled keyframe latents per window; 0 turns memory off")
+
+
+def caps_for(caps: BackendCaps, options: BaseModel) -> BackendCaps:
+    """The caps a preset plans with: the backend's, shrunk by the preset's window options.
+    The options were checked against the caps when the preset loaded (`check_window`)."""
+    changes: dict[str, Any] = {}
+    for key in ("max_latents", "context_latents"):
+        if (value := getattr(options, key, None)) is not None:
+            changes[key] = value
+    memory = getattr(options, "memory_latents", None)
+    if memory is not None:
+        changes["memory"] = MemoryCaps(memory) if memory else None
+    return replace(caps, **changes)
+
+
+def check_window(caps: BackendCaps, options: BaseModel) -> tuple[str, str, str] | None:
+    """(option, problem, fix) when the window options do not fit the backend, else None."""
+    ceilings = {"max_latents": caps.max_latents, "context_latents": caps.context_latents,
+                "memory_latents": caps.memory_latents}
+    for key, ceiling in ceilings.items():
+        value = getattr(options, key, None)
+        if value is not None and value > ceiling:
+            what = "takes no memory" if key == "memory_latents" and not ceiling else \
+                f"allows at most {ceiling}"
+            return (key, f"option {key} is {value} but the backend {what}",
+                    f"use a value up to {ceiling}, or remove `{key}` for the backend's own")
+    shrunk = caps_for(caps, options)
+    if shrunk.context_latents >= shrunk.max_latents:
+        return ("context_latents", f"context_latents {shrunk.context_latents} leaves no room "
+                f"for new latents in a window of {shrunk.max_latents}",
+                f"use context_latents below {shrunk.max_latents}")
+    return None
+
+
+# -- one segment --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ViewPath:
+    """Where the camera is, for a backend with `caps.camera` (procworld)."""
+
+    positions: tuple[tuple[int, int], ...]  # (y, x) of every frame of [memory | context | new]
+    new_cells: tuple[int, ...]  # per new frame: bitmask of view cells no earlier frame showed
+    world_seed: int  # the storyboard's `seed`: which world
+
 
 @dataclass(frozen=True)
 class SegmentRequest:
-    index: int
     prompt: str  # style and camera already folded in
     negative_prompt: str
     num_latents: int  # new latent frames to generate
@@ -60,19 +158,28 @@ class SegmentRequest:
     steps: int
     guidance_scale: float
     fps: int
-    memory: Any = None  # None, or recalled keyframe latents (1, C, m, H/8, W/8), oldest first
     blend_prompt: str | None = None  # a prompt whose embeddings are mixed into `prompt`'s
     blend_weight: float = 0.0  # weight of blend_prompt: embeds = (1-w)*e(prompt) + w*e(blend)
-    # for backends that follow the camera (caps.camera_view > 0), else None:
-    camera: tuple[tuple[int, int], ...] | None = None  # (y, x) of [memory | context | new]
-    camera_new: tuple[int, ...] | None = None  # per new frame: bitmask of never-seen view cells
-    storyboard_seed: int = 0  # the storyboard's `seed` (procworld: picks the world)
+    # optional parts, filled in only for a backend that declared the ability:
+    memory: Any = None  # caps.memory: None, or recalled latents (1, C, m, H/8, W/8), oldest first
+    view: ViewPath | None = None  # caps.camera: the camera path of this segment
+
+    def conditioning(self, embed: Callable[[str], Any]) -> Any:
+        """The prompt's embeddings, mixed with blend_prompt's as (1-w)*e(prompt) + w*e(blend)
+        during a `continue` transition. `embed(text)` gives one prompt's (1, L, D)."""
+        cond = embed(self.prompt)
+        if self.blend_prompt and self.blend_weight > 0:
+            w = float(self.blend_weight)
+            cond = (1 - w) * cond + w * embed(self.blend_prompt)
+        return cond
 
 
 @dataclass(frozen=True)
 class SegmentOutput:
     latents: Any  # (1, C, num_latents, H/8, W/8) float32, new latents only
-    frames: Any  # uint8 numpy (F, H, W, 3): 4n-3 frames without context, 4n with
+    # uint8 numpy (F, H, W, 3): the new latents' frames, (n-1)*stride+1 at a take's start and
+    # n*stride after context (Wan: 4n-3 and 4n; one frame per latent: n)
+    frames: Any
     seconds: dict[str, float] = field(default_factory=dict)  # per stage wall time
 
 
@@ -82,10 +189,12 @@ StepCallback = Callable[[int, int], None]  # (step done, steps total)
 class Backend(Protocol):
     name: ClassVar[str]
     caps: ClassVar[BackendCaps]
+    Options: ClassVar[type[BaseModel]]  # a BackendOptions subclass: the preset's `options:`
 
     def load(self, preset: Any, policy: Any = None) -> None:
-        """Build or load the models of a `Preset`, placed as the `LoadPolicy` says (None:
-        no GPU budget applies). Heavy imports happen here, never at import time."""
+        """Build or load the models of a `Preset` (its `options` an instance of `Options`),
+        placed as the `LoadPolicy` says (None: no GPU budget applies). Heavy imports happen
+        here, never at import time."""
 
     def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
         """Encode every prompt the run still needs, before the first segment, so a text
@@ -99,10 +208,3 @@ class Backend(Protocol):
 
     def versions(self) -> dict[str, str]:
         """Library and weight versions that determine this backend's output."""
-
-
-def caps_for(caps: BackendCaps, options: dict[str, Any]) -> BackendCaps:
-    """A preset may shrink the window or the memory: options `max_latents`,
-    `context_latents` and `memory_latents` (0 turns memory off)."""
-    keys = ("max_latents", "context_latents", "memory_latents")
-    return replace(caps, **{k: int(options[k]) for k in keys if k in options})

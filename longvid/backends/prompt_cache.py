@@ -64,9 +64,6 @@ class PromptCache:
     def conditioning(self, request: SegmentRequest) -> tuple[Any, Any]:
         """(cond, uncond or None), each (1, L, D): the prompt's embeddings, mixed with
         blend_prompt's as (1-w)*e(prompt) + w*e(blend) during a transition."""
-        cond = self._embeds[request.prompt]
-        if request.blend_prompt and request.blend_weight > 0:
-            w = float(request.blend_weight)
-            cond = (1 - w) * cond + w * self._embeds[request.blend_prompt]
+        cond = request.conditioning(self._embeds.__getitem__)
         uncond = self._embeds[request.negative_prompt] if request.guidance_scale > 1 else None
         return cond, uncond

@@ -19,8 +19,16 @@ import copy
 import time
 from typing import Any, ClassVar
 
-from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
-from longvid.backends.wan_hub import WanHubBackend
+from pydantic import Field
+
+from longvid.backends.base import (
+    BackendCaps,
+    MemoryCaps,
+    SegmentOutput,
+    SegmentRequest,
+    StepCallback,
+)
+from longvid.backends.wan_hub import WanHubBackend, WanHubOptions
 
 NATIVE_FPS = 24
 
@@ -28,13 +36,17 @@ NATIVE_FPS = 24
 class SkyReelsDFBackend(WanHubBackend):
     name: ClassVar[str] = "skyreels-df"
     text_pipeline_class: ClassVar[str] = "SkyReelsV2DiffusionForcingPipeline"
-    default_options: ClassVar[dict[str, Any]] = {"flow_shift": None, "addnoise_condition": 0}
     caps: ClassVar[BackendCaps] = BackendCaps(
-        native_fps=NATIVE_FPS, any_fps=False, frame_multiple=4, frame_offset=1,
-        latent_stride_t=4, max_latents=25, context_latents=5, size_multiple=16,
-        max_side=1280, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        memory_latents=2,
+        native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=4, max_latents=25,
+        context_latents=5, size_multiple=16, max_side=1280, takes_context=True,
+        tokens_per_latent_px=8 * 8 * 2 * 2, memory=MemoryCaps(latents=2),
     )  # windows of 97 frames with 17 frames of history: the 540P model's training setup
+
+    class Options(WanHubOptions):
+        flow_shift: float | None = Field(None, gt=0, description="flow-matching timestep shift; "
+                                         "unset: the checkpoint scheduler's")
+        addnoise_condition: int = Field(0, ge=0, le=1000, description="timestep of the "
+                                          "noise put on the context latents (0: clean)")
 
     # -- models --------------------------------------------------------------------------
 
@@ -44,7 +56,7 @@ class SkyReelsDFBackend(WanHubBackend):
         from longvid.backends import wan_parts
 
         self.transformer = self._load_models(preset, policy, SkyReelsV2Transformer3DModel)
-        self.scheduler = wan_parts.unipc_scheduler(self.folder, self.options["flow_shift"])
+        self.scheduler = wan_parts.unipc_scheduler(self.folder, self.options.flow_shift)
         wan_parts.place_transformer(self.transformer, self.device, policy)
 
     # -- generation --------------------------------------------------------------------------
@@ -91,7 +103,7 @@ class SkyReelsDFBackend(WanHubBackend):
         cfg = uncond is not None
         uncond = uncond.to(self.device, self.dtype) if cfg else None
         fps_flag = [0 if request.fps == 16 else 1]
-        noise_level = float(self.options["addnoise_condition"])
+        noise_level = float(self.options.addnoise_condition)
         with torch.no_grad():
             for i, step_t in enumerate(scheduler.timesteps):
                 t = torch.full((frames,), int(step_t), dtype=torch.long, device=self.device)

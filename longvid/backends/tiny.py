@@ -19,7 +19,16 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
+from pydantic import Field
+
+from longvid.backends.base import (
+    BackendCaps,
+    BackendOptions,
+    MemoryCaps,
+    SegmentOutput,
+    SegmentRequest,
+    StepCallback,
+)
 
 _TEXT_TOKENS = 128  # byte-level tokens per prompt
 _SPECIALS = ("<pad>", "</s>", "<unk>")
@@ -28,14 +37,20 @@ _SPECIALS = ("<pad>", "</s>", "<unk>")
 class TinyWanBackend:
     name: ClassVar[str] = "tiny"
     caps: ClassVar[BackendCaps] = BackendCaps(
-        native_fps=16, any_fps=True, frame_multiple=4, frame_offset=1, latent_stride_t=4,
-        max_latents=9, context_latents=2, size_multiple=16, max_side=512, takes_context=True,
-        tokens_per_latent_px=8 * 8 * 2 * 2, memory_latents=2,
+        native_fps=16, any_fps=True, latent_stride_t=4, max_latents=9, context_latents=2,
+        size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
+        memory=MemoryCaps(latents=2),
     )
+
+    class Options(BackendOptions):
+        weights_seed: int = Field(0, description="seed of the random weights (another seed, "
+                                                 "another tiny model)")
+        flow_shift: float = Field(3.0, gt=0, description="flow-matching timestep shift of the "
+                                                         "scheduler")
 
     def __init__(self) -> None:
         self._embeddings: dict[str, Any] = {}
-        self.options: dict[str, Any] = {}
+        self.options = self.Options()
 
     # -- models --------------------------------------------------------------------------
 
@@ -48,8 +63,8 @@ class TinyWanBackend:
         )
         from transformers import T5Config, T5EncoderModel
 
-        self.options = {"weights_seed": 0, "flow_shift": 3.0} | dict(preset.options)
-        seed = int(self.options["weights_seed"])
+        self.options = preset.options
+        seed = self.options.weights_seed
         self.tokenizer = _byte_tokenizer()
         torch.manual_seed(seed)
         self.text_encoder = T5EncoderModel(T5Config(
@@ -66,7 +81,7 @@ class TinyWanBackend:
                                     num_res_blocks=1, temperal_downsample=[False, True, True]
                                     ).eval()
         self.scheduler_config = FlowMatchEulerDiscreteScheduler(
-            shift=float(self.options["flow_shift"])).config
+            shift=self.options.flow_shift).config
         mean = torch.tensor(self.vae.config.latents_mean).view(1, 16, 1, 1, 1)
         std = torch.tensor(self.vae.config.latents_std).view(1, 16, 1, 1, 1)
         self._mean, self._std = mean, std
@@ -78,21 +93,13 @@ class TinyWanBackend:
 
         return {"diffusers": diffusers.__version__, "torch": torch.__version__,
                 "transformers": transformers.__version__,
-                "tiny_weights_seed": str(self.options.get("weights_seed", 0))}
+                "tiny_weights_seed": str(self.options.weights_seed)}
 
     # -- text ------------------------------------------------------------------------------
 
     def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
         for text in prompts + ([negative_prompt] if guidance_scale > 1 else []):
             self._embed(text)
-
-    def _conditioning(self, request: SegmentRequest) -> Any:
-        """The prompt's embeddings, mixed with blend_prompt's during a transition."""
-        cond = self._embed(request.prompt)
-        if request.blend_prompt and request.blend_weight > 0:
-            w = request.blend_weight
-            cond = (1 - w) * cond + w * self._embed(request.blend_prompt)
-        return cond
 
     def _embed(self, text: str) -> Any:
         import torch
@@ -113,7 +120,7 @@ class TinyWanBackend:
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         t0 = time.perf_counter()
-        cond = self._conditioning(request)
+        cond = request.conditioning(self._embed)
         uncond = self._embed(request.negative_prompt) if request.guidance_scale > 1 else None
         prefix = [x for x in (request.memory, request.context) if x is not None]
         context = torch.cat(prefix, dim=2).float() if prefix else None  # (1, 16, m + c, h, w)

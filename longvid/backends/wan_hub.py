@@ -17,6 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+from pydantic import Field
+
+from longvid.backends.base import BackendOptions
 from longvid.backends.prompt_cache import PromptCache
 from longvid.errors import ResourceError
 
@@ -24,9 +27,16 @@ MAX_SEQUENCE_LENGTH = 512  # UMT5 tokens per prompt, as the Wan pipelines pad th
 VRAM_STEP_GIB = 2  # how much lower a --vram to suggest after an out-of-memory error
 
 
+class WanHubOptions(BackendOptions):
+    """Options every Wan Hub backend takes."""
+
+    max_sequence_length: int = Field(MAX_SEQUENCE_LENGTH, ge=1, le=MAX_SEQUENCE_LENGTH,
+                                     description="UMT5 tokens per prompt (longer prompts are "
+                                                 "cut)")
+
+
 class WanHubBackend:
     text_pipeline_class: ClassVar[str]  # diffusers pipeline whose encode_prompt we use
-    default_options: ClassVar[dict[str, Any]] = {}
 
     def _load_models(self, preset: Any, policy: Any, transformer_cls: Any) -> Any:
         """Set options, device and dtype, load the VAE; return the transformer (not placed)."""
@@ -35,8 +45,7 @@ class WanHubBackend:
         from longvid.backends import wan_parts
 
         self.preset, self.policy = preset, policy
-        self.options = ({"max_sequence_length": MAX_SEQUENCE_LENGTH} | self.default_options
-                        | dict(preset.options))
+        self.options = preset.options
         cuda = torch.cuda.is_available()
         if preset.min_vram_gib > 0 and not cuda:  # before any download
             raise ResourceError(
@@ -64,7 +73,7 @@ class WanHubBackend:
 
     def prepare(self, prompts: list[str], negative_prompt: str, guidance_scale: float) -> None:
         texts = prompts + ([negative_prompt] if guidance_scale > 1 else [])
-        length = int(self.options["max_sequence_length"])
+        length = self.options.max_sequence_length
         self.prompts = PromptCache(self.weights.prompt_cache_key(self.preset, length))
         self.prompts.prepare(texts, length, self._text_pipeline)
 

@@ -28,8 +28,16 @@ import copy
 import time
 from typing import Any, ClassVar
 
-from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
-from longvid.backends.wan_hub import WanHubBackend
+from pydantic import Field
+
+from longvid.backends.base import (
+    BackendCaps,
+    MemoryCaps,
+    SegmentOutput,
+    SegmentRequest,
+    StepCallback,
+)
+from longvid.backends.wan_hub import WanHubBackend, WanHubOptions
 
 NATIVE_FPS = 16
 VAE_STRIDE_T = 4  # pixel frames per latent frame (the first latent of a take holds 1)
@@ -39,13 +47,17 @@ VAE_STRIDE_PX = 8  # pixels per latent side
 class WanVACEBackend(WanHubBackend):
     name: ClassVar[str] = "wan-vace"
     text_pipeline_class: ClassVar[str] = "WanVACEPipeline"
-    default_options: ClassVar[dict[str, Any]] = {"flow_shift": None, "conditioning_scale": 1.0}
     caps: ClassVar[BackendCaps] = BackendCaps(
-        native_fps=NATIVE_FPS, any_fps=False, frame_multiple=4, frame_offset=1,
-        latent_stride_t=VAE_STRIDE_T, max_latents=21, context_latents=5, size_multiple=16,
-        max_side=1280, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        memory_latents=2,
+        native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=VAE_STRIDE_T, max_latents=21,
+        context_latents=5, size_multiple=16, max_side=1280, takes_context=True,
+        tokens_per_latent_px=8 * 8 * 2 * 2, memory=MemoryCaps(latents=2),
     )  # windows of 81 frames (the model's training length) keeping 17 frames of context
+
+    class Options(WanHubOptions):
+        flow_shift: float | None = Field(None, gt=0, description="flow-matching timestep shift; "
+                                         "unset: the checkpoint scheduler's")
+        conditioning_scale: float = Field(1.0, ge=0, description="weight of the VACE "
+                                          "control (context and reference frames)")
 
     # -- models --------------------------------------------------------------------------
 
@@ -55,7 +67,7 @@ class WanVACEBackend(WanHubBackend):
         from longvid.backends import wan_parts
 
         self.transformer = self._load_models(preset, policy, WanVACETransformer3DModel)
-        self.scheduler = wan_parts.unipc_scheduler(self.folder, self.options["flow_shift"])
+        self.scheduler = wan_parts.unipc_scheduler(self.folder, self.options.flow_shift)
         wan_parts.place_transformer(self.transformer, self.device, policy)
 
     # -- generation --------------------------------------------------------------------------
@@ -129,7 +141,7 @@ class WanVACEBackend(WanHubBackend):
         uncond = uncond.to(self.device, self.dtype) if uncond is not None else None
         control = control.to(self.device, self.dtype)
         layers = len(self.transformer.config.vace_layers)
-        scale = torch.tensor([float(self.options["conditioning_scale"])] * layers,
+        scale = torch.tensor([self.options.conditioning_scale] * layers,
                              device=self.device, dtype=self.dtype)
 
         def velocity(model_in: Any, timestep: Any, embeds: Any, branch: str) -> Any:

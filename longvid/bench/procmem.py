@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from longvid.backends.procworld.retrieval import VARIANTS, select_context
+from longvid.backends.procworld.world import held_out_seeds, make_world, render
 from longvid.bench import trajectories as tr
 from longvid.bench.metrics import psnr_db, retention_curve, ssim
-from longvid.bench.retrieval import VARIANTS, retrieval_precision, select_context
-from longvid.bench.world import held_out_seeds, make_world, render
+from longvid.bench.retrieval import retrieval_precision
 
 GOAL_REVISIT_GAIN_DB = 6.0  # memory must beat the window by this much on revisits
 GOAL_NOVEL_GAP_DB = 1.0  # ... and stay within this of it on novel content
@@ -55,7 +56,7 @@ def generate(model: Any, variant: str, clips: np.ndarray, trajs: list[tr.Traject
     `given_frames` on are generated autoregressively (all trajectories the same split)."""
     import torch
 
-    from longvid.bench.model import to_model, to_uint8
+    from longvid.backends.procworld.model import to_model, to_uint8
 
     out = clips.copy()
     gen = torch.Generator().manual_seed(seed)
@@ -102,7 +103,7 @@ def run(cfg: BenchConfig, weights_dir: Path | None = None,
     """
     import torch
 
-    from longvid.bench.model import WEIGHTS_DIR, load_model
+    from longvid.backends.procworld.model import WEIGHTS_DIR, load_model
     from longvid.errors import ResourceError
 
     paths = {v: (weights_dir or WEIGHTS_DIR) / f"procworld-{v}.safetensors" for v in VARIANTS}

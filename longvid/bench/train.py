@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from longvid.backends.procworld.retrieval import CONTEXT_FRAMES, select_context
+from longvid.backends.procworld.world import crop, make_world, train_seeds
 from longvid.bench import trajectories as tr
-from longvid.bench.retrieval import CONTEXT_FRAMES, select_context
-from longvid.bench.world import crop, make_world, train_seeds
 
 CLIP_KINDS = ("out_and_back", "straight", "detour_revisit")
 CLIP_KIND_WEIGHTS = (0.6, 0.2, 0.2)
@@ -62,7 +62,7 @@ def train(cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> di
     """Train one variant; write `out` (safetensors) and return the run record."""
     import torch
 
-    from longvid.bench.model import CONTEXT_NOISE, WorldModel, save_model, to_model
+    from longvid.backends.procworld.model import CONTEXT_NOISE, WorldModel, save_model, to_model
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

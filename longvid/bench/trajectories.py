@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from longvid.bench.world import FRAME_PATCHES, MAX_POSE, PATCH_PX
+from longvid.backends.procworld.world import FRAME_PATCHES, MAX_POSE, PATCH_PX
 
 DIRECTIONS = np.array([(0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1)])
 KINDS = ("out_and_back", "loop", "detour_revisit", "straight")

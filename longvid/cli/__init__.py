@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from longvid import __version__
-from longvid.cli import doctor, extend, models, plan, render, report
+from longvid.cli import doctor, extend, models, plan, presets, render, report
 from longvid.cli.bench import bench_app
 
 app = typer.Typer(
@@ -41,7 +41,7 @@ app.command("extend")(extend.extend)
 app.command("doctor")(doctor.doctor)
 app.command("report")(report.report)
 app.add_typer(models.models_app, name="models")
-app.add_typer(models.presets_app, name="presets")
+app.add_typer(presets.presets_app, name="presets")
 app.add_typer(bench_app, name="bench")
 
 

@@ -1,4 +1,4 @@
-"""`longvid models pull|list|rm` and `longvid presets list|show`: weights and presets."""
+"""`longvid models pull|list|rm`: the weights of Hub presets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from longvid.cli._ui import guarded
 from longvid.errors import InputError
 
 models_app = typer.Typer(no_args_is_help=True, help="Download, list and remove preset weights.")
-presets_app = typer.Typer(no_args_is_help=True, help="List and show presets.")
 
 
 def _hub_preset(name: str):
@@ -173,57 +172,3 @@ def rm(preset: Annotated[str, typer.Argument(help="Preset name or .yaml path.")]
             print(f"removed {repo} ({strategy.expected_freed_size / 2**30:.2f} GiB)")
 
     guarded(body, False)
-
-
-@presets_app.command("list")
-def presets_list(
-    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
-) -> None:
-    """Every preset: built in, from $LONGVID_HOME/presets, and its backend."""
-
-    def body() -> None:
-        from longvid.presets import available_presets, load_preset
-
-        rows = [load_preset(n) for n in available_presets()]
-        if as_json:
-            print(json.dumps([_preset_dict(p) for p in rows], indent=2))
-            return
-        for p in rows:
-            verified = all(src.verified for _, src in p.hub_sources)
-            flag = "" if verified else "  [unverified repo id]"
-            print(f"{p.name:<26} {p.backend:<12} {p.description}{flag}")
-
-    guarded(body, as_json)
-
-
-@presets_app.command("show")
-def presets_show(
-    name: Annotated[str, typer.Argument(help="Preset name or .yaml path.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
-) -> None:
-    """Everything a preset sets."""
-
-    def body() -> None:
-        from longvid.presets import load_preset
-
-        p = load_preset(name)
-        data = _preset_dict(p)
-        if as_json:
-            print(json.dumps(data, indent=2))
-            return
-        for key, value in data.items():
-            print(f"{key:>16}: {value}")
-        for role, src in p.hub_sources:
-            if not src.verified:
-                print(f"warning: this preset's {role} repo id {src.repo!r} could not be "
-                      "verified; check it before use")
-
-    guarded(body, as_json)
-
-
-def _preset_dict(p) -> dict:
-    from dataclasses import asdict
-
-    data = asdict(p)
-    data["resolution"] = f"{p.resolution[0]}x{p.resolution[1]}"
-    return data

@@ -58,7 +58,7 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None) -> None:
                           f"{s.name} ({s.storage}, {s.weights_gib:.1f} GiB) on {s.placement}"
                           + (f" ~{s.peak_gib:.1f} GiB" if s.placement != "cpu" else "")
                           for s in policy.stages)
-                      + ("; VAE tiled" if policy.vae_tiling else ""))
+                      + "; VAE tiled")
 
 
 def _remembers(g, p: Plan) -> str:  # noqa: ANN001 - a plan.Segment

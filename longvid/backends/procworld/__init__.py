@@ -1,17 +1,17 @@
 """`procworld`: the shipped ProcMem world models walking a procedural world. CPU, seconds.
 
-The model (longvid/bench/model.py) draws one 32x32 frame at a time by flow matching,
+The model (model.py beside this file) draws one 32x32 frame at a time by flow matching,
 conditioned on 4 context frames and their camera poses (RoPE on world coordinates):
 the memory variant sees the 2 latest frames plus the 2 older ones that best cover
-the target view (greedy field-of-view cover, longvid/bench/retrieval.py); the window
-variant the 4 latest. What it draws is a view of a seeded world (bench/world.py):
+the target view (greedy field-of-view cover, retrieval.py); the window
+variant the 4 latest. What it draws is a view of a seeded world (world.py):
 world seed = TEST_SEED_START + the storyboard's `seed`, a held-out range, so no
 storyboard world was seen in training. Prompts are ignored.
 
-Poses come from the plan, never from this object: every request carries the camera
-position of each memory, context and new frame (longvid/camera.py), and a mask of
-the view cells no earlier frame of the video showed. So a resumed render draws
-exactly what an uninterrupted one does.
+Poses come from the plan, never from this object: every request carries a
+`ViewPath`: the camera position of each memory, context and new frame
+(longvid/camera.py), and a mask of the view cells no earlier frame of the video
+showed. So a resumed render draws exactly what an uninterrupted one does.
 
 - A frame with nothing relevant in its context (the first of a take, unless a
   recalled keyframe shows its place) is the world's true view: this backend's
@@ -33,42 +33,56 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
+from pydantic import Field
+
+from longvid.backends.base import (
+    BackendCaps,
+    BackendOptions,
+    CameraCaps,
+    MemoryCaps,
+    PerFrameWork,
+    SegmentOutput,
+    SegmentRequest,
+    StepCallback,
+)
 from longvid.errors import InputError, ResourceError
 
 SCALE = 8  # output pixels per model pixel, per side: 32x32 -> 256x256
-VIEW_PATCHES = 8  # = bench.world.FRAME_PATCHES (kept literal: no numpy at import)
-CENTRE_PATCHES = 44  # = bench.world.MAX_POSE // 2: camera position (0, 0) in world patches
-VARIANTS = ("memory", "window")
+VIEW_PATCHES = 8  # = world.FRAME_PATCHES (kept literal: no numpy at import)
+CENTRE_PATCHES = 44  # = world.MAX_POSE // 2: camera position (0, 0) in world patches
 
 
 class ProcWorldBackend:
     name: ClassVar[str] = "procworld"
     caps: ClassVar[BackendCaps] = BackendCaps(
-        native_fps=8, any_fps=False, frame_multiple=1, frame_offset=0, latent_stride_t=1,
-        max_latents=96, context_latents=64, size_multiple=32 * SCALE, max_side=32 * SCALE,
-        takes_context=True, tokens_per_latent_px=(32 * SCALE) ** 2 // 64, memory_latents=4,
-        camera_view=VIEW_PATCHES, camera_range=CENTRE_PATCHES, reads_prompts=False,
-        corrects_drift=False, tokens_per_forward=(4 + 1) * VIEW_PATCHES**2,
+        native_fps=8, any_fps=False, latent_stride_t=1, max_latents=96, context_latents=64,
+        size_multiple=32 * SCALE, max_side=32 * SCALE, takes_context=True,
+        tokens_per_latent_px=(32 * SCALE) ** 2 // 64, memory=MemoryCaps(latents=4),
+        camera=CameraCaps(view_steps=VIEW_PATCHES, range_steps=CENTRE_PATCHES),
+        per_frame=PerFrameWork(tokens_per_forward=(4 + 1) * VIEW_PATCHES**2),
+        reads_prompts=False, corrects_drift=False,
     )  # 64 carried frames: a take's retrieval pool; 4 recalled keyframes across takes;
     # one frame per forward: its 64 tokens attend to 4 context frames' 64 tokens each
 
+    class Options(BackendOptions):
+        variant: Literal["memory", "window"] = Field(
+            "memory", description="memory: 2 latest + 2 retrieved frames; window: 4 latest")
+        reveal_new: bool = Field(True, description="never-seen ground is the world's true "
+                                                   "view (off: the model's guess)")
+
     def __init__(self) -> None:
-        self.options: dict[str, Any] = {}
+        self.options = self.Options()
         self._worlds: dict[int, Any] = {}  # world seed -> uint8 (384, 384, 3), a pure cache
 
     def load(self, preset: Any, policy: Any = None) -> None:
-        from longvid.bench import world
-        from longvid.bench.model import WEIGHTS_DIR, load_model
+        from longvid.backends.procworld import world
+        from longvid.backends.procworld.model import WEIGHTS_DIR, load_model
 
         assert (world.FRAME_PATCHES, world.MAX_POSE // 2) == (VIEW_PATCHES, CENTRE_PATCHES)
-        self.options = {"variant": "memory", "reveal_new": True} | dict(preset.options)
-        variant = self.options["variant"]
-        if variant not in VARIANTS:
-            raise InputError(f"preset {preset.name!r}: unknown procworld variant {variant!r}",
-                             "set `options: {variant: memory}` or `{variant: window}`")
+        self.options = preset.options
+        variant = self.options.variant
         self.weights = WEIGHTS_DIR / f"procworld-{variant}.safetensors"
         if not self.weights.is_file():
             raise ResourceError(f"procworld weights not found: {self.weights}",
@@ -94,21 +108,21 @@ class ProcWorldBackend:
     def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
         import torch
 
-        from longvid.bench.model import to_model, to_uint8
-        from longvid.bench.world import TEST_SEED_START, crop, make_world
+        from longvid.backends.procworld.model import to_model, to_uint8
+        from longvid.backends.procworld.world import TEST_SEED_START, crop, make_world
 
         t0 = time.perf_counter()
-        if request.camera is None or request.camera_new is None:
-            raise ValueError("procworld needs camera positions in the request (plan them "
-                             "with a BackendCaps.camera_view > 0)")
-        world_seed = TEST_SEED_START + request.storyboard_seed
+        view = request.view
+        if view is None:
+            raise ValueError("procworld needs the camera path in the request (`view`)")
+        world_seed = TEST_SEED_START + view.world_seed
         if world_seed not in self._worlds:
             self._worlds = {world_seed: make_world(world_seed)}
         world = self._worlds[world_seed]
         # the pool: memory frames, then this take's own (context, then generated), each (3, 32, 32)
         held = [x for x in (request.memory, request.context) if x is not None]
         pool = list(torch.cat(held, dim=2)[0].float().unbind(1)) if held else []
-        poses = [(CENTRE_PATCHES + y, CENTRE_PATCHES + x) for y, x in request.camera]
+        poses = [(CENTRE_PATCHES + y, CENTRE_PATCHES + x) for y, x in view.positions]
         own_start = 0 if request.memory is None else request.memory.shape[2]
         first_new = len(pool)
         generator = torch.Generator().manual_seed(request.seed)
@@ -119,13 +133,13 @@ class ProcWorldBackend:
                 target = poses[first_new + i]
                 noise = torch.randn(1, 3, 32, 32, generator=generator)  # drawn for every frame
                 truth = to_model(crop(world, target))  # (3, 32, 32)
-                picked = _pick_context(self.options["variant"], poses[:len(pool)], own_start,
+                picked = _pick_context(self.options.variant, poses[:len(pool)], own_start,
                                        target)
                 if picked:
                     frame = self._sample(noise, [pool[k] for k in picked],
                                          [poses[k] for k in picked], target, request.steps)
-                    if self.options["reveal_new"]:
-                        frame = _reveal(frame, truth, request.camera_new[i])
+                    if self.options.reveal_new:
+                        frame = _reveal(frame, truth, view.new_cells[i])
                 else:  # nothing in context shows this place: the world's true view
                     frame = truth
                 pool.append(to_model(to_uint8(frame)))  # exactly the pixels shown
@@ -160,8 +174,12 @@ def _pick_context(variant: str, poses: list[tuple[int, int]], own_start: int,
     none of them shows any of the target's view."""
     import numpy as np
 
-    from longvid.bench.retrieval import CONTEXT_FRAMES, RECENT_FRAMES, retrieve_by_pose
-    from longvid.bench.world import overlap_patches
+    from longvid.backends.procworld.retrieval import (
+        CONTEXT_FRAMES,
+        RECENT_FRAMES,
+        retrieve_by_pose,
+    )
+    from longvid.backends.procworld.world import overlap_patches
 
     own = list(range(own_start, len(poses)))
     if variant == "window":

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from longvid.bench.world import FRAME_PATCHES, PATCH_PX
+from longvid.backends.procworld.world import FRAME_PATCHES, PATCH_PX
 
 CONTEXT_NOISE = 0.02  # std of the noise added to context frames in training ([-1, 1] units)
 ROPE_BASE = 100.0  # longest RoPE period ~ 100 patches, a world is 96 patches wide
