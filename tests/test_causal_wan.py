@@ -131,7 +131,8 @@ def preset(tmp_path: Path, which: str) -> Path:
     fields = {"longlive": {"name": "ll", "repo": LONGLIVE_REPO, "file": "models/longlive_base.pt",
                                "lora": "lora_file: models/lora.pt", "keys": "generator"},
               "self_forcing": {"name": "sf", "repo": SELF_FORCING_REPO,
-                                   "file": "checkpoints/self_forcing_dmd.pt", "lora": "",
+                                   "file": "checkpoints/self_forcing_dmd.pt",
+                                   "lora": "lora_file: null",
                                    "keys": "generator_ema"}}[which]
     return write(tmp_path / f"{which}.yaml", PRESET.format(**fields))
 
@@ -202,7 +203,7 @@ def test_the_conversion_happens_once_and_later_loads_read_safetensors(offline, t
 def test_a_segment_streams_from_the_converted_generator(offline, tmp_path):
     backend = loaded(tmp_path, "longlive")
     backend.prepare(["a harbour"], "", 1.0)
-    req = SegmentRequest(index=0, prompt="a harbour", negative_prompt="", num_latents=4,
+    req = SegmentRequest(prompt="a harbour", negative_prompt="", num_latents=4,
                          context=None, width=32, height=32, seed=1, steps=4,
                          guidance_scale=1.0, fps=16)
     out = backend.generate(req, lambda i, n: None)

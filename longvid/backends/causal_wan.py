@@ -23,9 +23,8 @@ from longvid.backends.tiny_causal import (
     CONTEXT_LATENTS,
     DECODE_WARMUP_LATENTS,
     CausalOptions,
-    options_of,
 )
-from longvid.backends.wan_hub import MAX_SEQUENCE_LENGTH, WanHubBackend
+from longvid.backends.wan_hub import WanHubBackend, WanHubOptions
 from longvid.errors import ResourceError
 
 NATIVE_FPS = 16
@@ -36,19 +35,21 @@ class CausalWanBackend(WanHubBackend):
     name: ClassVar[str] = "causal-wan"
     text_pipeline_class: ClassVar[str] = "WanPipeline"
     caps: ClassVar[BackendCaps] = BackendCaps(
-        native_fps=NATIVE_FPS, any_fps=False, frame_multiple=4, frame_offset=1,
-        latent_stride_t=4, max_latents=CONTEXT_LATENTS + BLOCKS_PER_SEGMENT * BLOCK_LATENTS,
+        native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=4,
+        max_latents=CONTEXT_LATENTS + BLOCKS_PER_SEGMENT * BLOCK_LATENTS,
         context_latents=CONTEXT_LATENTS, size_multiple=16, max_side=832, takes_context=True,
-        tokens_per_latent_px=8 * 8 * 2 * 2, memory_latents=0)
+        tokens_per_latent_px=8 * 8 * 2 * 2)
 
-    class Options(CausalOptions):
-        max_sequence_length: int = Field(MAX_SEQUENCE_LENGTH, ge=1, description="UMT5 tokens")
-        checkpoint_repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$",
+    class Options(WanHubOptions, CausalOptions):
+        checkpoint_repo: str = Field("Efficient-Large-Model/LongLive-1.3B",
+                                     pattern=r"^[\w.-]+/[\w.-]+$",
                                      description="Hub repo of the causal generator")
         checkpoint_revision: str = Field("main", description="its revision")
-        checkpoint_file: str = Field(description="the generator's .pt in that repo")
-        lora_file: str | None = Field(None, description="a PEFT LoRA .pt merged at conversion")
-        state_keys: tuple[str, ...] = Field(("generator_ema", "generator"),
+        checkpoint_file: str = Field("models/longlive_base.pt",
+                                     description="the generator's .pt in that repo")
+        lora_file: str | None = Field("models/lora.pt", description="a PEFT LoRA .pt merged "
+                                      "at conversion (unset: none)")
+        state_keys: tuple[str, ...] = Field(("generator", "generator_ema", "model"),
                                             description="checkpoint entries holding the "
                                             "generator, first present wins")
         lora_scale: float = Field(1.0, description="lora_alpha / r")
@@ -56,7 +57,7 @@ class CausalWanBackend(WanHubBackend):
     def checkpoint(self) -> Any:
         from longvid.backends.causal_weights import CausalCheckpoint
 
-        o = self.opts
+        o = self.options
         return CausalCheckpoint(o.checkpoint_repo, o.checkpoint_revision, o.checkpoint_file,
                                 o.lora_file, tuple(o.state_keys), o.lora_scale)
 
@@ -70,9 +71,8 @@ class CausalWanBackend(WanHubBackend):
         from longvid.backends.causal_engine import CausalEngine
         from longvid.backends.causal_weights import converted_transformer
 
-        self.opts = options_of(self.Options, preset)
         self.preset, self.policy = preset, policy
-        self.options = {"max_sequence_length": self.opts.max_sequence_length}
+        self.options = preset.options
         cuda = torch.cuda.is_available()
         if preset.min_vram_gib > 0 and not cuda:  # before any download
             raise ResourceError(
@@ -92,7 +92,7 @@ class CausalWanBackend(WanHubBackend):
         self.vae = wan_parts.WanVAE(self.folder, self.device)
         wan_parts.place_transformer(transformer, self.device, policy)
         self.transformer = transformer
-        self.engine = CausalEngine(transformer, self.opts.policy())
+        self.engine = CausalEngine(transformer, self.options.policy())
 
     @staticmethod
     def weights_label(preset: Any) -> str:
@@ -104,7 +104,7 @@ class CausalWanBackend(WanHubBackend):
         return preset.name if named else preset.source
 
     def versions(self) -> dict[str, str]:
-        o = self.opts
+        o = self.options
         return super().versions() | {
             "generator": f"{o.checkpoint_repo}@{o.checkpoint_revision}/{o.checkpoint_file}"
                          + (f"+{o.lora_file}" if o.lora_file else ""),
@@ -115,10 +115,10 @@ class CausalWanBackend(WanHubBackend):
     def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
         from longvid.backends.causal_engine import FewStepSchedule, stream_segment
 
-        assert request.memory is None, "causal-wan takes no memory (caps.memory_latents 0)"
+        assert request.memory is None, "causal-wan takes no memory (caps.memory is None)"
         cond, _ = self.prompts.conditioning(request)  # (1, L, 4096); no guidance
         context = None if request.context is None else request.context.float()
-        schedule = FewStepSchedule.warped(request.steps, self.opts.flow_shift)
+        schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
         with self.on_gpu("transformer"):
             latents, seconds = stream_segment(
                 self.engine, context, request.num_latents,

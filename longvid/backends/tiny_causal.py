@@ -23,11 +23,16 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationInfo, field_validator
 
-from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
+from longvid.backends.base import (
+    BackendCaps,
+    BackendOptions,
+    SegmentOutput,
+    SegmentRequest,
+    StepCallback,
+)
 from longvid.backends.tiny import TinyWanBackend
-from longvid.errors import InputError
 
 BLOCK_LATENTS = 3
 CONTEXT_LATENTS = 9  # a LongLive window (12) less one block: everything a new block sees
@@ -36,49 +41,38 @@ CONTEXT_LATENTS = 9  # a LongLive window (12) less one block: everything a new b
 DECODE_WARMUP_LATENTS = 2
 
 
-class CausalOptions(BaseModel):
+class CausalOptions(BackendOptions):
     """Options of the causal-engine backends: the schedule and the cache policy."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     flow_shift: float = Field(5.0, gt=0, description="shift of the warped few-step schedule")
     block_latents: int = Field(BLOCK_LATENTS, ge=1, description="latent frames per block")
+    sink_latents: int = Field(3, ge=0, description="first cached frames always attended to")
     window_latents: int = Field(12, ge=0, description="latent frames a block attends to, "
                                 "itself and the sink included (0: all)")
-    sink_latents: int = Field(3, ge=0, description="first cached frames always attended to")
     write: Literal["all", "last"] = Field("all", description="frames of a block cached")
+
+    @field_validator("window_latents")
+    @classmethod
+    def _window_leaves_room(cls, window: int, info: ValidationInfo) -> int:
+        sink, block = info.data.get("sink_latents", 0), info.data.get("block_latents", 1)
+        if window and window <= sink + block:
+            raise ValueError(f"a window of {window} leaves no history beside a sink of {sink} "
+                             f"and a block of {block}: make it larger, or 0 for no window")
+        return window
 
     def policy(self) -> Any:
         from longvid.backends.causal_cache import CachePolicy
 
-        try:
-            return CachePolicy(self.block_latents, self.window_latents, self.sink_latents,
-                               self.write)
-        except ValueError as exc:
-            raise InputError(f"invalid cache policy: {exc}",
-                             "make window_latents larger than sink_latents + block_latents, "
-                             "or 0 for no window") from None
-
-
-def options_of(cls: type[BaseModel], preset: Any) -> Any:
-    """The preset's options as the backend's Options (presets still hold a dict)."""
-    if isinstance(preset.options, cls):
-        return preset.options
-    try:
-        return cls.model_validate(dict(preset.options))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise InputError(f"preset {preset.name!r}: options.{where}: {err['msg']}",
-                         "see docs/presets.md for the backend's options") from None
+        return CachePolicy(self.block_latents, self.window_latents, self.sink_latents,
+                           self.write)
 
 
 class TinyCausalBackend(TinyWanBackend):
     name: ClassVar[str] = "tiny-causal"
     caps: ClassVar[BackendCaps] = BackendCaps(
-        native_fps=16, any_fps=True, frame_multiple=4, frame_offset=1, latent_stride_t=4,
+        native_fps=16, any_fps=True, latent_stride_t=4,
         max_latents=CONTEXT_LATENTS + 4 * BLOCK_LATENTS, context_latents=CONTEXT_LATENTS,
-        size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        memory_latents=0)
+        size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2)
 
     class Options(CausalOptions):
         weights_seed: int = Field(0, description="seed of the random tiny weights")
@@ -86,9 +80,8 @@ class TinyCausalBackend(TinyWanBackend):
     def load(self, preset: Any, policy: Any = None) -> None:
         from longvid.backends.causal_engine import CausalEngine
 
-        self.opts = options_of(self.Options, preset)
         super().load(preset, policy)
-        self.engine = CausalEngine(self.transformer, self.opts.policy())
+        self.engine = CausalEngine(self.transformer, preset.options.policy())
 
     def versions(self) -> dict[str, str]:
         return super().versions() | {"engine": "causal-kv 1"}
@@ -98,10 +91,10 @@ class TinyCausalBackend(TinyWanBackend):
 
         from longvid.backends.causal_engine import FewStepSchedule, stream_segment
 
-        assert request.memory is None, "tiny-causal takes no memory (caps.memory_latents 0)"
-        cond = self._conditioning(request)  # (1, L, 32), mixed during a transition
+        assert request.memory is None, "tiny-causal takes no memory (caps.memory is None)"
+        cond = request.conditioning(self._embed)  # (1, L, 32), mixed during a transition
         context = None if request.context is None else request.context.float()  # (1, 16, c, h, w)
-        schedule = FewStepSchedule.warped(request.steps, self.opts.flow_shift)
+        schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
         latents, seconds = stream_segment(
             self.engine, context, request.num_latents, (16, request.height // 8,
                                                         request.width // 8),
