@@ -18,7 +18,7 @@ Imports torch at module level: import it only where torch is already needed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
@@ -114,7 +114,7 @@ class KVCache:
         self.keys[layer], self.values[layer], self.frames[layer] = k, v, n
 
 
-def rms_norm_fp32(norm: torch.nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
+def rms_norm_fp32(norm: Any, x: torch.Tensor) -> torch.Tensor:
     """The original Wan RMSNorm: normalise in fp32, cast back, then scale by the weight.
     In bf16 this keeps q/k drift bounded over hundreds of blocks; in fp32 it equals
     torch's RMSNorm up to rounding."""
@@ -143,7 +143,7 @@ class CausalSelfAttnProcessor:
     def __init__(self, cache: KVCache, layer: int) -> None:
         self.cache, self.layer = cache, layer
 
-    def __call__(self, attn: torch.nn.Module, hidden_states: torch.Tensor,
+    def __call__(self, attn: Any, hidden_states: torch.Tensor,
                  encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None,
                  rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -171,13 +171,13 @@ class OffsetRope(torch.nn.Module):
     """The transformer's own `WanRotaryPosEmbed` tables, read from frame `start_frame`:
     a block's frame f gets the position start_frame + f."""
 
-    def __init__(self, rope: torch.nn.Module) -> None:
+    def __init__(self, rope: Any) -> None:
         super().__init__()
         self.inner = rope
         self.start_frame = 0
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rope = self.inner
+        rope: Any = self.inner
         _, _, frames, height, width = hidden_states.shape
         p_t, p_h, p_w = rope.patch_size
         ppf, pph, ppw = frames // p_t, height // p_h, width // p_w

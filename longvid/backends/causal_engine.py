@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -54,7 +55,7 @@ class CausalEngine:
     Built once per loaded model; `reset` starts a new stream (positions from 0, empty
     cache). The transformer's dtype is its compute dtype; latents stay float32."""
 
-    def __init__(self, transformer: torch.nn.Module, policy: CachePolicy) -> None:
+    def __init__(self, transformer: Any, policy: CachePolicy) -> None:
         self.transformer, self.policy = transformer, policy
         blocks = transformer.blocks
         self.cache = KVCache(policy, len(blocks))
