@@ -130,3 +130,28 @@ def test_a_render_killed_at_three_moments_resumes_to_identical_frames(tmp_path):
     frames = frames_of(dir_ / "h.mp4")
     assert frames.shape == reference.shape == (192, 32, 32, 3)
     assert np.array_equal(frames, reference)
+
+
+def test_ten_minutes_stay_inside_the_rope_table(tmp_path, causal):
+    """Positions restart at every segment's context, so a 10-minute take (2,400 latent
+    frames, past the 1,024 of the real RoPE table) never asks for a position past the
+    largest window; a stream that would is refused with a clear error."""
+    from longvid.backends import caps_of
+    from longvid.plan import make_plan
+    from longvid.storyboard import load_storyboard
+
+    sb = write(tmp_path / "long.yaml", "version: 1\npreset: tiny-causal\nshots:\n"
+               + "".join(f"  - {{id: s{i}, duration: 60s, prompt: scene {i}}}\n"
+                         for i in range(10)))
+    preset = load_preset("tiny-causal")
+    caps = caps_of(preset)
+    plan = make_plan(load_storyboard(sb), preset, caps)
+    assert plan.total_frames == 9600 and len(plan.takes) == 1
+    assert plan.takes[0].num_latents > 2 * 1024
+    table = causal.transformer.config.rope_max_seq_len
+    assert max(s.context_latents + s.num_latents for s in plan.segments) <= caps.max_latents
+    assert caps.max_latents <= table
+    causal.engine.reset()
+    cond = torch.zeros(1, 4, 32)
+    with pytest.raises(ValueError, match="exceed the RoPE table"):
+        causal.engine.prefill(torch.zeros(1, 16, table + 1, 2, 2), cond)
