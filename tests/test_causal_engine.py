@@ -186,3 +186,17 @@ def test_frame_positions_matter(setup):
                      positions=wrong)
     got = engine_latents(model, policy, SCHEDULE, cond, context[:, :, :0], 9, seed=3)
     assert (got - want).abs().max().item() > 1e-2
+
+
+def test_the_cache_stays_bounded_over_a_long_stream(setup):
+    """Sink plus the newest window - sink - 1 frames, whatever the stream's length."""
+    model, cond, _ = setup
+    policy = POLICIES["longlive"]
+    engine = CausalEngine(copy.deepcopy(model), policy)
+    engine.reset()
+    engine.stream(60, (C, H, W), cond, FewStepSchedule.warped(2, 5.0),
+                  torch.Generator().manual_seed(0))
+    kept = policy.sink_latents + policy.window_latents - policy.sink_latents - 1
+    assert engine.cache.frames == [kept] * len(model.blocks)
+    assert all(k.shape[1] == kept * TOKENS for k in engine.cache.keys)
+    assert engine.next_frame == 60
