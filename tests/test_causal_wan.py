@@ -114,6 +114,7 @@ backend: causal-wan
 fps: 16
 resolution: 32x32
 steps: 4
+{quantization}
 options:
   max_sequence_length: 16
   checkpoint_repo: {repo}
@@ -127,14 +128,14 @@ hub:
 """
 
 
-def preset(tmp_path: Path, which: str) -> Path:
+def preset(tmp_path: Path, which: str, quantization: str = "") -> Path:
     fields = {"longlive": {"name": "ll", "repo": LONGLIVE_REPO, "file": "models/longlive_base.pt",
                                "lora": "lora_file: models/lora.pt", "keys": "generator"},
               "self_forcing": {"name": "sf", "repo": SELF_FORCING_REPO,
                                    "file": "checkpoints/self_forcing_dmd.pt",
                                    "lora": "lora_file: null",
                                    "keys": "generator_ema"}}[which]
-    return write(tmp_path / f"{which}.yaml", PRESET.format(**fields))
+    return write(tmp_path / f"{which}.yaml", PRESET.format(quantization=quantization, **fields))
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +151,9 @@ def offline(installed, tmp_path, monkeypatch):
     return models
 
 
-def loaded(tmp_path: Path, which: str) -> CausalWanBackend:
+def loaded(tmp_path: Path, which: str, quantization: str = "") -> CausalWanBackend:
     backend = CausalWanBackend()
-    backend.load(load_preset(str(preset(tmp_path, which))))
+    backend.load(load_preset(str(preset(tmp_path, which, quantization))))
     return backend
 
 
@@ -209,6 +210,17 @@ def test_a_segment_streams_from_the_converted_generator(offline, tmp_path):
     out = backend.generate(req, lambda i, n: None)
     assert out.latents.shape == (1, 16, 4, 4, 4) and out.frames.shape == (13, 32, 32, 3)
     assert out.frames.dtype == np.uint8 and out.frames.std() > 0
+
+
+def test_fp8_storage_applies_to_the_converted_generator(offline, tmp_path):
+    backend = loaded(tmp_path, "longlive", "quantization: {transformer: fp8}")
+    to_q = backend.transformer.blocks[0].attn1.to_q.weight
+    assert to_q.dtype == torch.float8_e4m3fn
+    backend.prepare(["a harbour"], "", 1.0)
+    req = SegmentRequest(prompt="a harbour", negative_prompt="", num_latents=3, context=None,
+                         width=32, height=32, seed=1, steps=4, guidance_scale=1.0, fps=16)
+    out = backend.generate(req, lambda i, n: None)
+    assert torch.isfinite(out.latents).all() and out.frames.shape == (9, 32, 32, 3)
 
 
 class RunsCode:
