@@ -155,3 +155,43 @@ def test_ten_minutes_stay_inside_the_rope_table(tmp_path, causal):
     cond = torch.zeros(1, 4, 32)
     with pytest.raises(ValueError, match="exceed the RoPE table"):
         causal.engine.prefill(torch.zeros(1, 16, table + 1, 2, 2), cond)
+
+
+def test_the_take_s_first_latents_are_carried_as_the_sink(tmp_path, causal):
+    """Every later segment of a take gets the take's first 3 latents (those its context
+    lacks), from the run directory; a new take starts without; the sink changes frames."""
+    from dataclasses import replace
+
+    from conftest import Spy
+
+    from longvid.generate import render_segments
+    from longvid.render import load_job
+    from longvid.rundir import Manifest, RunDir
+
+    sb = write(tmp_path / "s.yaml", """\
+        version: 1
+        preset: tiny-causal
+        resolution: 32x32
+        shots:
+          - id: a
+            duration: 6s
+            prompts: [{at: 0s, text: a red harbour}, {at: 0.2s, text: a blue harbour}]
+          - {id: b, duration: 2s, transition: cut, prompt: a red harbour}
+        """)
+    _, preset, plan = load_job(sb, None)
+    assert [(s.take, s.first_latent, s.context_latents, s.num_latents)
+            for s in plan.segments] == [(0, 0, 0, 2), (0, 2, 2, 12), (0, 14, 9, 11),
+                                        (1, 0, 0, 9)]
+    spy = Spy(causal)
+    run = RunDir(tmp_path / "run")
+    run.open(Manifest(longvid="test", run_key="k", storyboard=str(sb), content_sha256="",
+                      preset=preset.name, preset_sha256="", backend=preset.backend, crf=18,
+                      fps=16, output=str(tmp_path / "s.mp4")))
+    list(render_segments(plan, spy, run, crf=18))
+    req, out = spy.requests, spy.outputs
+    assert req[0].sink is None and req[1].sink is None  # segment 1's context holds it all
+    head = torch.cat([out[0].latents, out[1].latents], dim=2)[:, :, :3]
+    assert torch.equal(req[2].sink, head)
+    assert req[3].sink is None  # a cut: a new stream
+    without = causal.generate(replace(req[2], sink=None), lambda i, n: None)
+    assert not torch.equal(without.latents, out[2].latents)

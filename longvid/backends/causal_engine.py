@@ -141,17 +141,22 @@ class CausalEngine:
         return torch.cat(blocks, dim=2)
 
 
-def stream_segment(engine: CausalEngine, context: torch.Tensor | None, num_latents: int,
+def stream_segment(engine: CausalEngine, sink: torch.Tensor | None,
+                   context: torch.Tensor | None, num_latents: int,
                    shape: tuple[int, int, int], cond: torch.Tensor, schedule: FewStepSchedule,
                    seed: int, on_step: Callable[[int, int], None]
                    ) -> tuple[torch.Tensor, dict[str, float]]:
-    """One longvid segment as a fresh stream: the context latents (1, C, c, h, w) or None
-    replayed through clean passes, then num_latents new ones. Returns the new latents
-    (1, C, n, h, w) and the seconds spent rebuilding the cache and denoising."""
+    """One longvid segment as a fresh stream: the take's first latents (1, C, s, h, w) that
+    the context lacks (the sink) and the context latents (1, C, c, h, w), each None or
+    replayed through clean passes in that order, then num_latents new ones. The sink sits
+    right before the context in frame positions. Returns the new latents (1, C, n, h, w)
+    and the seconds spent rebuilding the cache and denoising."""
     import time
 
     t0 = time.perf_counter()
     engine.reset()
+    if sink is not None and sink.shape[2] and engine.policy.sink_latents:
+        engine.commit(sink[:, :, :engine.policy.sink_latents].float(), cond)
     if context is not None:
         engine.prefill(context.float(), cond)
     t1 = time.perf_counter()

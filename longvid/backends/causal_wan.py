@@ -6,8 +6,9 @@ diffusers snapshot (the preset's `hub`); the generator comes from the upstream
 pickle checkpoint named in the options, converted once to safetensors
 (longvid/backends/causal_weights.py) and loaded from there. Generation is the engine
 of longvid/backends/causal_engine.py, segment by segment as `tiny-causal` does it: a
-segment rebuilds the KV cache from its context latents (LongLive's re-cache, under
-the segment's prompt), then streams its blocks; no guidance.
+segment rebuilds the KV cache from the take's first latents (the sink) and its context
+latents under the segment's prompt (LongLive's re-cache at a prompt switch), then
+streams its blocks; no guidance.
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from longvid.backends.base import BackendCaps, SegmentOutput, SegmentRequest, StepCallback
+from longvid.backends.base import (
+    BackendCaps,
+    SegmentOutput,
+    SegmentRequest,
+    SinkCaps,
+    StepCallback,
+)
 from longvid.backends.tiny_causal import (
     BLOCK_LATENTS,
     CONTEXT_LATENTS,
     DECODE_WARMUP_LATENTS,
+    SINK_LATENTS,
     CausalOptions,
 )
 from longvid.backends.wan_hub import WanHubBackend, WanHubOptions
@@ -38,7 +46,7 @@ class CausalWanBackend(WanHubBackend):
         native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=4,
         max_latents=CONTEXT_LATENTS + BLOCKS_PER_SEGMENT * BLOCK_LATENTS,
         context_latents=CONTEXT_LATENTS, size_multiple=16, max_side=832, takes_context=True,
-        tokens_per_latent_px=8 * 8 * 2 * 2)
+        tokens_per_latent_px=8 * 8 * 2 * 2, sink=SinkCaps(SINK_LATENTS))
 
     class Options(WanHubOptions, CausalOptions):
         checkpoint_repo: str = Field("Efficient-Large-Model/LongLive-1.3B",
@@ -121,7 +129,7 @@ class CausalWanBackend(WanHubBackend):
         schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
         with self.on_gpu("transformer"):
             latents, seconds = stream_segment(
-                self.engine, context, request.num_latents,
+                self.engine, request.sink, context, request.num_latents,
                 (self.vae.z_dim, request.height // 8, request.width // 8), cond, schedule,
                 request.seed, on_step)  # (1, z, n, h, w)
         t0 = time.perf_counter()

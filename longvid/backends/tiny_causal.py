@@ -9,13 +9,14 @@ Its pictures are coloured texture; it exists so the causal path runs anywhere.
 One longvid segment is a whole number of blocks where the plan allows it (the
 first segment of a take 7 blocks, later ones 4; a prompt switch may end a segment
 inside a block: that segment's last block is shorter). A segment starts a fresh
-stream: the context latents the loop passes in (the last 9 of the take, read from
-disk) are replayed through clean passes to rebuild the cache, then the new blocks
-are denoised after them; the last 2 context latents warm up the VAE decoder, and
-their frames are dropped. Nothing survives from one segment to the next but what the
-run directory holds, so a resumed render equals an uninterrupted one. The oldest
-context block serves as the sink, and frame positions restart at the context's first
-frame: they stay below the RoPE table's end however long the video.
+stream: the take's first 3 latents (the sink, which the loop carries in the run
+directory because `caps.sink` asks for it) and the context latents the loop passes in
+(the last 9 of the take, read from disk) are replayed through clean passes to rebuild
+the cache, then the new blocks are denoised after them; the last 2 context latents
+warm up the VAE decoder, and their frames are dropped. Nothing survives from one
+segment to the next but what the run directory holds, so a resumed render equals an
+uninterrupted one. Frame positions restart at every segment (sink, then context):
+they stay below the RoPE table's end however long the video.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from longvid.backends.base import (
     BackendOptions,
     SegmentOutput,
     SegmentRequest,
+    SinkCaps,
     StepCallback,
 )
 from longvid.backends.tiny import TinyWanBackend
 
 BLOCK_LATENTS = 3
 CONTEXT_LATENTS = 9  # a LongLive window (12) less one block: everything a new block sees
+SINK_LATENTS = 3  # a take's first latents the loop carries for the cache's sink
 # Context latents decoded before a segment's own, so the VAE's causal convolutions (which
 # keep 2 frames) start warm; decoding all 9 would cost as much again as the new frames.
 DECODE_WARMUP_LATENTS = 2
@@ -46,7 +49,8 @@ class CausalOptions(BackendOptions):
 
     flow_shift: float = Field(5.0, gt=0, description="shift of the warped few-step schedule")
     block_latents: int = Field(BLOCK_LATENTS, ge=1, description="latent frames per block")
-    sink_latents: int = Field(3, ge=0, description="first cached frames always attended to")
+    sink_latents: int = Field(3, ge=0, le=SINK_LATENTS, description="a take's first latent "
+                              "frames, always attended to")
     window_latents: int = Field(12, ge=0, description="latent frames a block attends to, "
                                 "itself and the sink included (0: all)")
     write: Literal["all", "last"] = Field("all", description="frames of a block cached")
@@ -72,7 +76,8 @@ class TinyCausalBackend(TinyWanBackend):
     caps: ClassVar[BackendCaps] = BackendCaps(
         native_fps=16, any_fps=True, latent_stride_t=4,
         max_latents=CONTEXT_LATENTS + 4 * BLOCK_LATENTS, context_latents=CONTEXT_LATENTS,
-        size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2)
+        size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
+        sink=SinkCaps(SINK_LATENTS))
 
     class Options(CausalOptions):
         weights_seed: int = Field(0, description="seed of the random tiny weights")
@@ -96,7 +101,7 @@ class TinyCausalBackend(TinyWanBackend):
         context = None if request.context is None else request.context.float()  # (1, 16, c, h, w)
         schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
         latents, seconds = stream_segment(
-            self.engine, context, request.num_latents, (16, request.height // 8,
+            self.engine, request.sink, context, request.num_latents, (16, request.height // 8,
                                                         request.width // 8),
             cond, schedule, request.seed, on_step)  # (1, 16, n, h, w)
         t0 = time.perf_counter()
