@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from longvid import camera
 from longvid.backends.base import BackendCaps, CameraCaps
@@ -112,7 +113,7 @@ class Plan:
     def duration_s(self) -> float:
         return self.total_frames / self.fps
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"duration_s": self.duration_s}
 
 

@@ -142,7 +142,7 @@ def _time(value: Any) -> Time:
 TimeField = Annotated[Time, BeforeValidator(_time)]
 
 
-def _mapping_of(key: str):
+def _mapping_of(key: str) -> BeforeValidator:
     def wrap(value: Any) -> Any:
         return {key: value} if isinstance(value, str) else value
 
@@ -170,7 +170,7 @@ class _CameraIn(_Model):
 
 class _AudioIn(_Model):
     path: str = Field(min_length=1)
-    offset: TimeField = Time(seconds=0)  # type: ignore[arg-type]
+    offset: TimeField = Time(seconds=Fraction(0))
 
 
 class _ShotIn(_Model):
@@ -270,8 +270,9 @@ def _allowed_keys(parent: tuple[str | int, ...]) -> list[str]:
     if names[:1] == ["shots"]:
         model = _ShotIn
         if len(names) > 1:
-            model = {"prompts": _PromptIn, "transition": _TransitionIn,
-                     "camera": _CameraIn}.get(names[1], _ShotIn)
+            nested: dict[str, type[BaseModel]] = {
+                "prompts": _PromptIn, "transition": _TransitionIn, "camera": _CameraIn}
+            model = nested.get(names[1], _ShotIn)
     elif names[:1] == ["audio"]:
         model = _AudioIn
     return list(model.model_fields)
@@ -296,8 +297,10 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
                 f"shot {s.id!r} has {'both `prompt` and `prompts`' if both else 'no prompt'}",
                 "use `prompt: ...` for one prompt, or `prompts: [{at: 0s, text: ...}, ...]` "
                 "for timed prompts, not both")
+        prompts: tuple[TimedPrompt, ...]
         if s.prompt is not None:
-            prompts = (TimedPrompt(Time(seconds=0), s.prompt, doc.line_of(loc + ("prompt",))),)
+            prompts = (TimedPrompt(Time(seconds=Fraction(0)), s.prompt,
+                                   doc.line_of(loc + ("prompt",))),)
         else:
             prompts = tuple(TimedPrompt(p.at, p.text, doc.line_of(loc + ("prompts", j)))
                             for j, p in enumerate(s.prompts or []))
@@ -353,7 +356,8 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
         output=(base / model.output) if model.output else None, shots=tuple(shots),
         anti_drift=model.anti_drift,
         content_sha256=_content_hash(model),
-        lines=tuple((k, doc.line_of((k,))) for k in ("fps", "resolution", "preset", "shots")),
+        lines=tuple((k, doc.line_of((k,))) for k in ("fps", "resolution", "preset", "shots",
+                                                      "output")),
     )
 
 
