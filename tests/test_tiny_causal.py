@@ -166,7 +166,7 @@ def test_the_take_s_first_latents_are_carried_as_the_sink(tmp_path, causal):
 
     from longvid.generate import render_segments
     from longvid.render import load_job
-    from longvid.rundir import Manifest, RunDir
+    from longvid.rundir import RunDir
 
     sb = write(tmp_path / "s.yaml", """\
         version: 1
@@ -184,9 +184,7 @@ def test_the_take_s_first_latents_are_carried_as_the_sink(tmp_path, causal):
                                         (1, 0, 0, 9)]
     spy = Spy(causal)
     run = RunDir(tmp_path / "run")
-    run.open(Manifest(longvid="test", run_key="k", storyboard=str(sb), content_sha256="",
-                      preset=preset.name, preset_sha256="", backend=preset.backend, crf=18,
-                      fps=16, output=str(tmp_path / "s.mp4")))
+    run.open({"run_key": "k"})
     list(render_segments(plan, spy, run, crf=18))
     req, out = spy.requests, spy.outputs
     assert req[0].sink is None and req[1].sink is None  # segment 1's context holds it all
