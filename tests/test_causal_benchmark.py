@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # runs a benchmark script in its own process
 
 
 def test_the_block_benchmark_reports_block_times_and_rss(tmp_path):

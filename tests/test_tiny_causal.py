@@ -88,6 +88,7 @@ def test_the_cache_policy_is_validated_with_the_preset(tmp_path):
         load_preset(str(typo))
 
 
+@pytest.mark.slow  # a whole render in its own process
 def test_the_issue_s_storyboard_renders_to_exactly_192_frames(tmp_path):
     sb = write(tmp_path / "h.yaml", HARBOUR)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -102,6 +103,7 @@ def test_the_issue_s_storyboard_renders_to_exactly_192_frames(tmp_path):
     assert cpu_s < 100, f"the issue's storyboard took {cpu_s:.0f} CPU seconds on tiny-causal"
 
 
+@pytest.mark.slow  # real processes, killed and resumed
 def test_a_render_killed_at_three_moments_resumes_to_identical_frames(tmp_path):
     small = HARBOUR.replace("seed: 5\n", "seed: 5\nresolution: 32x32\n")
     ref_dir, dir_ = tmp_path / "ref", tmp_path / "killed"
