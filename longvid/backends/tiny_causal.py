@@ -1,9 +1,10 @@
 """`tiny-causal`: the few-step causal KV-cache engine on the tiny random-weight Wan.
 
-The same transformer, VAE and text encoder as `tiny` (built from a fixed seed, CPU,
-no download), streamed the way LongLive-1.3B and Self-Forcing run: blocks of 3 latent
-frames, 4 steps each, a clean pass per block that writes its keys and values, a
-window of 12 latent frames with a sink of 3 (longvid/backends/causal_engine.py).
+The same transformer and text encoder as `tiny` and a narrower Wan VAE (built from a
+fixed seed, CPU, no download), streamed the way LongLive-1.3B and Self-Forcing run:
+blocks of 3 latent frames, 4 steps each, a clean pass per block that writes its keys
+and values, a window of 12 latent frames with a sink of 3
+(longvid/backends/causal_engine.py).
 Its pictures are coloured texture; it exists so the causal path runs anywhere.
 
 One longvid segment is a whole number of blocks where the plan allows it (the
@@ -83,10 +84,19 @@ class TinyCausalBackend(TinyWanBackend):
         weights_seed: int = Field(0, description="seed of the random tiny weights")
 
     def load(self, preset: Any, policy: Any = None) -> None:
+        import torch
+        from diffusers import AutoencoderKLWan
+
         from longvid.backends.causal_engine import CausalEngine
 
         super().load(preset, policy)
         self.engine = CausalEngine(self.transformer, preset.options.policy())
+        # a narrower VAE than tiny's (base_dim 2, not 8): decoding is most of a tiny render,
+        # and this one decodes about 3x faster; the picture is coloured texture either way
+        torch.manual_seed(preset.options.weights_seed + 2)
+        self.vae = AutoencoderKLWan(base_dim=2, z_dim=16, dim_mult=[1, 1, 1, 1],
+                                    num_res_blocks=1, temperal_downsample=[False, True, True]
+                                    ).eval()
 
     def versions(self) -> dict[str, str]:
         return super().versions() | {"engine": "causal-kv 1"}
