@@ -56,6 +56,8 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         # 2. restore what the past left: context latents, held frames, the memory bank
         state = run.load_state(seg.index - 1)
         context = state["context"][:, :, -seg.context_latents:] if seg.context_latents else None
+        sink = state.get("sink") if context is not None else None  # the take's first latents
+        lo = seg.first_latent - seg.context_latents  # where the context starts in the take
         if bank is None:
             bank = replay_bank(run.segments, seg.index, memory_capacity)
 
@@ -73,7 +75,8 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
             height=plan.height, seed=seg.seed, steps=plan.steps,
             guidance_scale=plan.guidance_scale, fps=plan.fps,
             memory=None if recalled is None else torch.from_numpy(recalled),
-            blend_prompt=seg.blend_prompt, blend_weight=seg.blend_weight, view=view), on_step)
+            blend_prompt=seg.blend_prompt, blend_weight=seg.blend_weight, view=view,
+            sink=sink[:, :, :lo] if sink is not None and lo > 0 else None), on_step)
         frames = out.frames
         if frames.shape[0] != seg.num_frames:
             raise RuntimeError(f"backend {backend.name!r} returned {frames.shape[0]} frames for "
@@ -103,6 +106,11 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         if corrected:
             tail = torch.from_numpy(correct_latents(tail.float().numpy(), anchor))
         next_state = {"context": tail}
+        if backend.caps.sink is not None:  # carried through the take, for the cache's sink
+            head = out.latents if context is None else (
+                None if sink is None else torch.cat([sink, out.latents], dim=2))
+            if head is not None:
+                next_state["sink"] = head[:, :, :backend.caps.sink.latents].clone()
         if seg.hold_frames:
             held = frames[seg.emit_frames:seg.emit_frames + seg.hold_frames]
             next_state["held"] = torch.from_numpy(held.copy())

@@ -6,9 +6,10 @@ without importing torch. Tensors cross this seam typed as `Any`; shapes are in c
 `BackendCaps` has a core every backend fills in (what the planner needs to cut a
 storyboard into windows) and optional parts a backend declares only when it has the
 ability: taking recalled keyframes (`memory`), following the storyboard camera
-(`camera`), drawing one latent frame per forward (`per_frame`). `SegmentRequest`
-mirrors that: core fields every backend reads, and parts filled in only for a
-backend that declared the matching ability (`memory`, `view`).
+(`camera`), drawing one latent frame per forward (`per_frame`), keeping a take's
+first latents as an attention sink (`sink`). `SegmentRequest` mirrors that: core
+fields every backend reads, and parts filled in only for a backend that declared the
+matching ability (`memory`, `view`, `sink`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ class PerFrameWork:
 
 
 @dataclass(frozen=True)
+class SinkCaps:
+    """The backend's cache keeps a take's first latents as an attention sink (LongLive):
+    the loop carries them from the take's first segment to every later one."""
+
+    latents: int  # how many of a take's first latents
+
+
+@dataclass(frozen=True)
 class BackendCaps:
     """What a backend can do, declared once and read by the planner.
 
@@ -68,6 +77,7 @@ class BackendCaps:
     memory: MemoryCaps | None = None
     camera: CameraCaps | None = None
     per_frame: PerFrameWork | None = None
+    sink: SinkCaps | None = None
     # opt-outs, for backends whose pictures are not prompted diffusion (procworld)
     reads_prompts: bool = True  # False: prompts change nothing (plan warns)
     corrects_drift: bool = True  # False: anti-drift stays off (it would alter exact pixels)
@@ -163,6 +173,8 @@ class SegmentRequest:
     # optional parts, filled in only for a backend that declared the ability:
     memory: Any = None  # caps.memory: None, or recalled latents (1, C, m, H/8, W/8), oldest first
     view: ViewPath | None = None  # caps.camera: the camera path of this segment
+    # caps.sink: None, or the take's first latents (1, C, s, H/8, W/8) the context lacks
+    sink: Any = None
 
     def conditioning(self, embed: Callable[[str], Any]) -> Any:
         """The prompt's embeddings, mixed with blend_prompt's as (1-w)*e(prompt) + w*e(blend)

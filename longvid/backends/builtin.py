@@ -7,9 +7,11 @@ from collections.abc import Callable
 
 def register_backends(register: Callable[[type], None]) -> None:
     from longvid.backends.anyflow_far import AnyFlowFARBackend
+    from longvid.backends.causal_wan import CausalWanBackend
     from longvid.backends.procworld import ProcWorldBackend
     from longvid.backends.skyreels_df import SkyReelsDFBackend
     from longvid.backends.tiny import TinyWanBackend
+    from longvid.backends.tiny_causal import TinyCausalBackend
     from longvid.backends.wan_vace import WanVACEBackend
 
     register(TinyWanBackend)
@@ -17,3 +19,5 @@ def register_backends(register: Callable[[type], None]) -> None:
     register(SkyReelsDFBackend)
     register(WanVACEBackend)
     register(AnyFlowFARBackend)
+    register(TinyCausalBackend)
+    register(CausalWanBackend)

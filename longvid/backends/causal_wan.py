@@ -1,0 +1,151 @@
+"""`causal-wan`: few-step causal Wan-1.3B generators (LongLive, Self-Forcing) from the Hub.
+
+The network is Wan2.1-T2V-1.3B; only the generator's weights and the cache policy
+differ between the models. The text encoder, tokenizer and VAE come from the Wan2.1
+diffusers snapshot (the preset's `hub`); the generator comes from the upstream
+pickle checkpoint named in the options, converted once to safetensors
+(longvid/backends/causal_weights.py) and loaded from there. Generation is the engine
+of longvid/backends/causal_engine.py, segment by segment as `tiny-causal` does it: a
+segment rebuilds the KV cache from the take's first latents (the sink) and its context
+latents under the segment's prompt (LongLive's re-cache at a prompt switch), then
+streams its blocks; no guidance.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from longvid.backends.base import (
+    BackendCaps,
+    SegmentOutput,
+    SegmentRequest,
+    SinkCaps,
+    StepCallback,
+)
+from longvid.backends.tiny_causal import (
+    BLOCK_LATENTS,
+    CONTEXT_LATENTS,
+    DECODE_WARMUP_LATENTS,
+    SINK_LATENTS,
+    CausalOptions,
+)
+from longvid.backends.wan_hub import WanHubBackend, WanHubOptions
+from longvid.errors import ResourceError
+
+NATIVE_FPS = 16
+BLOCKS_PER_SEGMENT = 8  # 96 frames: commits stay rare beside the blocks' generation
+
+
+class CausalWanBackend(WanHubBackend):
+    name: ClassVar[str] = "causal-wan"
+    text_pipeline_class: ClassVar[str] = "WanPipeline"
+    caps: ClassVar[BackendCaps] = BackendCaps(
+        native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=4,
+        max_latents=CONTEXT_LATENTS + BLOCKS_PER_SEGMENT * BLOCK_LATENTS,
+        context_latents=CONTEXT_LATENTS, size_multiple=16, max_side=832, takes_context=True,
+        tokens_per_latent_px=8 * 8 * 2 * 2, sink=SinkCaps(SINK_LATENTS))
+
+    class Options(WanHubOptions, CausalOptions):
+        checkpoint_repo: str = Field("Efficient-Large-Model/LongLive-1.3B",
+                                     pattern=r"^[\w.-]+/[\w.-]+$",
+                                     description="Hub repo of the causal generator")
+        checkpoint_revision: str = Field("main", description="its revision")
+        checkpoint_file: str = Field("models/longlive_base.pt",
+                                     description="the generator's .pt in that repo")
+        lora_file: str | None = Field("models/lora.pt", description="a PEFT LoRA .pt merged "
+                                      "at conversion (unset: none)")
+        state_keys: tuple[str, ...] = Field(("generator", "generator_ema", "model"),
+                                            description="checkpoint entries holding the "
+                                            "generator, first present wins")
+        lora_scale: float = Field(1.0, description="lora_alpha / r")
+
+    def checkpoint(self) -> Any:
+        from longvid.backends.causal_weights import CausalCheckpoint
+
+        o = self.options
+        return CausalCheckpoint(o.checkpoint_repo, o.checkpoint_revision, o.checkpoint_file,
+                                o.lora_file, tuple(o.state_keys), o.lora_scale)
+
+    # -- models --------------------------------------------------------------------------
+
+    def load(self, preset: Any, policy: Any = None) -> None:
+        import torch
+        from diffusers import WanTransformer3DModel
+
+        from longvid.backends import wan_parts
+        from longvid.backends.causal_engine import CausalEngine
+        from longvid.backends.causal_weights import converted_transformer
+
+        self.preset, self.policy = preset, policy
+        self.options = preset.options
+        cuda = torch.cuda.is_available()
+        if preset.min_vram_gib > 0 and not cuda:  # before any download
+            raise ResourceError(
+                f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
+                "GiB) and this machine has none", "try the tool on the CPU with "
+                "--preset tiny-causal")
+        wan_parts.check_installed(preset.quantization, WanTransformer3DModel)
+        self.weights = wan_parts.Weights.resolve(preset)  # text encoder, tokenizer, VAE
+        self.folder = self.weights.folder
+        label = self.weights_label(preset)
+        self.converted = converted_transformer(self.checkpoint(), self.folder, label)
+        self.device = torch.device("cuda" if cuda else "cpu")
+        self.dtype = torch.bfloat16 if cuda else torch.float32
+        transformer = wan_parts.load_transformer(
+            WanTransformer3DModel, wan_parts.Weights(self.converted), preset.quantization,
+            self.dtype).eval()
+        self.vae = wan_parts.WanVAE(self.folder, self.device)
+        wan_parts.place_transformer(transformer, self.device, policy)
+        self.transformer = transformer
+        self.engine = CausalEngine(transformer, self.options.policy())
+
+    @staticmethod
+    def weights_label(preset: Any) -> str:
+        from pathlib import Path
+
+        from longvid.presets import available_presets
+
+        named = available_presets().get(preset.name) == Path(preset.source)
+        return preset.name if named else preset.source
+
+    def versions(self) -> dict[str, str]:
+        o = self.options
+        return super().versions() | {
+            "generator": f"{o.checkpoint_repo}@{o.checkpoint_revision}/{o.checkpoint_file}"
+                         + (f"+{o.lora_file}" if o.lora_file else ""),
+            "converted": self.converted.name, "engine": "causal-kv 1"}
+
+    # -- generation --------------------------------------------------------------------------
+
+    def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
+        from longvid.backends.causal_engine import FewStepSchedule, stream_segment
+
+        assert request.memory is None, "causal-wan takes no memory (caps.memory is None)"
+        cond, _ = self.prompts.conditioning(request)  # (1, L, 4096); no guidance
+        context = None if request.context is None else request.context.float()
+        schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
+        with self.on_gpu("transformer"):
+            latents, seconds = stream_segment(
+                self.engine, request.sink, context, request.num_latents,
+                (self.vae.z_dim, request.height // 8, request.width // 8), cond, schedule,
+                request.seed, on_step)  # (1, z, n, h, w)
+        t0 = time.perf_counter()
+        warm = None if context is None else context[:, :, -DECODE_WARMUP_LATENTS:]
+        c = 0 if warm is None else warm.shape[2]
+        with self.on_gpu("vae"):  # the context's tail warms the VAE's causal cache, then drops
+            whole = latents if warm is None else self._cat(warm, latents)
+            frames = self.vae.decode(whole, drop=4 * c - 3 if c else 0)
+        return SegmentOutput(latents=latents, frames=frames,
+                             seconds=seconds | {"decode": time.perf_counter() - t0})
+
+    @staticmethod
+    def _cat(context: Any, latents: Any) -> Any:
+        import torch
+
+        return torch.cat([context, latents], dim=2)
+
+    def encode_frames(self, frames: Any) -> Any:
+        return self.vae.encode_frames(frames)

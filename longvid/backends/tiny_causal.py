@@ -1,0 +1,124 @@
+"""`tiny-causal`: the few-step causal KV-cache engine on the tiny random-weight Wan.
+
+The same transformer and text encoder as `tiny` and a narrower Wan VAE (built from a
+fixed seed, CPU, no download), streamed the way LongLive-1.3B and Self-Forcing run:
+blocks of 3 latent frames, 4 steps each, a clean pass per block that writes its keys
+and values, a window of 12 latent frames with a sink of 3
+(longvid/backends/causal_engine.py).
+Its pictures are coloured texture; it exists so the causal path runs anywhere.
+
+One longvid segment is a whole number of blocks where the plan allows it (the
+first segment of a take 7 blocks, later ones 4; a prompt switch may end a segment
+inside a block: that segment's last block is shorter). A segment starts a fresh
+stream: the take's first 3 latents (the sink, which the loop carries in the run
+directory because `caps.sink` asks for it) and the context latents the loop passes in
+(the last 9 of the take, read from disk) are replayed through clean passes to rebuild
+the cache, then the new blocks are denoised after them; the last 2 context latents
+warm up the VAE decoder, and their frames are dropped. Nothing survives from one
+segment to the next but what the run directory holds, so a resumed render equals an
+uninterrupted one. Frame positions restart at every segment (sink, then context):
+they stay below the RoPE table's end however long the video.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from longvid.backends.base import (
+    BackendCaps,
+    BackendOptions,
+    SegmentOutput,
+    SegmentRequest,
+    SinkCaps,
+    StepCallback,
+)
+from longvid.backends.tiny import TinyWanBackend
+
+BLOCK_LATENTS = 3
+CONTEXT_LATENTS = 9  # a LongLive window (12) less one block: everything a new block sees
+SINK_LATENTS = 3  # a take's first latents the loop carries for the cache's sink
+# Context latents decoded before a segment's own, so the VAE's causal convolutions (which
+# keep 2 frames) start warm; decoding all 9 would cost as much again as the new frames.
+DECODE_WARMUP_LATENTS = 2
+
+
+class CausalOptions(BackendOptions):
+    """Options of the causal-engine backends: the schedule and the cache policy."""
+
+    flow_shift: float = Field(5.0, gt=0, description="shift of the warped few-step schedule")
+    block_latents: int = Field(BLOCK_LATENTS, ge=1, description="latent frames per block")
+    sink_latents: int = Field(3, ge=0, le=SINK_LATENTS, description="a take's first latent "
+                              "frames, always attended to")
+    window_latents: int = Field(12, ge=0, description="latent frames a block attends to, "
+                                "itself and the sink included (0: all)")
+    write: Literal["all", "last"] = Field("all", description="frames of a block cached")
+
+    @field_validator("window_latents")
+    @classmethod
+    def _window_leaves_room(cls, window: int, info: ValidationInfo) -> int:
+        sink, block = info.data.get("sink_latents", 0), info.data.get("block_latents", 1)
+        if window and window <= sink + block:
+            raise ValueError(f"a window of {window} leaves no history beside a sink of {sink} "
+                             f"and a block of {block}: make it larger, or 0 for no window")
+        return window
+
+    def policy(self) -> Any:
+        from longvid.backends.causal_cache import CachePolicy
+
+        return CachePolicy(self.block_latents, self.window_latents, self.sink_latents,
+                           self.write)
+
+
+class TinyCausalBackend(TinyWanBackend):
+    name: ClassVar[str] = "tiny-causal"
+    caps: ClassVar[BackendCaps] = BackendCaps(
+        native_fps=16, any_fps=True, latent_stride_t=4,
+        max_latents=CONTEXT_LATENTS + 4 * BLOCK_LATENTS, context_latents=CONTEXT_LATENTS,
+        size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
+        sink=SinkCaps(SINK_LATENTS))
+
+    class Options(CausalOptions):
+        weights_seed: int = Field(0, description="seed of the random tiny weights")
+
+    def load(self, preset: Any, policy: Any = None) -> None:
+        import torch
+        from diffusers import AutoencoderKLWan
+
+        from longvid.backends.causal_engine import CausalEngine
+
+        super().load(preset, policy)
+        self.engine = CausalEngine(self.transformer, preset.options.policy())
+        # a narrower VAE than tiny's (base_dim 2, not 8): decoding is most of a tiny render,
+        # and this one decodes about 3x faster; the picture is coloured texture either way
+        torch.manual_seed(preset.options.weights_seed + 2)
+        self.vae = AutoencoderKLWan(base_dim=2, z_dim=16, dim_mult=[1, 1, 1, 1],
+                                    num_res_blocks=1, temperal_downsample=[False, True, True]
+                                    ).eval()
+
+    def versions(self) -> dict[str, str]:
+        return super().versions() | {"engine": "causal-kv 1"}
+
+    def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
+        import torch
+
+        from longvid.backends.causal_engine import FewStepSchedule, stream_segment
+
+        assert request.memory is None, "tiny-causal takes no memory (caps.memory is None)"
+        cond = request.conditioning(self._embed)  # (1, L, 32), mixed during a transition
+        context = None if request.context is None else request.context.float()  # (1, 16, c, h, w)
+        schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
+        latents, seconds = stream_segment(
+            self.engine, request.sink, context, request.num_latents, (16, request.height // 8,
+                                                        request.width // 8),
+            cond, schedule, request.seed, on_step)  # (1, 16, n, h, w)
+        t0 = time.perf_counter()
+        with torch.no_grad():  # the context's tail warms the VAE's causal cache, then drops
+            warm = None if context is None else context[:, :, -DECODE_WARMUP_LATENTS:]
+            c = 0 if warm is None else warm.shape[2]
+            whole = latents if warm is None else torch.cat([warm, latents], dim=2)
+            frames = self._decode(whole, drop=4 * c - 3 if c else 0)
+        return SegmentOutput(latents=latents, frames=frames,
+                             seconds=seconds | {"decode": time.perf_counter() - t0})
