@@ -15,6 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OVERHEAD_GIB = 1.0  # allocator fragmentation, cuBLAS/cuDNN workspaces
+# The CUDA allocator configuration these figures assume; the CLI sets it (unless the
+# user has) before torch loads, and benchmarks/gpu_proof.py measures under it. Growing
+# segments in place keeps a freed text encoder's blocks from fragmenting the denoiser's.
+ALLOCATOR_CONF = "expandable_segments:True"
 BLOCKS_IN_FLIGHT = 3  # group offload with streams: current block, next one, one spare
 BF16_BYTES_PER_PARAM = 2
 # bitsandbytes, per quantized Linear weight: nf4 = 4 bit + one fp32 absmax per 64 weights

@@ -1,6 +1,6 @@
 """Tiny real-architecture checkpoints (SkyReels-V2 DF, Wan2.1 VACE, AnyFlow-FAR), written
 into a local Hub cache in the Hub's own layout (benchmarks/hubcache.py) under the real
-repo ids; GGUF files are written by benchmarks/checkpoints.py, as for vram_12gb.py."""
+repo ids; GGUF files are written by benchmarks/checkpoints.py, as for gpu_proof.py."""
 
 from __future__ import annotations
 

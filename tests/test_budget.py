@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from conftest import HARBOUR
@@ -54,3 +55,22 @@ def test_render_with_a_gpu_budget_below_the_preset_exits_4(cli, tmp_path):
     sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 1s}]\n")
     code, _, err = cli("render", sb, "--preset", "skyreels-df-1.3b", "--vram", "3")
     assert code == 4 and "needs at least 8.0 GiB of GPU memory" in err
+
+
+@pytest.mark.parametrize("user", [None, "backend:cudaMallocAsync"])
+def test_cli_sets_the_allocator_config_the_plan_assumes_unless_the_user_did(user):
+    import subprocess
+    import sys
+
+    from longvid.budget import ALLOCATOR_CONF
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_CUDA_ALLOC_CONF"}
+    if user:
+        env["PYTORCH_CUDA_ALLOC_CONF"] = user
+    code = ("import os, sys; sys.argv = ['longvid', '--version']\n"
+            "from longvid.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(os.environ['PYTORCH_CUDA_ALLOC_CONF'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=True)
+    assert done.stdout.splitlines()[-1] == (user or ALLOCATOR_CONF)

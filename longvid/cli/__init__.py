@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from longvid import __version__
+from longvid.budget import ALLOCATOR_CONF
 from longvid.cli import doctor, extend, models, plan, presets, render, report
 from longvid.cli.bench import bench_app
 
@@ -52,4 +53,7 @@ def main() -> None:
     # segment ~50 % slower on 2 cores (benchmarks/scaling.py). numpy's work here is
     # small, so it gets one thread. Set before numpy loads; a user's own value wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # the CUDA allocator the VRAM plan is measured under (longvid.budget); read by torch
+    # when CUDA starts, so set before any backend loads; a user's own value wins
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", ALLOCATOR_CONF)
     app()
