@@ -99,6 +99,8 @@ class _MemoryIn(BaseModel):
     vae_gib: float = Field(ge=0)
     vae_decode_gib: float = Field(ge=0)
     text_encoder_unquantized_gib: float = Field(default=0, ge=0)
+    text_encoder_blocks: int = Field(default=1, ge=1)
+    text_encoder_embedding_gib: float = Field(default=0, ge=0)
 
 
 class _PresetIn(BaseModel):

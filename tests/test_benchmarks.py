@@ -115,3 +115,18 @@ def test_blas_threads_reports_each_case_with_the_thread_setting_it_ran_under():
     assert set(report["median_ms"]) == {"alone", "after_eviction_product",
                                         "after_colour_product"}
     assert all(ms > 0 for ms in report["median_ms"].values())
+
+
+@pytest.mark.slow
+def test_text_encoder_cpu_reports_a_full_width_block_in_fp32_and_bf16(tmp_path):
+    out = tmp_path / "te.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "text_encoder_cpu.py"),
+                           "--tokens", "8", "--json", str(out)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["tokens"] == 8 and report["cpu_capability"]
+    assert set(report["block_s"]) == set(report["prompt_s_estimate"]) == {"float32", "bfloat16"}
+    for dtype, seconds in report["block_s"].items():  # 24 blocks, 512 / 8 times the tokens
+        estimate = pytest.approx(seconds * 24 * 64, rel=0.02, abs=1.5)
+        assert report["prompt_s_estimate"][dtype] == estimate

@@ -258,3 +258,31 @@ def test_gpu_out_of_memory_names_the_stage_and_a_lower_vram(hub_cache, tmp_path,
     assert caught.value.code == ExitCode.MISSING_RESOURCE
     assert f"out of memory in the {stage} stage under the policy for 12.0 GiB" in str(caught.value)
     assert "--vram 10" in caught.value.hint and "resumes" in caught.value.hint
+
+
+@pytest.mark.parametrize(("stage", "component", "method"), [
+    ("load", "AutoencoderKLWan", "from_pretrained"),
+    ("text encoder", "UMT5EncoderModel", "forward"),
+    ("transformer", "SkyReelsV2Transformer3DModel", "forward"),
+    ("vae", "AutoencoderKLWan", "decode"),
+])
+def test_out_of_memory_in_every_stage_is_exit_4_naming_it(hub_cache, tmp_path, cli, monkeypatch,
+                                                          stage, component, method):
+    """CUDA's own OOM raised by the library component a stage runs (load and prompt
+    encoding included) reaches the user as exit 4 with the stage, never exit 1."""
+    import diffusers
+    import transformers
+
+    def full(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    library = transformers if component == "UMT5EncoderModel" else diffusers
+    monkeypatch.setattr(getattr(library, component), method, full)
+    sb = write(tmp_path / "story.yaml", f"""\
+        version: 1
+        preset: {preset_file(tmp_path).name}
+        shots: [{{id: a, duration: 0.5s, prompt: a harbour}}]
+        """)
+    code, _, err = cli("render", sb)
+    assert code == 4, err
+    assert f"out of memory in the {stage} stage" in err and "--vram" in err

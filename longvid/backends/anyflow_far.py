@@ -83,7 +83,8 @@ class AnyFlowFARBackend(WanHubBackend):
         transformer = self._load_models(preset, policy, AnyFlowFARTransformer3DModel)
         scheduler = FlowMapEulerDiscreteScheduler.from_pretrained(self.folder,
                                                                   subfolder="scheduler")
-        wan_parts.place_transformer(transformer, self.device, policy)
+        with self.on_gpu("load"):
+            wan_parts.place_transformer(transformer, self.device, policy)
         if self.device.type == "cuda" and self.options.compile_blocks:
             # FAR attention runs through flex_attention, which uncompiled materializes fp32
             # score matrices (~5 GiB each for a 480p chunk against its cache); compiled

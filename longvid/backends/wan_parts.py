@@ -158,13 +158,26 @@ def load_text_encoder(folder: Path, quant: Quantization, dtype: Any, device: Any
 
 
 def text_pipeline(pipeline_cls: Any, folder: Path, quant: Quantization, dtype: Any,
-                  device: Any) -> Any:
+                  device: Any, *, streamed: bool = False) -> Any:
     """A `pipeline_cls` (e.g. WanVACEPipeline) holding only the tokenizer and the text
-    encoder, for diffusers' own prompt cleaning and padding rules."""
+    encoder, for diffusers' own prompt cleaning and padding rules. `streamed`: the
+    encoder's weights stay in CPU memory and pass through `device` (a GPU) a block at a
+    time on a CUDA stream (diffusers' block-level group offload of UMT5's 24 blocks);
+    the shared embedding and final norm are on `device` for the whole pass."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    text_encoder = load_text_encoder(folder, quant, dtype, device)
+    if streamed:
+        import torch
+        from diffusers.hooks import apply_group_offloading
+
+        text_encoder = load_text_encoder(folder, quant, dtype, torch.device("cpu"))
+        # the blocks sit under `encoder` (UMT5Stack), not at the top: name it a block module
+        apply_group_offloading(text_encoder, onload_device=device, offload_type="block_level",
+                               num_blocks_per_group=1, use_stream=True, low_cpu_mem_usage=True,
+                               block_modules=["encoder"])
+    else:
+        text_encoder = load_text_encoder(folder, quant, dtype, device)
     return pipeline_cls(tokenizer=tokenizer, text_encoder=text_encoder, transformer=None,
                         vae=None, scheduler=None)
 

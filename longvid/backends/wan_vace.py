@@ -68,7 +68,8 @@ class WanVACEBackend(WanHubBackend):
 
         self.transformer = self._load_models(preset, policy, WanVACETransformer3DModel)
         self.scheduler = wan_parts.unipc_scheduler(self.folder, self.options.flow_shift)
-        wan_parts.place_transformer(self.transformer, self.device, policy)
+        with self.on_gpu("load"):
+            wan_parts.place_transformer(self.transformer, self.device, policy)
 
     # -- generation --------------------------------------------------------------------------
 

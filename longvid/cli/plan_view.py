@@ -56,7 +56,7 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None) -> None:
         console.print(f"GPU policy for {policy.vram_gib:g} GiB ({verdict}, peak "
                       f"{policy.peak_gib:.1f} GiB): " + "; ".join(
                           f"{s.name} ({s.storage}, {s.weights_gib:.1f} GiB) on {s.placement}"
-                          + (f" ~{s.peak_gib:.1f} GiB" if s.placement != "cpu" else "")
+                          f" ~{s.peak_gib:.1f} GiB"
                           for s in policy.stages)
                       + "; VAE tiled")
 
