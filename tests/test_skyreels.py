@@ -286,3 +286,21 @@ def test_out_of_memory_in_every_stage_is_exit_4_naming_it(hub_cache, tmp_path, c
     code, _, err = cli("render", sb)
     assert code == 4, err
     assert f"out of memory in the {stage} stage" in err and "--vram" in err
+
+
+@pytest.mark.parametrize(("key", "value"), [("prediction_type", "epsilon"),
+                                            ("use_flow_sigmas", False),
+                                            ("_class_name", "DDIMScheduler")])
+def test_a_snapshot_whose_scheduler_disagrees_is_exit_3_naming_the_setting(
+        hub_cache, tmp_path, cli, key, value):
+    config = next(hub_cache.glob("models--*/snapshots/*/scheduler/scheduler_config.json"))
+    data = json.loads(config.read_text())
+    config.resolve().write_text(json.dumps(data | {key: value}))  # the blob behind the link
+    sb = write(tmp_path / "story.yaml", f"""\
+        version: 1
+        preset: {preset_file(tmp_path).name}
+        shots: [{{id: a, duration: 0.5s, prompt: a harbour}}]
+        """)
+    code, _, err = cli("render", sb)
+    assert code == 3, err
+    assert f"the scheduler's {key} is {value!r}" in " ".join(err.split())

@@ -81,6 +81,7 @@ class AnyFlowFARBackend(WanHubBackend):
         from longvid.backends import wan_parts
 
         transformer = self._load_models(preset, policy, AnyFlowFARTransformer3DModel)
+        wan_parts.check_scheduler(self.folder, "FlowMapEulerDiscreteScheduler", {})
         scheduler = FlowMapEulerDiscreteScheduler.from_pretrained(self.folder,
                                                                   subfolder="scheduler")
         with self.on_gpu("load"):

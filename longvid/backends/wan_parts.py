@@ -182,10 +182,33 @@ def text_pipeline(pipeline_cls: Any, folder: Path, quant: Quantization, dtype: A
                         vae=None, scheduler=None)
 
 
+# What sampling depends on and a preset does not set: a snapshot whose scheduler says
+# otherwise (another prediction type, sigmas not from the flow) samples noise silently.
+FLOW_UNIPC = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
+
+
+def check_scheduler(folder: Path, class_name: str, expected: dict[str, Any]) -> None:
+    """The snapshot's scheduler is `class_name` with `expected` settings; else exit 3."""
+    import json
+
+    path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    found = {"_class_name": config.get("_class_name")} | {k: config.get(k) for k in expected}
+    for key, want in ({"_class_name": class_name} | expected).items():
+        if found[key] != want:
+            raise InputError(
+                f"{path}: the scheduler's {key} is {found[key]!r}, and this backend samples "
+                f"with {want!r}: the download is not the checkpoint the preset names",
+                "check the preset's `hub.repo` and `revision`, or remove the snapshot with "
+                "`longvid models rm` and pull it again")
+
+
 def unipc_scheduler(folder: Path, flow_shift: float | None) -> Any:
-    """The snapshot's UniPC scheduler, with the preset's `flow_shift` when it sets one."""
+    """The snapshot's UniPC scheduler, checked to sample flow predictions, with the
+    preset's `flow_shift` when it sets one (the preset's choice, whatever the snapshot's)."""
     from diffusers import UniPCMultistepScheduler
 
+    check_scheduler(folder, "UniPCMultistepScheduler", FLOW_UNIPC)
     scheduler = UniPCMultistepScheduler.from_pretrained(folder, subfolder="scheduler")
     if flow_shift is None:
         return scheduler
