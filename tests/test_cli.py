@@ -83,3 +83,14 @@ def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "longvid", "--version"], capture_output=True,
                          text=True)
     assert out.returncode == 0 and out.stdout.startswith("longvid ")
+
+
+def test_doctor_shows_the_hub_cache_weights_are_read_from(cli, tmp_path, monkeypatch):
+    from longvid.hub import hub_cache_dir
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    assert json.loads(cli("doctor", "--json")[1])["hf_cache"] == str(tmp_path / "home" / "hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
+    info = json.loads(cli("doctor", "--json")[1])
+    assert info["hf_cache"] == str(tmp_path / "elsewhere") == str(hub_cache_dir())

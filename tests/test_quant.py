@@ -296,7 +296,6 @@ def test_at_8_gib_every_text_encoder_runs_on_the_gpu_beside_what_is_resident(cli
     assert "text encoder (nf4, 5.7 GiB) on gpu" in " ".join(out.split())
 
 
-@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_text_encoder_streamed_through_the_gpu_gives_the_resident_ones_embeddings(
         hub_cache, tmp_path):
