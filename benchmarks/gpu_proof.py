@@ -124,6 +124,20 @@ def tiny_preset(preset: Any, work: Path) -> Any:
     return load_preset(str(path))
 
 
+def proof_plan(preset: Any, work: Path) -> Any:
+    """The plan of two full windows, a take's first and a continuation, as `render` makes
+    it: its largest sequence (context, new and memory latents) is the one the proof runs."""
+    from longvid.backends import caps_of
+    from longvid.render import load_job
+
+    caps = caps_of(preset)
+    latents = caps.max_latents + (caps.max_latents - caps.context_latents)
+    storyboard = work / "proof.yaml"
+    storyboard.write_text("version: 1\nshots: [{id: a, prompt: a harbour at dusk, "
+                          f"duration: {caps.latent_stride_t * (latents - 1) + 1}f}}]\n")
+    return load_job(storyboard, str(preset.source))[2]
+
+
 class Meter:
     """Peaks of one stage: allocator allocated/reserved, driver-level used (sampled every
     2 ms on a thread), allocator retries and OOMs. Inert without CUDA."""
@@ -214,9 +228,8 @@ def _measure(name: str, tiny: bool, work: Path) -> dict:
 
     from longvid.backends import backend_class, caps_of
     from longvid.backends.base import SegmentRequest
-    from longvid.budget import policy_for
     from longvid.presets import load_preset
-    from longvid.render import choose_policy, load_job
+    from longvid.vram import choose_policy, plan_policy
 
     preset = load_preset(name)
     if preset.backend not in FAMILIES:
@@ -247,12 +260,9 @@ def _measure(name: str, tiny: bool, work: Path) -> dict:
         torch.cuda.empty_cache()
     caps = caps_of(preset)
     window, ctx, mem = caps.max_latents, caps.context_latents, caps.memory_latents
-    latents = window + (window - ctx)  # two full windows
-    storyboard = work / "proof.yaml"
-    storyboard.write_text("version: 1\nshots: [{id: a, prompt: a harbour at dusk, "
-                          f"duration: {4 * latents - 3}f}}]\n")
-    _, preset, plan = load_job(storyboard, str(preset.source))
-    planned = policy_for(CAP_GIB, preset.memory, plan.max_tokens, preset.quantization)
+    plan = proof_plan(preset, work)
+    planned = plan_policy(preset, plan, CAP_GIB)  # the figures `plan --vram 11.4` prints
+    assert planned is not None  # every Hub preset has `memory:` figures
     policy = choose_policy(preset, plan, CAP_GIB) if cuda else None  # exit 4 if it cannot fit
 
     meter, stages = Meter(cuda), {}

@@ -37,3 +37,16 @@ def test_q8_0_quantized_with_torch_is_byte_identical_to_gguf_py():
     ours = quantize_q8_0(x)
     theirs = gguf.quants.quantize(x.numpy(), gguf.GGMLQuantizationType.Q8_0)
     assert ours.shape == theirs.shape == (8, 3 * 34) and (ours == theirs).all()
+
+
+def test_the_proof_plans_the_figures_plan_and_doctor_show(tmp_path):
+    """One figure per stage: the proof's two-window plan gives the policy `doctor` gives
+    for the preset's full window (and `plan --vram` for a storyboard of one)."""
+    from longvid.vram import plan_policy, preset_policy
+
+    for preset in gpu_proof.hub_presets():
+        plan = gpu_proof.proof_plan(preset, tmp_path)
+        assert len(plan.segments) == 2 and plan.segments[1].context_latents > 0
+        proof = plan_policy(preset, plan, gpu_proof.CAP_GIB)
+        assert proof == preset_policy(preset, gpu_proof.CAP_GIB), preset.name
+        assert proof is not None and proof.fits, preset.name
