@@ -356,7 +356,8 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
         output=(base / model.output) if model.output else None, shots=tuple(shots),
         anti_drift=model.anti_drift,
         content_sha256=_content_hash(model),
-        lines=tuple((k, doc.line_of((k,))) for k in ("fps", "resolution", "preset", "shots")),
+        lines=tuple((k, doc.line_of((k,))) for k in ("fps", "resolution", "preset", "shots",
+                                                      "output")),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import Annotated
 
 import typer
@@ -11,6 +12,7 @@ from longvid import __version__
 from longvid.budget import ALLOCATOR_CONF
 from longvid.cli import doctor, extend, models, plan, presets, render, report
 from longvid.cli.bench import bench_app
+from longvid.errors import Terminated
 
 app = typer.Typer(
     name="longvid", no_args_is_help=True, add_completion=False,
@@ -18,7 +20,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Author long AI videos from a YAML storyboard on one consumer GPU.\n\n"
          "Exit codes: 0 ok, 1 unexpected, 2 usage, 3 invalid storyboard or input, "
-         "4 missing resource, 130 interrupted (resumable).",
+         "4 missing resource, 130 interrupted, 143 terminated (both resumable).",
 )
 
 
@@ -56,4 +58,11 @@ def main() -> None:
     # the CUDA allocator the VRAM plan is measured under (longvid.budget); read by torch
     # when CUDA starts, so set before any backend loads; a user's own value wins
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", ALLOCATOR_CONF)
+    # SIGTERM (Slurm at a time limit, `kill`, a container stop) ends a render as Ctrl-C
+    # does: the segment in progress is abandoned and the run stays resumable
+    signal.signal(signal.SIGTERM, _terminate)
     app()
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
