@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write
-from hubfixture import ANYFLOW_REPO, install_tiny_anyflow, offline_env
+from hubfixture import (
+    ANYFLOW_REPO,
+    assert_frames_close,
+    install_tiny_anyflow,
+    offline_env,
+    pipeline_frames,
+)
 
 from longvid.backends.anyflow_far import AnyFlowFARBackend, chunk_partition
 from longvid.backends.base import SegmentRequest
@@ -238,3 +244,14 @@ def test_gguf_transformer_is_refused_before_any_download(tmp_path, monkeypatch):
         AnyFlowFARBackend().load(load_preset(str(preset)))
     assert info.value.code == 3 and "fp8" in info.value.hint
 
+
+
+def test_frames_are_the_pipelines_decode_of_the_window_less_the_context(backend):
+    from diffusers import AnyFlowFARPipeline
+
+    pipe = AnyFlowFARPipeline.from_pretrained(backend.folder)
+    first = backend.generate(request(5, 5), no_progress)
+    assert_frames_close(first.frames, pipeline_frames(pipe, None, first.latents))
+    context = first.latents[:, :, -4:]
+    cont = backend.generate(request(6, 3, context), no_progress)
+    assert_frames_close(cont.frames, pipeline_frames(pipe, context, cont.latents))

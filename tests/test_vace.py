@@ -16,8 +16,10 @@ import torch
 from conftest import write
 from hubfixture import (
     VACE_REPO,
+    assert_frames_close,
     install_tiny_vace,
     offline_env,
+    pipeline_frames,
     storage_of,
     tiny_vace_components,
     write_gguf,
@@ -290,3 +292,18 @@ def test_context_frames_decode_as_the_continuation_the_previous_segment_showed(h
     assert error < fresh_error / 2, (error, fresh_error)
     first_frame = (kept[:, :, 0] - shown[:, :, 0]).abs().mean()
     assert first_frame < (fresh[:, :, 0] - shown[:, :, 0]).abs().mean() / 2
+
+
+def test_frames_are_the_pipelines_decode_behind_the_true_context(hub_cache, tmp_path):
+    """A continuation's frames: diffusers' decode of [the context carried in | the new
+    latents], less the context's frames (not decoded behind VACE's re-synthesized copy
+    of the context, and the last 4n frames, not the first)."""
+    from diffusers import WanVACEPipeline
+
+    backend = loaded(tmp_path)
+    pipe = WanVACEPipeline.from_pretrained(backend.folder)
+    first = backend.generate(request(5, 5), no_progress)
+    assert_frames_close(first.frames, pipeline_frames(pipe, None, first.latents))
+    context = first.latents[:, :, -2:]
+    cont = backend.generate(request(6, 3, context), no_progress)
+    assert_frames_close(cont.frames, pipeline_frames(pipe, context, cont.latents))
