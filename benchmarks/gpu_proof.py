@@ -47,7 +47,9 @@ skyreels-df-1.3b-lowvram, wan-vace-1.3b, skyreels-df-1.3b (~275 s). Give each co
 `timeout_s` 330, and run group 2 right after group 1 (the machine idles out in 30 s).
 
 `--tiny` runs the same code with tiny models (2-layer configs, 32x32) on the CPU in
-under 3 minutes for all presets; memory figures are reported only on CUDA.
+under 3 minutes for all presets; memory figures are reported only on CUDA. On a GPU
+machine without diffusers, bitsandbytes or gguf, carry the wheels that
+benchmarks/gpu_wheels.sh builds (the exact device commands: docs/performance.md).
 """
 
 from __future__ import annotations
