@@ -163,11 +163,11 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         title=sb.title, storyboard=sb.path, content_sha256=sb.content_sha256,
         preset=preset.name, backend=preset.backend, fps=fps, width=width, height=height,
         steps=preset.steps, guidance_scale=preset.guidance_scale,
-        negative_prompt=sb.negative_prompt, total_frames=total,
+        negative_prompt=negative_prompt_for(sb, preset), total_frames=total,
         shots=tuple(shots), takes=tuple(takes), segments=tuple(segments),
         switches=tuple(switches), context_latents=caps.context_latents,
         latent_stride_t=caps.latent_stride_t, memory_latents=caps.memory_latents,
-        anti_drift=sb.anti_drift and caps.corrects_drift,
+        anti_drift=anti_drift_for(sb, preset) and caps.corrects_drift,
         forwards=(sum(s.num_latents for s in segments) if caps.per_frame
                   else len(segments)) * preset.steps * cfg,
         max_tokens=caps.per_frame.tokens_per_forward if caps.per_frame else (
@@ -175,6 +175,17 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
             + caps.memory_latents * tokens_per_latent),
         warnings=tuple(warnings), seed=sb.seed,
     )
+
+
+def negative_prompt_for(sb: Storyboard, preset: Preset) -> str:
+    """The storyboard's `negative_prompt` if it sets one (even ""), else the preset's."""
+    return sb.negative_prompt if sb.negative_prompt is not None else preset.negative_prompt
+
+
+def anti_drift_for(sb: Storyboard, preset: Preset) -> bool:
+    """The storyboard's `anti_drift` if it sets it; else on, except for Hub presets, whose
+    real latents its thresholds were never calibrated on."""
+    return sb.anti_drift if sb.anti_drift is not None else preset.hub is None
 
 
 def _err(sb: Storyboard, line: int | None, key: str, message: str, hint: str) -> StoryboardError:

@@ -50,6 +50,7 @@ class Preset:
     source: str = ""
     quantization: Quantization = NO_QUANTIZATION
     transformer_gguf: HubSource | None = None  # files == (the .gguf file,)
+    negative_prompt: str = ""  # the model's own, for a storyboard that sets none
 
     @property
     def hub_sources(self) -> tuple[tuple[str, HubSource], ...]:
@@ -66,7 +67,8 @@ class Preset:
 
     @property
     def sha256(self) -> str:
-        unset = {"quantization": NO_QUANTIZATION, "transformer_gguf": None}  # older run keys
+        unset = {"quantization": NO_QUANTIZATION, "transformer_gguf": None,  # older run keys
+                 "negative_prompt": ""}
         data = {k: v for k, v in self.__dict__.items() if k not in ("source", "description")
                 and not (k in unset and v == unset[k])}
         data["options"] = self.options.model_dump(mode="json", exclude_unset=True)  # as written
@@ -106,6 +108,8 @@ class _MemoryIn(BaseModel):
     vae_gib: float = Field(ge=0)
     vae_decode_gib: float = Field(ge=0)
     text_encoder_unquantized_gib: float = Field(default=0, ge=0)
+    text_encoder_blocks: int = Field(default=1, ge=1)
+    text_encoder_embedding_gib: float = Field(default=0, ge=0)
 
 
 class _PresetIn(BaseModel):
@@ -117,6 +121,7 @@ class _PresetIn(BaseModel):
     resolution: str = Field(pattern=r"^\d+x\d+$")
     steps: int = Field(ge=1, le=200)
     guidance_scale: float = Field(default=1.0, ge=0)
+    negative_prompt: str = ""
     min_vram_gib: float = Field(default=0, ge=0)
     options: dict[str, Any] = {}
     hub: _HubIn | None = None
@@ -183,6 +188,7 @@ def load_preset(name_or_path: str) -> Preset:
     return Preset(name=p.name, description=p.description, backend=p.backend, fps=p.fps,
                   resolution=(width, height), steps=p.steps, guidance_scale=p.guidance_scale,
                   min_vram_gib=p.min_vram_gib, options=_backend_options(doc, p.backend, p.options),
+                  negative_prompt=p.negative_prompt,
                   source=str(path),
                   hub=HubSource(p.hub.repo, p.hub.revision, tuple(p.hub.files), p.hub.verified)
                   if p.hub else None,

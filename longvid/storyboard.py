@@ -104,12 +104,12 @@ class Storyboard:
     fps: int | None  # None: the preset's
     resolution: tuple[int, int] | None  # (width, height); None: the preset's
     seed: int
-    negative_prompt: str
+    negative_prompt: str | None  # None: the preset's default
     style: str
     audio: Audio | None
     output: Path | None
     shots: tuple[Shot, ...]
-    anti_drift: bool  # correct colour and latent drift when the monitor sees it
+    anti_drift: bool | None  # correct colour and latent drift; None: the preset's default
     content_sha256: str  # of everything that changes generated frames
     lines: tuple[tuple[str, int], ...]
 
@@ -127,8 +127,8 @@ def one_shot(*, path: str, shot_id: str, title: str, prompt: str, frames: int, f
                 transition=Transition("continue", zero, 0), seed=None, camera=None,
                 recall=(), line=0, key_lines=())
     return Storyboard(path=path, version=1, title=title, preset="", fps=fps,
-                      resolution=resolution, seed=seed, negative_prompt="", style="",
-                      audio=None, output=None, shots=(shot,), anti_drift=True,
+                      resolution=resolution, seed=seed, negative_prompt=None, style="",
+                      audio=None, output=None, shots=(shot,), anti_drift=None,
                       content_sha256=content_sha256, lines=())
 
 
@@ -193,11 +193,11 @@ class _StoryboardIn(_Model):
     fps: int | None = Field(default=None, ge=1, le=120)
     resolution: str | None = None
     seed: int = Field(default=0, ge=0, lt=2**63)
-    negative_prompt: str = ""
+    negative_prompt: str | None = None  # unset: the preset's
     style: str = ""
     audio: Annotated[_AudioIn | None, _mapping_of("path")] = None
     output: str | None = None
-    anti_drift: bool = True
+    anti_drift: bool | None = None  # unset: the preset's
     shots: list[_ShotIn] = Field(min_length=1)
 
 
@@ -364,5 +364,9 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
 def _content_hash(model: _StoryboardIn) -> str:
     """Hash of what changes generated frames; audio, output and title only change the mux."""
     data = model.model_dump(exclude={"audio", "output", "title"})
+    # unset values hash as the values they stood for before presets had defaults, so a
+    # storyboard keeps its hash; the plan records what they resolve to for a preset
+    data["negative_prompt"] = "" if data["negative_prompt"] is None else data["negative_prompt"]
+    data["anti_drift"] = True if data["anti_drift"] is None else data["anti_drift"]
     text = json.dumps(data, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()

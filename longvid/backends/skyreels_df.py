@@ -57,7 +57,8 @@ class SkyReelsDFBackend(WanHubBackend):
 
         self.transformer = self._load_models(preset, policy, SkyReelsV2Transformer3DModel)
         self.scheduler = wan_parts.unipc_scheduler(self.folder, self.options.flow_shift)
-        wan_parts.place_transformer(self.transformer, self.device, policy)
+        with self.on_gpu("load"):
+            wan_parts.place_transformer(self.transformer, self.device, policy)
 
     # -- generation --------------------------------------------------------------------------
 

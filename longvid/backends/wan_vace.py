@@ -1,14 +1,14 @@
 """`wan-vace`: Wan2.1 VACE from the Hub; continuation through VACE's video + mask inputs.
 
 Each segment is one VACE window of N = 4(c+n)-3 frames. The c context latents (the
-previous segment's tail) are decoded to their K = 4c-3 frames and given as the
-kept part of VACE's control video (mask 0); the other 4n frames are blank and
-generated (mask 1). This is the continuation recipe of diffusers' `WanVACEPipeline`
-(`video` = last K frames + blanks, `mask` = black K + white), written out here on
-tensors so the context never round-trips through PIL, prompts can change per
-window and a window's new latents feed the next one; tests check it against the
-pipeline numerically. The re-synthesized copy of the context is dropped: the
-segment returns its n new latents and their 4n frames.
+previous segment's tail) are decoded, as a continuation, to their last K = 4c-3
+frames and given as the kept part of VACE's control video (mask 0); the other 4n
+frames are blank and generated (mask 1). This is the continuation recipe of
+diffusers' `WanVACEPipeline` (`video` = last K frames + blanks, `mask` = black K +
+white), written out here on tensors so the context never round-trips through PIL,
+prompts can change per window and a window's new latents feed the next one; tests
+check it against the pipeline numerically. The re-synthesized copy of the context
+is dropped: the segment returns its n new latents and their 4n frames.
 
 Memory: recalled keyframe latents (`request.memory`) enter where VACE puts its
 `reference_images`: each one an extra latent frame in front of the window, in the
@@ -68,7 +68,8 @@ class WanVACEBackend(WanHubBackend):
 
         self.transformer = self._load_models(preset, policy, WanVACETransformer3DModel)
         self.scheduler = wan_parts.unipc_scheduler(self.folder, self.options.flow_shift)
-        wan_parts.place_transformer(self.transformer, self.device, policy)
+        with self.on_gpu("load"):
+            wan_parts.place_transformer(self.transformer, self.device, policy)
 
     # -- generation --------------------------------------------------------------------------
 
@@ -113,7 +114,7 @@ class WanVACEBackend(WanHubBackend):
         video = torch.zeros(1, 3, num_frames, request.height, request.width)  # [-1, 1]
         mask = torch.ones(1, 1, num_frames, request.height, request.width)  # 1: generate
         if c:
-            video[:, :, :kept] = self.vae.decode_float(context).clamp(-1, 1)
+            video[:, :, :kept] = self.context_frames(context)
             mask[:, :, :kept] = 0
         inactive = self.vae.encode(video * (1 - mask))  # (1, 16, c+n, h, w)
         reactive = self.vae.encode(video * mask)
@@ -129,6 +130,19 @@ class WanVACEBackend(WanHubBackend):
                                 dim=2)
             mask8 = torch.cat([torch.zeros_like(mask8[:, :, :refs.shape[2]]), mask8], dim=2)
         return torch.cat([latents, mask8], dim=1)
+
+    def context_frames(self, context: Any) -> Any:
+        """The last K = 4c-3 frames the c context latents stand for, (1, 3, K, H, W) in
+        [-1, 1]. Context latents come from mid-take, 4 frames each; decoded alone, the
+        VAE would take the first for a take's 1-frame image latent. A copy of it in front
+        warms the VAE's causal cache, so each context latent decodes as a continuation,
+        as the previous segment's frames were."""
+        import torch
+
+        warm = torch.cat([context[:, :, :1], context], dim=2)  # (1, 16, 1+c, h, w)
+        frames = self.vae.decode_float(warm)  # (1, 3, 1+4c, H, W)
+        kept = VAE_STRIDE_T * context.shape[2] - 3
+        return frames[:, :, -kept:].clamp(-1, 1)
 
     def _denoise(self, latents: Any, control: Any, request: SegmentRequest,
                  on_step: StepCallback) -> Any:

@@ -9,8 +9,10 @@ from longvid.budget import LoadPolicy
 from longvid.plan import Plan
 from longvid.timecode import timecode
 
+NEGATIVE_SHOWN_CHARS = 60
 
-def show_plan(p: Plan, policy: LoadPolicy | None = None) -> None:
+
+def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = "") -> None:
     console = Console()
     tc = lambda f: timecode(max(f, 0), p.fps)  # noqa: E731
     console.print(f"[bold]{p.title}[/]  {p.width}x{p.height} @ {p.fps} fps, "
@@ -46,6 +48,10 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None) -> None:
         console.print(f"memory: up to {p.memory_latents} recalled keyframe latent(s) per segment;"
                       " `recall` is known now, the anchor and retrieved keyframes at render time"
                       + ("; anti-drift on" if p.anti_drift else "; anti-drift off"))
+    if p.guidance_scale > 1:  # the negative prompt steers only under guidance
+        text = p.negative_prompt if len(p.negative_prompt) <= NEGATIVE_SHOWN_CHARS else \
+            p.negative_prompt[:NEGATIVE_SHOWN_CHARS] + "..."
+        console.print(f"negative prompt (from the {negative_source}): {text or '(empty)'}")
     cfg = " x 2 (guidance)" if p.guidance_scale > 1 else ""
     units = p.forwards // (p.steps * (2 if cfg else 1))  # a forward per segment or per frame
     unit = "segments" if units == len(p.segments) else "latent frames (one per forward)"
@@ -56,7 +62,7 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None) -> None:
         console.print(f"GPU policy for {policy.vram_gib:g} GiB ({verdict}, peak "
                       f"{policy.peak_gib:.1f} GiB): " + "; ".join(
                           f"{s.name} ({s.storage}, {s.weights_gib:.1f} GiB) on {s.placement}"
-                          + (f" ~{s.peak_gib:.1f} GiB" if s.placement != "cpu" else "")
+                          f" ~{s.peak_gib:.1f} GiB"
                           for s in policy.stages)
                       + "; VAE tiled")
 
