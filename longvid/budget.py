@@ -76,6 +76,7 @@ def transformer_weights_gib(memory: MemorySpec, quant: Quantization) -> float:
     if quant.transformer == "fp8":
         return memory.transformer_gib * FP8_BYTES_PER_PARAM / BF16_BYTES_PER_PARAM
     if quant.transformer == "gguf":
+        assert quant.gguf_type is not None  # presets.py requires the type with a GGUF file
         return memory.transformer_gib * GGUF_BITS_PER_WEIGHT[quant.gguf_type] / 16
     return memory.transformer_gib
 

@@ -20,9 +20,9 @@ from longvid.errors import InputError
 from longvid.plan import make_plan
 from longvid.presets import load_preset
 from longvid.progress import Progress
-from longvid.render import BackendPool, RenderResult, _run_job, file_sha256
-from longvid.storyboard import Shot, Storyboard, TimedPrompt, Transition
-from longvid.timecode import Time
+from longvid.render import BackendPool, Job, Prefix, RenderResult, run_job
+from longvid.rundir import file_sha256
+from longvid.storyboard import Storyboard, one_shot
 
 DEFAULT_PROMPT = "the same scene continues"
 SHOT_ID = "extend"
@@ -76,11 +76,10 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
             tail = np.concatenate([tail[:1].repeat(tail_frames - len(tail), 0), tail])
         return {"context": backend.encode_frames(tail[-tail_frames:])}
 
-    return _run_job(plan, preset, output.resolve(), crf=crf, fresh=fresh, pool=pool,
-                    progress=progress, seed=seed,
-                    audio=(clip.resolve(), 0.0) if info.has_audio else None,
-                    label=clip.name, prefix=(clip.resolve(), clip_sha), output_size=out_size,
-                    init_state=init_state)
+    job = Job(plan, preset, output.resolve(),
+              audio=(clip.resolve(), 0.0) if info.has_audio else None, policy=None,
+              label=clip.name, prefix=Prefix(clip.resolve(), clip_sha, out_size, init_state))
+    return run_job(job, pool, progress, crf=crf, fresh=fresh)
 
 
 def _seed_bank(backend: Any, clip: Path, frames: int, size: tuple[int, int],
@@ -107,16 +106,8 @@ def _seed_bank(backend: Any, clip: Path, frames: int, size: tuple[int, int],
 
 def _one_shot(clip: Path, text: str, seconds: float, fps: int, size: tuple[int, int],
               seed: int, clip_sha: str) -> Storyboard:
-    duration = Time(frames=max(1, round(seconds * fps)))
-    shot = Shot(id=SHOT_ID, prompts=(TimedPrompt(Time(seconds=Fraction(0)), text, 0),),
-                duration=duration, start=None, end=None,
-                transition=Transition("continue", Time(seconds=Fraction(0)), 0), seed=None,
-                camera=None, recall=(), line=0, key_lines=())
-    key = hashlib.sha256(f"{clip_sha}:{text}:{duration}:{fps}:{size}:{seed}".encode())
-    return Storyboard(path=str(clip), version=1, title=f"{clip.stem} extended", preset="",
-                      fps=fps, resolution=size, seed=seed, negative_prompt="", style="",
-                      audio=None, output=None, shots=(shot,), anti_drift=True,
-                      content_sha256=key.hexdigest(),
-                      lines=())
-
-
+    frames = max(1, round(seconds * fps))
+    key = hashlib.sha256(f"{clip_sha}:{text}:{frames}f:{fps}:{size}:{seed}".encode())
+    return one_shot(path=str(clip), shot_id=SHOT_ID, title=f"{clip.stem} extended",
+                    prompt=text, frames=frames, fps=fps, resolution=size, seed=seed,
+                    content_sha256=key.hexdigest())

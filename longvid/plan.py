@@ -7,34 +7,27 @@ on the cut: the take before it generates x//2 frames past its end, the take afte
 it x - x//2 frames before its start, and the two are blended; so the output always
 has exactly the storyboard's frame count.
 
-Inside a take, the first segment of n latents yields 4n-3 frames and every later
-one 4n frames (Wan's causal VAE). Prompt switches snap to these latent boundaries,
-at most two frames from where the storyboard asked; `plan` shows both.
+Inside a take, the first segment of n latents yields (n-1)*stride+1 frames and every
+later one n*stride (Wan's causal VAE: 4n-3 and 4n). Prompt switches snap to these
+latent boundaries, at most two frames from where the storyboard asked; `plan` shows
+both. The steps live in three modules: `timeline.py` places the shots in frames,
+`takes.py` holds the arithmetic inside one take (latent boundaries, snapping, model
+windows), and this module builds the segments, prompt switches and camera paths.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from longvid import camera
 from longvid.backends.base import BackendCaps, CameraCaps
 from longvid.errors import StoryboardError
 from longvid.presets import Preset
 from longvid.storyboard import CAMERA_MOVES, Shot, Storyboard
-from longvid.timecode import timecode
-
-
-@dataclass(frozen=True)
-class PlannedShot:
-    id: str
-    start_frame: int
-    end_frame: int
-    take: int
-    transition: str
-    transition_frames: int
-    recall: tuple[str, ...]
+from longvid.takes import PromptFade, TakeGeometry, Window, prompt_fade, split_windows
+from longvid.timeline import PlannedShot, check_format, place_shots, take_groups
 
 
 @dataclass(frozen=True)
@@ -120,7 +113,7 @@ class Plan:
     def duration_s(self) -> float:
         return self.total_frames / self.fps
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"duration_s": self.duration_s}
 
 
@@ -142,16 +135,12 @@ def compose_prompt(text: str, shot: Shot, style: str) -> str:
 def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
               continues: bool = False) -> Plan:
     """`continues`: the first take continues from given context latents (`extend`)."""
-    fps, (width, height) = _check_format(sb, preset, caps)
-    shots = _place_shots(sb, fps)
-    takes, segments, switches = [], [], []
-    groups: list[list[int]] = []
-    for i, shot in enumerate(sb.shots):
-        if i == 0 or shot.transition.kind != "continue":
-            groups.append([])
-        groups[-1].append(i)
-    for t, group in enumerate(groups):
-        take, segs, sw = _plan_take(sb, shots, group, t, len(segments), caps, fps,
+    fps, (width, height) = check_format(sb, preset, caps)
+    shots = place_shots(sb, fps)
+    takes, switches = [], []
+    segments: list[Segment] = []
+    for t, group in enumerate(take_groups(shots)):
+        take, segs, sw = _plan_take(sb, shots, group, len(segments), caps, fps,
                                     continues=continues and t == 0)
         takes.append(take)
         segments += segs
@@ -192,244 +181,121 @@ def _err(sb: Storyboard, line: int | None, key: str, message: str, hint: str) ->
     return StoryboardError(message, hint, path=sb.path, line=line, key=key)
 
 
-def _check_format(sb: Storyboard, preset: Preset, caps: BackendCaps) -> tuple[int, tuple[int, int]]:
-    fps = sb.fps or preset.fps
-    if not caps.any_fps and fps != caps.native_fps:
-        raise _err(sb, sb.line_of("fps"), "fps",
-                   f"preset {preset.name!r} generates at {caps.native_fps} fps, not {fps}",
-                   f"set `fps: {caps.native_fps}` or remove `fps` to use the preset's")
-    width, height = sb.resolution or preset.resolution
-    m = caps.size_multiple
-    for side, value in (("width", width), ("height", height)):
-        if value % m or not m <= value <= caps.max_side:
-            lo, hi = max(m, value // m * m), min(caps.max_side, -(-value // m) * m)
-            raise _err(sb, sb.line_of("resolution"), "resolution",
-                       f"{side} {value} does not fit preset {preset.name!r}: it must be a "
-                       f"multiple of {m} between {m} and {caps.max_side}",
-                       f"use {lo} or {hi} instead of {value}")
-    return fps, (width, height)
+@dataclass(frozen=True)
+class _TimedPrompt:
+    """One timed prompt of a take, on the latent boundary where it takes effect."""
+    shot: int  # index into sb.shots
+    prompt: int  # index into that shot's prompts
+    requested_frame: int  # timeline frame the storyboard asked for
+    boundary: int  # latent boundary where it takes effect
+    fade_frames: int  # a `continue` into its shot mixes it in over these frames (first prompt)
+
+    def text(self, sb: Storyboard) -> str:
+        return sb.shots[self.shot].prompts[self.prompt].text
+
+    def composed(self, sb: Storyboard) -> str:
+        return compose_prompt(self.text(sb), sb.shots[self.shot], sb.style)
 
 
-def _place_shots(sb: Storyboard, fps: int) -> list[PlannedShot]:
-    placed: list[PlannedShot] = []
-    cursor, take = 0, -1
-    for i, shot in enumerate(sb.shots):
-        start = cursor if shot.start is None else shot.start.to_frames(fps)
-        if start != cursor:
-            gap = start > cursor
-            raise _err(sb, shot.line_of("start"), f"shots.{i}.start",
-                       f"shot {shot.id!r} starts at {timecode(start, fps)} but the timeline is at "
-                       f"{timecode(cursor, fps)}: that leaves "
-                       f"{'a gap' if gap else 'an overlap'} of "
-                       f"{abs(start - cursor)} frame(s)",
-                       f"set `start: {timecode(cursor, fps)}`, or drop `start` and use `duration`")
-        end = start + shot.duration.to_frames(fps) if shot.duration else shot.end.to_frames(fps)
-        key = "duration" if shot.duration else "end"
-        if end <= start:
-            raise _err(sb, shot.line_of(key), f"shots.{i}.{key}",
-                       f"shot {shot.id!r} would last {end - start} frame(s) at {fps} fps",
-                       "a shot must last at least one frame; give it a positive duration")
-        for j, p in enumerate(shot.prompts):
-            at = p.at.to_frames(fps)
-            if j == 0 and at != 0:
-                raise _err(sb, p.line, f"shots.{i}.prompts.0.at",
-                           f"the first timed prompt of shot {shot.id!r} starts at {p.at}, "
-                           "so nothing is prompted before it", "make the first one `at: 0s`")
-            if not 0 <= at < end - start:
-                raise _err(sb, p.line, f"shots.{i}.prompts.{j}.at",
-                           f"`at: {p.at}` is outside shot {shot.id!r}, which lasts "
-                           f"{(end - start) / fps:g}s ({end - start} frames)",
-                           "`at` counts from the shot's start; use a time inside the shot")
-            if j and at <= shot.prompts[j - 1].at.to_frames(fps):
-                raise _err(sb, p.line, f"shots.{i}.prompts.{j}.at",
-                           "timed prompts must be in increasing order of `at`",
-                           "sort them by time, one prompt per moment")
-        kind, x = shot.transition.kind, 0
-        if i == 0 or kind != "continue":
-            take += 1
-        if i and kind == "crossfade":
-            x = shot.transition.length.to_frames(fps)
-            room = min(placed[-1].end_frame - placed[-1].start_frame, end - start)
-            if not 2 <= x <= room:
-                raise _err(sb, shot.transition.line, f"shots.{i}.transition",
-                           f"a crossfade of {x} frame(s) into {shot.id!r} does not fit: it needs "
-                           f"at least 2 frames and at most {room} (the shorter of the two shots)",
-                           f"use `seconds:` between {2 / fps:.2f} and {room / fps:.2f}")
-        placed.append(PlannedShot(shot.id, start, end, take, kind if i else "start", x,
-                                  shot.recall))
-        cursor = end
-    return placed
-
-
-def _plan_take(sb: Storyboard, shots: list[PlannedShot], group: list[int], t: int,
-               first_index: int, caps: BackendCaps, fps: int, continues: bool
+def _plan_take(sb: Storyboard, shots: list[PlannedShot], group: list[int], first_index: int,
+               caps: BackendCaps, fps: int, continues: bool
                ) -> tuple[Take, list[Segment], list[PromptSwitch]]:
+    """The take of shots `group`, its segments numbered from `first_index`."""
     first, last = shots[group[0]], shots[group[-1]]
-    x_in = first.transition_frames
-    nxt = shots[group[-1] + 1] if group[-1] + 1 < len(shots) else None
-    x_out = nxt.transition_frames if nxt is not None and nxt.transition == "crossfade" else 0
-    lead, tail = x_in - x_in // 2, x_out // 2
-    origin = first.start_frame - lead  # timeline frame of the take's local frame 0
-    gen = last.end_frame - first.start_frame + lead + tail
-    stride = caps.latent_stride_t
-    # smallest L whose frames cover gen: (L-1)*stride+1 at a take start, L*stride continuing
-    latents = -(-gen // stride) if continues else -(-(gen + stride - 1) // stride)
+    take_index = first.take
+    following = shots[group[-1] + 1] if group[-1] + 1 < len(shots) else None
+    fade_out = (following.transition_frames
+                if following is not None and following.transition == "crossfade" else 0)
+    geometry = TakeGeometry.spanning(first.start_frame, last.end_frame, first.transition_frames,
+                                     fade_out, caps.latent_stride_t, continues)
 
-    # 1. prompt switches, snapped to latent boundaries (local frame stride*j - (stride-1))
-    def local_frame(j: int) -> int:
-        if continues:
-            return stride * j
-        return 0 if j == 0 else stride * j - (stride - 1)
+    # 1. prompt switches, snapped to latent boundaries
+    timed = _snap_switches(sb, shots, group, geometry, fps)
+    by_boundary = {p.boundary: p for p in timed}  # a later switch on the same boundary wins
+    switches = [PromptSwitch(sb.shots[p.shot].id, p.text(sb), p.requested_frame,
+                             geometry.origin + geometry.local_frame(p.boundary),
+                             dropped=by_boundary[p.boundary] is not p) for p in timed]
 
-    # a switch cannot land inside a dissolve: keep it after the crossfade in and before
-    # the frames held back for the crossfade out
-    j_min = next(j for j in range(latents + 1) if j == latents or local_frame(j) >= x_in)
-    j_max = max(j for j in range(latents) if j == 0 or local_frame(j) <= gen - x_out)
-    wanted: list[tuple[int, int, int, int]] = []  # (boundary j, shot index, prompt index, frame)
-    for i in group:
-        for pi, p in enumerate(sb.shots[i].prompts):
-            requested = shots[i].start_frame + p.at.to_frames(fps)
-            local = requested - origin
-            shift = 0 if continues else stride - 1
-            j = 0 if local <= lead else math.floor((local + shift) / stride + 0.5)
-            if j:
-                j = max(min(j, j_max), min(j_min, j_max))
-            wanted.append((max(j, 0), i, pi, requested))
-    starts = {j: (i, pi) for j, i, pi, _ in wanted}  # a later switch on the same boundary wins
-    switches = [PromptSwitch(sb.shots[i].id, sb.shots[i].prompts[pi].text, requested,
-                             origin + local_frame(j), dropped=starts[j] != (i, pi))
-                for j, i, pi, requested in wanted]
-
-    # 2. split each prompt span into windows that fit the backend; the first window must
-    # hold the crossfade in, the last one the frames held for the crossfade out
-    if not caps.takes_context and latents > caps.max_latents:
+    # 2. split each prompt span into windows that fit the backend
+    if not caps.takes_context and geometry.num_latents > caps.max_latents:
         raise _err(sb, sb.shots[group[0]].line, f"shots.{group[0]}",
-                   f"the take starting at shot {first.id!r} is {gen} frames; this backend cannot "
-                   f"continue a take beyond {caps.max_frames} frames",
+                   f"the take starting at shot {first.id!r} is {geometry.generated_frames} "
+                   f"frames; this backend cannot continue a take beyond {caps.max_frames} frames",
                    "shorten the shots or separate them with `transition: cut`")
-    blends = _blend_spans(sb, shots, group, starts, wanted, j_min, j_max, stride, fps,
-                          latents) if caps.reads_prompts else []  # nothing to mix otherwise
-    bounds = sorted(set(starts) | {j for span in blends for j in span.bounds}) + [latents]
-    room = caps.max_latents - caps.context_latents  # new latents per window after the first
-    min_head = -(-(x_in + stride - 1) // stride) if x_in else 1
-    held_from = gen - x_out  # local frame where the held frames start
-    min_last = latents - (held_from + (0 if continues else stride - 1)) // stride
-    chunks: list[tuple[int, int, int]] = []  # (first latent, count, span start boundary)
-    for a, b in zip(bounds, bounds[1:], strict=False):
-        head_cap = room if a or continues else caps.max_latents
-        sizes = _windows(b - a, head_cap, room, min_head if a == 0 else 1,
-                         min_last if b == latents and x_out else 1)
-        if sizes is None:
-            raise _err(sb, sb.shots[group[0]].transition.line, f"shots.{group[0]}.transition",
-                       f"the crossfades around shot {first.id!r} are longer than one model "
-                       f"window ({stride * room} frames)", "shorten the crossfade")
-        pos = a
-        for count in sizes:
-            chunks.append((pos, count, max(j for j in starts if j <= a)))
-            pos += count
+    # nothing to mix for a backend that ignores prompts
+    fades = _prompt_fades(geometry, timed, by_boundary) if caps.reads_prompts else ()
+    new_latents = caps.max_latents - caps.context_latents  # per window after the first
+    windows = split_windows(geometry, sorted(by_boundary), fades, caps.max_latents, new_latents)
+    if windows is None:
+        raise _err(sb, sb.shots[group[0]].transition.line, f"shots.{group[0]}.transition",
+                   f"the crossfades around shot {first.id!r} are longer than one model "
+                   f"window ({geometry.stride * new_latents} frames)", "shorten the crossfade")
 
     # 3. frame accounting for each segment
-    segments: list[Segment] = []
-    for k, (a, n, span) in enumerate(chunks):
-        s_f, e_f = local_frame(a), local_frame(a + n)
-        emit = max(0, min(e_f, gen - x_out) - s_f)
-        hold = max(0, min(e_f, gen) - max(s_f, gen - x_out))
-        assert not (a == 0 and e_f < x_in or (hold and hold != x_out)), "window split is off"
-        index = first_index + k
-        shot_i, prompt_i = starts[span]
-        shot = sb.shots[shot_i]
-        within_shot = sum(1 for s in segments if s.shot_id == shot.id)
-        seed = (segment_seed(shot.seed, within_shot) if shot.seed is not None
-                else segment_seed(sb.seed, index))
-        blend_prompt, blend_weight = None, 0.0
-        for span in blends:
-            weight = span.weight_of_b(a, n)
-            if weight is not None:
-                after = a >= span.j0
-                other = span.prompt_a if after else span.prompt_b
-                blend_prompt = compose_prompt(other[1], sb.shots[other[0]], sb.style)
-                blend_weight = round(1 - weight if after else weight, 4)
-        segments.append(Segment(
-            index=index, take=t, shot_id=shot.id, first_latent=a, num_latents=n,
-            context_latents=(caps.context_latents if continues else min(caps.context_latents, a))
-            if caps.takes_context else 0,
-            start_frame=origin + s_f, num_frames=e_f - s_f,
-            blend_frames=x_in if a == 0 else 0, emit_frames=emit, hold_frames=hold,
-            prompt=compose_prompt(shot.prompts[prompt_i].text, shot, sb.style), seed=seed,
-            blend_prompt=blend_prompt, blend_weight=blend_weight, recall=shot.recall))
-    if gen - x_out < x_in:
+    segments = _account_frames(sb, caps, geometry, windows, by_boundary, take=take_index,
+                               first_index=first_index)
+    if geometry.held_from < geometry.fade_in_frames:
         raise _err(sb, sb.shots[group[0]].line, f"shots.{group[0]}",
-                   f"take {t} is too short for its crossfades", "lengthen the shots or the "
-                   "crossfades' neighbours, or shorten the crossfades")
-    take = Take(t, tuple(shots[i].id for i in group), first.start_frame, last.end_frame,
-                lead, tail, latents)
+                   f"take {take_index} is too short for its crossfades",
+                   "lengthen the shots or the crossfades' neighbours, or shorten the crossfades")
+    take = Take(take_index, tuple(shots[i].id for i in group), first.start_frame, last.end_frame,
+                geometry.lead_frames, geometry.tail_frames, geometry.num_latents)
     return take, segments, switches
 
 
-@dataclass(frozen=True)
-class _BlendSpan:
-    """A `continue` transition: prompt A fades into prompt B over latents [j0 - h, j0 + h)."""
-    j0: int
-    h: int
-    bounds: tuple[int, ...]  # extra window boundaries, so the fade has steps
-    prompt_a: tuple[int, str]  # (shot index, text)
-    prompt_b: tuple[int, str]
+def _snap_switches(sb: Storyboard, shots: list[PlannedShot], group: list[int],
+                   geometry: TakeGeometry, fps: int) -> list[_TimedPrompt]:
+    """Every timed prompt of the take, in order, on the boundary where it takes effect."""
+    timed = []
+    for shot_i in group:
+        # only a `continue` mixes two shots' prompts, never the cut or crossfade into a take
+        shot = sb.shots[shot_i]
+        continue_frames = shot.transition.length.to_frames(fps) if shot_i != group[0] else 0
+        for prompt_i, prompt in enumerate(shot.prompts):
+            requested = shots[shot_i].start_frame + prompt.at.to_frames(fps)
+            timed.append(_TimedPrompt(shot_i, prompt_i, requested,
+                                      geometry.snap(requested - geometry.origin),
+                                      continue_frames if prompt_i == 0 else 0))
+    return timed
 
-    def weight_of_b(self, a: int, n: int) -> float | None:
-        """B's share for a window of latents [a, a + n), None outside the transition."""
-        if a + n <= self.j0 - self.h or a >= self.j0 + self.h:
-            return None
-        mid = a + n / 2
-        return min(1.0, max(0.0, (mid - (self.j0 - self.h)) / (2 * self.h)))
 
-
-def _blend_spans(sb: Storyboard, shots: list[PlannedShot], group: list[int],
-                 starts: dict[int, tuple[int, int]], wanted: list[tuple[int, int, int, int]],
-                 j_min: int, j_max: int, stride: int, fps: int, latents: int
-                 ) -> list[_BlendSpan]:
+def _prompt_fades(geometry: TakeGeometry, timed: list[_TimedPrompt],
+                  by_boundary: dict[int, _TimedPrompt]) -> tuple[PromptFade, ...]:
     """Where a `continue` has `seconds`, the two prompts' embeddings are mixed across the
-    windows around the switch: the switch window is cut into steps of about two latents
-    on each side, each with its own mix, centred on the switch."""
-    spans = []
-    keys = sorted(starts)
-    for j0, i, pi, _ in wanted:
-        if i == group[0] or pi != 0 or starts.get(j0) != (i, 0) or j0 == 0:
-            continue
-        x = sb.shots[i].transition.length.to_frames(fps)
-        h = round(x / (2 * stride))
-        if h < 1:
-            continue
-        prev = max(j for j in keys if j < j0)
-        nxt = min([j for j in keys if j > j0] + [latents])
-        lo, hi = max(prev + 1, j_min, j0 - h), min(nxt - 1, j_max, j0 + h)
-        steps = max(1, h // 2)
-        left = {j0 - h + round(k * h / steps) for k in range(steps)}
-        right = {j0 + round(k * h / steps) for k in range(1, steps + 1)}
-        bounds = tuple(sorted(j for j in left | right if lo <= j <= hi and j != j0))
-        ai, api = starts[prev]
-        spans.append(_BlendSpan(j0, h, bounds, (ai, sb.shots[ai].prompts[api].text),
-                                (i, sb.shots[i].prompts[0].text)))
-    return spans
+    windows around the switch (unless the switch was dropped or opens the take)."""
+    switches = sorted(by_boundary)
+    fades = []
+    for p in timed:
+        if p.fade_frames and p.boundary and by_boundary[p.boundary] is p:
+            fade = prompt_fade(geometry, switches, p.boundary, p.fade_frames)
+            if fade is not None:
+                fades.append(fade)
+    return tuple(fades)
 
 
-def _windows(n: int, head_cap: int, room: int, min_head: int, min_last: int) -> list[int] | None:
-    """Split n latents into windows greedily, as diffusion forcing does: the first up to
-    head_cap, then full windows of `room`, the remainder last. The first must be >= min_head;
-    a last window below min_last borrows from the ones before it. None if impossible."""
-    sizes = [min(n, head_cap)]
-    while sum(sizes) < n:
-        sizes.append(min(room, n - sum(sizes)))
-    if sizes[0] < min_head:
-        return None
-    need = min_last - sizes[-1] if len(sizes) > 1 else 0
-    for i in range(len(sizes) - 2, -1, -1):
-        if need <= 0:
-            break
-        give = min(need, sizes[i] - (min_head if i == 0 else 1))
-        sizes[i] -= give
-        sizes[-1] += give
-        need -= give
-    return None if need > 0 or sizes[-1] > (room if len(sizes) > 1 else head_cap) else sizes
+def _account_frames(sb: Storyboard, caps: BackendCaps, geometry: TakeGeometry,
+                    windows: list[Window], by_boundary: dict[int, _TimedPrompt], *,
+                    take: int, first_index: int) -> list[Segment]:
+    """One segment per window: its frames, its prompt (and the one mixed in), its seed."""
+    carried = caps.context_latents if caps.takes_context else 0
+    segments: list[Segment] = []
+    for index, window in enumerate(windows, start=first_index):
+        frames = geometry.frames_of(window, carried)
+        own = by_boundary[window.switch]
+        shot = sb.shots[own.shot]
+        within_shot = sum(1 for s in segments if s.shot_id == shot.id)
+        seed = (segment_seed(shot.seed, within_shot) if shot.seed is not None
+                else segment_seed(sb.seed, index))
+        segments.append(Segment(
+            index=index, take=take, shot_id=shot.id, first_latent=window.first_latent,
+            num_latents=window.num_latents, context_latents=frames.context_latents,
+            start_frame=frames.start_frame, num_frames=frames.num_frames,
+            blend_frames=frames.blend_frames, emit_frames=frames.emit_frames,
+            hold_frames=frames.hold_frames, prompt=own.composed(sb), seed=seed,
+            blend_prompt=(None if window.mixed_switch is None
+                          else by_boundary[window.mixed_switch].composed(sb)),
+            blend_weight=window.mixed_weight, recall=shot.recall))
+    return segments
 
 
 def _plan_camera(sb: Storyboard, shots: list[PlannedShot], takes: list[Take], cam: CameraCaps,

@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import longvid
 from longvid.backends import backend_class, caps_of
-from longvid.budget import LoadPolicy, policy_for
-from longvid.errors import InputError, ResourceError, StoryboardError
+from longvid.budget import LoadPolicy
+from longvid.errors import InputError, StoryboardError
+from longvid.output import Sidecar, default_output, sidecar_path
 from longvid.plan import Plan, make_plan
 from longvid.presets import Preset, load_preset
 from longvid.progress import Progress
-from longvid.rundir import RunDir, atomic_write_text
+from longvid.rundir import Manifest, RunDir, atomic_write_text, run_dir_for
 from longvid.storyboard import Storyboard, load_storyboard
+from longvid.vram import choose_policy
 
 
 @dataclass
@@ -59,17 +61,28 @@ class RenderResult:
                 "resumed_segments": self.resumed_segments, "seconds": round(self.seconds, 2)}
 
 
-def default_output(sb: Storyboard) -> Path:
-    return sb.output if sb.output is not None else Path.cwd() / f"{Path(sb.path).stem}.mp4"
+@dataclass(frozen=True)
+class Prefix:
+    """A clip that goes in front of the generated frames (`extend`)."""
+
+    clip: Path
+    clip_sha256: str  # part of the run's identity: another clip is another run
+    output_size: tuple[int, int] | None  # (W, H) the segments are scaled to; None: as made
+    # (backend, segments dir) -> the state segment 0 starts from: the clip's tail latents
+    init_state: Callable[[Any, Path], dict[str, Any]]
 
 
-def run_dir_for(output: Path) -> Path:
-    """`out.mp4` -> `out.run/` beside it, or under $LONGVID_HOME/runs/ when that is set."""
-    output = output.resolve()
-    if home := os.environ.get("LONGVID_HOME"):
-        tag = hashlib.sha256(str(output).encode()).hexdigest()[:8]
-        return Path(home) / "runs" / f"{output.stem}-{tag}"
-    return output.with_suffix(".run")
+@dataclass(frozen=True)
+class Job:
+    """Everything one render needs, resolved: what to make, with what, and where to."""
+
+    plan: Plan
+    preset: Preset
+    output: Path  # absolute
+    audio: tuple[Path, float] | None  # (file, offset_s) muxed under the video
+    policy: LoadPolicy | None
+    label: str  # how progress and results name the job: the storyboard's or clip's name
+    prefix: Prefix | None = None
 
 
 def load_job(path: Path, preset_name: str | None) -> tuple[Storyboard, Preset, Plan]:
@@ -87,33 +100,6 @@ def load_job(path: Path, preset_name: str | None) -> tuple[Storyboard, Preset, P
     return sb, preset, make_plan(sb, preset, caps_of(preset))
 
 
-def detected_vram_gib() -> float | None:
-    """Free VRAM of the first CUDA device, or None without one (imports torch)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    return torch.cuda.mem_get_info()[0] / 2**30
-
-
-def choose_policy(preset: Preset, plan: Plan, vram_gib: float | None) -> LoadPolicy | None:
-    """The load policy for `vram_gib` (default: the free VRAM); exit 4 if the GPU is too small."""
-    if preset.memory is None:
-        return None
-    vram = vram_gib if vram_gib is not None else detected_vram_gib()
-    if vram is None:
-        return None  # no GPU: the backend says so plainly when it loads
-    policy = policy_for(vram, preset.memory, plan.max_tokens, preset.quantization)
-    if vram < preset.min_vram_gib or not policy.fits:
-        worst = max(policy.stages, key=lambda s: s.peak_gib)
-        raise ResourceError(
-            f"preset {preset.name!r} needs at least {max(preset.min_vram_gib, policy.peak_gib):.1f}"
-            f" GiB of GPU memory ({worst.name} stage) and {vram:.1f} GiB is available",
-            "free GPU memory (close other programs), lower the resolution, or choose a smaller "
-            "preset (`longvid doctor` lists what fits)")
-    return policy
-
-
 def render_storyboard(path: Path, *, output: Path | None, preset_name: str | None, crf: int,
                       fresh: bool, pool: BackendPool, progress: Progress,
                       vram_gib: float | None = None) -> RenderResult:
@@ -121,8 +107,8 @@ def render_storyboard(path: Path, *, output: Path | None, preset_name: str | Non
     policy = choose_policy(preset, plan, vram_gib)
     out = (output or default_output(sb)).resolve()
     audio = (sb.audio.path, sb.audio.offset.to_seconds(plan.fps)) if sb.audio else None
-    return _run_job(plan, preset, out, crf=crf, fresh=fresh, pool=pool, progress=progress,
-                    seed=sb.seed, audio=audio, label=Path(path).name, policy=policy)
+    job = Job(plan, preset, out, audio, policy, label=Path(path).name)
+    return run_job(job, pool, progress, crf=crf, fresh=fresh)
 
 
 def _run_key(plan: Plan, preset: Preset, crf: int, extra: str = "") -> str:
@@ -133,25 +119,26 @@ def _run_key(plan: Plan, preset: Preset, crf: int, extra: str = "") -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _run_job(plan: Plan, preset: Preset, out: Path, *, crf: int, fresh: bool, pool: BackendPool,
-             progress: Progress, seed: int, audio: tuple[Path, float] | None, label: str,
-             prefix: tuple[Path, str] | None = None, output_size: tuple[int, int] | None = None,
-             init_state: Any = None, policy: LoadPolicy | None = None) -> RenderResult:
-    """Generate (or resume) every segment of `plan`, then write `out` and its sidecar."""
+def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int,
+            fresh: bool) -> RenderResult:
+    """Generate (or resume) every segment of the job's plan, then write its mp4 and sidecar."""
     from longvid.generate import render_segments
     from longvid.mux import concat, ffmpeg_exe
 
+    plan, out, prefix = job.plan, job.output, job.prefix
     ffmpeg_exe()  # fail with exit 4 before any model loads
     t0 = time.perf_counter()
     run = RunDir(run_dir_for(out))
-    manifest = {"longvid": longvid.__version__, "run_key": _run_key(plan, preset, crf,
-                                                                     prefix[1] if prefix else ""),
-                "storyboard": plan.storyboard, "content_sha256": plan.content_sha256,
-                "preset": preset.name, "preset_sha256": preset.sha256, "backend": plan.backend,
-                "crf": crf, "fps": plan.fps, "output": str(out)}
+    manifest = Manifest(
+        longvid=longvid.__version__,
+        run_key=_run_key(plan, job.preset, crf, prefix.clip_sha256 if prefix else ""),
+        storyboard=plan.storyboard, content_sha256=plan.content_sha256,
+        preset=job.preset.name, preset_sha256=job.preset.sha256, backend=plan.backend,
+        crf=crf, fps=plan.fps, output=str(out))
     done_before = run.open(manifest, fresh=fresh)
     for stale in out.parent.glob(f".{out.stem}.*.tmp.mp4"):
         stale.unlink()  # a join killed midway; the lock makes this run the only writer
+    output_size = prefix.output_size if prefix else None
     try:
         prefix_video = None
         if prefix is not None:
@@ -159,15 +146,15 @@ def _run_job(plan: Plan, preset: Preset, out: Path, *, crf: int, fresh: bool, po
 
             prefix_video = run.root / "clip.mp4"
             if not prefix_video.exists():
-                reencode_video(prefix[0], prefix_video, plan.fps, crf, size=output_size)
+                reencode_video(prefix.clip, prefix_video, plan.fps, crf, size=output_size)
         backend, versions = None, run.root / "versions.json"
         if not all(run.is_done(s.index) for s in plan.segments):  # no model just to re-join
-            backend = pool.get(preset, policy)
+            backend = pool.get(job.preset, job.policy)
             atomic_write_text(versions, json.dumps(
                 {"longvid": longvid.__version__} | backend.versions(), indent=2))
-            if init_state is not None and not run.state_path(-1).exists():
-                run.save_state(-1, init_state(backend, run.segments))
-        progress.start(plan, label)
+            if prefix is not None and not run.state_path(-1).exists():
+                run.save_state(-1, prefix.init_state(backend, run.segments))
+        progress.start(plan, job.label)
         if done_before:
             progress.message(f"resuming {run.root}: {done_before} of {len(plan.segments)} "
                              "segments already done")
@@ -179,34 +166,31 @@ def _run_job(plan: Plan, preset: Preset, out: Path, *, crf: int, fresh: bool, po
         progress.finish()
         segment_videos = [run.video(s.index) for s in plan.segments if s.emit_frames]
         videos = ([prefix_video] if prefix_video else []) + segment_videos
-        prefix_frames = _prefix_frames(prefix_video)
-        concat(videos, out, fps=plan.fps, total_frames=prefix_frames + plan.total_frames,
-               audio=audio, list_file=run.root / "concat.txt",
+        total_frames = _prefix_frames(prefix_video) + plan.total_frames
+        concat(videos, out, fps=plan.fps, total_frames=total_frames,
+               audio=job.audio, list_file=run.root / "concat.txt",
                metadata={"title": plan.title, "comment": f"longvid {longvid.__version__} "
-                         f"seed={seed} storyboard_sha256={plan.content_sha256}",
-                         "longvid_seed": str(seed),
+                         f"seed={plan.seed} storyboard_sha256={plan.content_sha256}",
+                         "longvid_seed": str(plan.seed),
                          "longvid_storyboard_sha256": plan.content_sha256})
         seconds = time.perf_counter() - t0
-        sidecar = {"title": plan.title, "storyboard": plan.storyboard,
-                   "storyboard_sha256": plan.content_sha256, "preset": preset.name,
-                   "backend": plan.backend, "seed": seed, "fps": plan.fps,
-                   "width": plan.width, "height": plan.height, "steps": plan.steps,
-                   "guidance_scale": plan.guidance_scale, "crf": crf,
-                   "frames": prefix_frames + plan.total_frames,
-                   "duration_s": (prefix_frames + plan.total_frames) / plan.fps,
-                   "audio": str(audio[0]) if audio else None,
-                   "versions": json.loads(versions.read_text()) if versions.exists()
-                   else {"longvid": longvid.__version__},
-                   "timings": {"wall_s": round(seconds, 3),
-                               "generate_s": round(sum(r["seconds"] for r in records), 3)},
-                   "segments": records}
-        atomic_write_text(out.with_suffix(".json"), json.dumps(sidecar, indent=2))
-        return RenderResult(label, out, run.root, prefix_frames + plan.total_frames,
-                            (prefix_frames + plan.total_frames) / plan.fps, len(plan.segments),
-                            done_before, seconds)
+        sidecar = Sidecar(
+            title=plan.title, storyboard=plan.storyboard,
+            storyboard_sha256=plan.content_sha256, preset=job.preset.name,
+            backend=plan.backend, seed=plan.seed, fps=plan.fps, width=plan.width,
+            height=plan.height, steps=plan.steps, guidance_scale=plan.guidance_scale, crf=crf,
+            frames=total_frames, duration_s=total_frames / plan.fps,
+            audio=str(job.audio[0]) if job.audio else None,
+            versions=json.loads(versions.read_text()) if versions.exists()
+            else {"longvid": longvid.__version__},
+            timings={"wall_s": round(seconds, 3),
+                     "generate_s": round(sum(r["seconds"] for r in records), 3)},
+            segments=tuple(records))
+        atomic_write_text(sidecar_path(out), json.dumps(sidecar.to_dict(), indent=2))
+        return RenderResult(job.label, out, run.root, total_frames, total_frames / plan.fps,
+                            len(plan.segments), done_before, seconds)
     finally:
         run.close()
-
 
 def _prefix_frames(video: Path | None) -> int:
     if video is None:
@@ -214,17 +198,3 @@ def _prefix_frames(video: Path | None) -> int:
     from longvid.mux import probe
 
     return probe(video).frames
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_output(path: Path) -> Path:
-    if path.suffix.lower() != ".mp4":
-        raise InputError(f"output {path} is not an .mp4 file", "name the output like `out.mp4`")
-    return path

@@ -15,6 +15,7 @@ from longvid.errors import InputError
 from longvid.memory.bank import Keyframe
 from longvid.memory.drift import COLOUR_LIMIT, LATENT_LIMIT
 from longvid.memory.store import load_keyframes, memory_path
+from longvid.rundir import run_dir_for
 from longvid.timecode import timecode
 
 THUMB_PX = 96  # drawn size of a keyframe
@@ -31,8 +32,6 @@ class Report:
 def find_run(target: Path) -> Path:
     """A run directory, or the video a render wrote (its run directory is found beside it
     or under $LONGVID_HOME/runs/)."""
-    from longvid.render import run_dir_for
-
     if target.is_dir() and (target / "manifest.json").exists():
         return target
     if target.suffix.lower() == ".mp4":

@@ -1,10 +1,19 @@
 """The run directory: manifest, lock, and atomic per-segment commits. The disk is the truth.
 
-    <run>/manifest.json                   binds the run to its plan, preset and versions
-    <run>/run.lock                        flock held while a render writes here
-    <run>/segments/seg_0007.mp4           frames this segment adds to the video
-    <run>/segments/seg_0007.state.safetensors   what segment 8 needs (context latents, held frames)
-    <run>/segments/seg_0007.json          written last: a segment is done iff this exists
+    <run>/manifest.json          binds the run to its plan and preset (the run key)
+    <run>/run.lock               flock held while a render writes here
+    <run>/versions.json          longvid, library and weight versions of the backend
+    <run>/clip.mp4               `extend` only: the input clip, re-encoded to the plan's fps
+    <run>/concat.txt             ffmpeg's list of the videos joined into the output
+    <run>/segments/seg_0007.mp4                 frames this segment adds to the video
+    <run>/segments/seg_0007.state.safetensors   what segment 8 needs (context latents, held
+                                                frames)
+    <run>/segments/seg_0007.memory.safetensors  its keyframes for the memory bank
+                                                (longvid/memory/store.py)
+    <run>/segments/seg_0007.json                written last: a segment is done iff this exists
+    <run>/segments/init.state.safetensors       `extend` only: the clip's tail latents,
+                                                segment 0's context
+    <run>/segments/init.memory.safetensors      `extend` only: the clip's keyframes
 
 Every file is written to a temporary name and moved into place with os.replace, so
 a render killed at any moment leaves either a whole segment or none of it.
@@ -13,16 +22,61 @@ a render killed at any moment leaves either a whole segment or none of it.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from longvid.errors import InputError, ResourceError
 
 MANIFEST_VERSION = 1
+INIT = "init"  # the files of index -1: the state a run starts from (`extend`'s clip)
+
+
+def run_dir_for(output: Path) -> Path:
+    """`out.mp4` -> `out.run/` beside it, or under $LONGVID_HOME/runs/ when that is set."""
+    output = output.resolve()
+    if home := os.environ.get("LONGVID_HOME"):
+        tag = hashlib.sha256(str(output).encode()).hexdigest()[:8]
+        return Path(home) / "runs" / f"{output.stem}-{tag}"
+    return output.with_suffix(".run")
+
+
+def segment_file(segments: Path, index: int, kind: str) -> Path:
+    """`seg_0007.<kind>` for segment 7, `init.<kind>` for index -1: every per-segment name."""
+    name = INIT if index < 0 else f"seg_{index:04d}"
+    return segments / f"{name}.{kind}"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What binds a run directory to one job: resuming needs the same `run_key`."""
+
+    longvid: str
+    run_key: str  # plan, preset and CRF: everything that changes the segments' frames
+    storyboard: str
+    content_sha256: str
+    preset: str
+    preset_sha256: str
+    backend: str
+    crf: int
+    fps: int
+    output: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -42,7 +96,7 @@ class RunDir:
 
     # -- opening -------------------------------------------------------------------------
 
-    def open(self, manifest: dict[str, Any], *, fresh: bool = False) -> int:
+    def open(self, manifest: Manifest, *, fresh: bool = False) -> int:
         """Lock the directory and bind it to `manifest`; return the number of done segments.
 
         Raises ResourceError if another render holds the lock, and InputError if the
@@ -63,7 +117,7 @@ class RunDir:
             shutil.rmtree(self.segments)
         if path.exists() and not fresh:
             old = json.loads(path.read_text())
-            if old.get("run_key") != manifest["run_key"]:
+            if old.get("run_key") != manifest.run_key:
                 raise InputError(
                     f"{self.root} holds a render of a different storyboard or settings "
                     f"({old.get('storyboard', '?')}, preset {old.get('preset', '?')})",
@@ -71,8 +125,8 @@ class RunDir:
         self.segments.mkdir(exist_ok=True)
         for stale in [*self.root.glob(".*.tmp*"), *self.segments.glob(".*.tmp*")]:
             stale.unlink()  # left by a render killed mid-write; we hold the lock now
-        atomic_write_text(path, json.dumps(manifest | {"manifest_version": MANIFEST_VERSION,
-                                                       "updated": time.time()}, indent=2))
+        atomic_write_text(path, json.dumps(manifest.to_dict() | {
+            "manifest_version": MANIFEST_VERSION, "updated": time.time()}, indent=2))
         return sum(1 for _ in self.segments.glob("seg_*.json"))
 
     def close(self) -> None:
@@ -84,14 +138,13 @@ class RunDir:
     # -- segments ------------------------------------------------------------------------
 
     def video(self, index: int) -> Path:
-        return self.segments / f"seg_{index:04d}.mp4"
+        return segment_file(self.segments, index, "mp4")
 
     def record_path(self, index: int) -> Path:
-        return self.segments / f"seg_{index:04d}.json"
+        return segment_file(self.segments, index, "json")
 
     def state_path(self, index: int) -> Path:
-        name = "init" if index < 0 else f"seg_{index:04d}"
-        return self.segments / f"{name}.state.safetensors"
+        return segment_file(self.segments, index, "state.safetensors")
 
     def is_done(self, index: int) -> bool:
         return self.record_path(index).exists()

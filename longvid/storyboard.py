@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -116,6 +117,21 @@ class Storyboard:
         return dict(self.lines).get(key)
 
 
+def one_shot(*, path: str, shot_id: str, title: str, prompt: str, frames: int, fps: int,
+             resolution: tuple[int, int], seed: int, content_sha256: str) -> Storyboard:
+    """A storyboard of one continuing shot of `frames` frames, built in code rather than
+    read from YAML: `extend`'s continuation, and the full-window plan `doctor` sizes."""
+    zero = Time(seconds=Fraction(0))
+    shot = Shot(id=shot_id, prompts=(TimedPrompt(zero, prompt, 0),),
+                duration=Time(frames=frames), start=None, end=None,
+                transition=Transition("continue", zero, 0), seed=None, camera=None,
+                recall=(), line=0, key_lines=())
+    return Storyboard(path=path, version=1, title=title, preset="", fps=fps,
+                      resolution=resolution, seed=seed, negative_prompt="", style="",
+                      audio=None, output=None, shots=(shot,), anti_drift=True,
+                      content_sha256=content_sha256, lines=())
+
+
 # --- pydantic schema (edge only) -------------------------------------------------------
 
 
@@ -126,7 +142,7 @@ def _time(value: Any) -> Time:
 TimeField = Annotated[Time, BeforeValidator(_time)]
 
 
-def _mapping_of(key: str):
+def _mapping_of(key: str) -> BeforeValidator:
     def wrap(value: Any) -> Any:
         return {key: value} if isinstance(value, str) else value
 
@@ -154,7 +170,7 @@ class _CameraIn(_Model):
 
 class _AudioIn(_Model):
     path: str = Field(min_length=1)
-    offset: TimeField = Time(seconds=0)  # type: ignore[arg-type]
+    offset: TimeField = Time(seconds=Fraction(0))
 
 
 class _ShotIn(_Model):
@@ -254,8 +270,9 @@ def _allowed_keys(parent: tuple[str | int, ...]) -> list[str]:
     if names[:1] == ["shots"]:
         model = _ShotIn
         if len(names) > 1:
-            model = {"prompts": _PromptIn, "transition": _TransitionIn,
-                     "camera": _CameraIn}.get(names[1], _ShotIn)
+            nested: dict[str, type[BaseModel]] = {
+                "prompts": _PromptIn, "transition": _TransitionIn, "camera": _CameraIn}
+            model = nested.get(names[1], _ShotIn)
     elif names[:1] == ["audio"]:
         model = _AudioIn
     return list(model.model_fields)
@@ -280,8 +297,10 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
                 f"shot {s.id!r} has {'both `prompt` and `prompts`' if both else 'no prompt'}",
                 "use `prompt: ...` for one prompt, or `prompts: [{at: 0s, text: ...}, ...]` "
                 "for timed prompts, not both")
+        prompts: tuple[TimedPrompt, ...]
         if s.prompt is not None:
-            prompts = (TimedPrompt(Time(seconds=0), s.prompt, doc.line_of(loc + ("prompt",))),)
+            prompts = (TimedPrompt(Time(seconds=Fraction(0)), s.prompt,
+                                   doc.line_of(loc + ("prompt",))),)
         else:
             prompts = tuple(TimedPrompt(p.at, p.text, doc.line_of(loc + ("prompts", j)))
                             for j, p in enumerate(s.prompts or []))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from longvid import backends
 from longvid.backends import available, backend_class, register
-from longvid.backends.base import BackendCaps, BackendOptions, SegmentRequest
+from longvid.backends.base import BackendOptions, SegmentRequest
 from longvid.errors import InputError
 
 
@@ -57,19 +61,75 @@ def test_encode_frames_gives_context_latents(tiny):
     assert z.shape == (1, 16, 2, 4, 4)
 
 
-def test_registry_serves_builtins_and_plugins_alike():
-    assert available()["tiny"].caps.takes_context
+PLUGIN = """\
+from longvid.backends.base import BackendOptions
+from longvid.backends.tiny import TinyWanBackend
 
-    class Other:
-        name = "other-test-backend"
-        caps = BackendCaps(native_fps=8, any_fps=False, latent_stride_t=4, max_latents=5,
-                           context_latents=1, size_multiple=32, max_side=256,
-                           takes_context=False, tokens_per_latent_px=256)
-        Options = BackendOptions
 
-    register(Other)
-    assert backend_class("other-test-backend") is Other
+class PluginBackend(TinyWanBackend):
+    name = "%(name)s"
+
+    class Options(BackendOptions):
+        pass
+
+
+def register_backends(register):
+    register(PluginBackend)
+"""
+
+
+def install_plugin(site: Path, package: str, backend_name: str) -> None:
+    """A plugin as pip leaves it in a site directory: its module and its dist-info."""
+    (site / f"{package}.py").write_text(PLUGIN % {"name": backend_name})
+    info = site / f"{package}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        f"[longvid.backends]\n{package} = {package}:register_backends\n")
+
+
+@pytest.fixture
+def fresh_registry():
+    """Empties the process-wide registry for one test and puts it back afterwards."""
+    saved = (dict(backends._registry), backends._loaded)
+    backends._registry.clear()
+    backends._loaded = False
+    yield
+    backends._registry.clear()
+    backends._registry.update(saved[0])
+    backends._loaded = saved[1]
+
+
+def test_registry_serves_builtins_and_plugins_alike(tmp_path, monkeypatch, fresh_registry):
+    site = tmp_path / "site"
+    site.mkdir()
+    install_plugin(site, "longvid_test_plugin", "plugin-test-backend")
+    monkeypatch.syspath_prepend(str(site))
+    found = [ep.value for ep in entry_points(group="longvid.backends")]
+    assert "longvid_test_plugin:register_backends" in found
+
+    served = available()
+    assert served["tiny"].caps.takes_context  # the built-ins come through the same hook
+    plugin = backend_class("plugin-test-backend")
+    assert plugin.__module__ == "longvid_test_plugin" and plugin.caps == served["tiny"].caps
     with pytest.raises(ValueError, match="registered twice"):
-        register(type("Clash", (), {"name": "other-test-backend", "Options": BackendOptions}))
+        register(type("Clash", (), {"name": "plugin-test-backend", "Options": BackendOptions}))
+    with pytest.raises(ValueError, match="declares no `Options`"):
+        register(type("Bare", (), {"name": "bare-test-backend"}))
     with pytest.raises(InputError, match="unknown backend 'nope'"):
         backend_class("nope")
+
+
+def test_a_plugin_that_reuses_a_builtin_name_is_refused_by_name(tmp_path, monkeypatch,
+                                                                  fresh_registry):
+    site = tmp_path / "site"
+    site.mkdir()
+    install_plugin(site, "longvid_clash_plugin", "tiny")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(ValueError) as info:
+        available()
+    message = str(info.value)
+    assert "backend 'tiny' is registered twice" in message
+    assert "longvid.backends.tiny.TinyWanBackend" in message
+    assert "longvid_clash_plugin.PluginBackend" in message
+

@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # each test runs a benchmark script in its own process
 
 # preset -> (backend, text encoder storage, the transformer's quantized parameter kind)
 TWELVE_GB = {

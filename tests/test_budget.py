@@ -54,3 +54,40 @@ def test_render_with_a_gpu_budget_below_the_preset_exits_4(cli, tmp_path):
     sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 1s}]\n")
     code, _, err = cli("render", sb, "--preset", "skyreels-df-1.3b", "--vram", "3")
     assert code == 4 and "needs at least 8.0 GiB of GPU memory" in err
+
+
+@pytest.mark.parametrize(("preset", "window_frames"), [
+    ("skyreels-df-1.3b", 97), ("skyreels-df-1.3b-lowvram", 97), ("wan-vace-1.3b", 81),
+    ("anyflow-far-1.3b", 81),
+])
+def test_doctor_and_plan_agree_on_a_full_window(cli, tmp_path, preset, window_frames):
+    from conftest import write
+
+    sb = write(tmp_path / "window.yaml", f"version: 1\npreset: {preset}\n"
+               f"shots: [{{id: a, prompt: x, duration: {window_frames}f}}]\n")
+    code, out, err = cli("plan", sb, "--vram", "12", "--json")
+    assert code == 0, err
+    planned = json.loads(out)
+    assert len(planned["segments"]) == 1  # exactly one window
+    code, out, err = cli("doctor", "--vram", "12", "--json")
+    assert code == 0, err
+    doctor = json.loads(out)["presets"][preset]["policy"]
+    assert doctor == planned["policy"]
+    # the window's tokens include the recalled latents the backend takes
+    assert planned["max_tokens"] > planned["segments"][0]["num_latents"] * \
+        planned["width"] * planned["height"] // 256
+
+
+def test_out_of_vram_names_the_commands_that_show_its_figure(cli, tmp_path):
+    from conftest import write
+
+    sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 97f}]\n")
+    code, _, err = cli("render", sb, "--preset", "skyreels-df-1.3b", "--vram", "5")
+    assert code == 4, err
+    policy = json.loads(cli("plan", sb, "--preset", "skyreels-df-1.3b", "--vram", "5",
+                            "--json")[1])["policy"]
+    min_vram = load_preset("skyreels-df-1.3b").min_vram_gib
+    peak = max(s["peak_gib"] for s in policy["stages"])
+    assert f"needs at least {max(min_vram, peak):.1f} GiB" in err
+    assert f"longvid plan {sb} --vram 5" in " ".join(err.split())
+    assert "longvid doctor --vram 5" in " ".join(err.split())

@@ -103,3 +103,14 @@ def test_plan_table_fits_80_columns_one_line_per_segment(tmp_path):
     assert [r[2] for r in rows] == [s["shot_id"] for s in plan["segments"]]
     assert all(r[-1].endswith("…") and str(s["seed"]).startswith(r[-1][:-1])
                for r, s in zip(rows, plan["segments"], strict=True))
+
+
+def test_doctor_shows_the_hub_cache_weights_are_read_from(cli, tmp_path, monkeypatch):
+    from longvid.hub import hub_cache_dir
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    assert json.loads(cli("doctor", "--json")[1])["hf_cache"] == str(tmp_path / "home" / "hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
+    info = json.loads(cli("doctor", "--json")[1])
+    assert info["hf_cache"] == str(tmp_path / "elsewhere") == str(hub_cache_dir())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
-from conftest import Spy
+from conftest import SMALL, Spy, write
 
-from longvid.backends.base import SegmentRequest
 from longvid.generate import render_segments
 from longvid.mux import encode_frames, read_frames
 from longvid.plan import make_plan
@@ -18,9 +19,9 @@ from longvid.storyboard import load_storyboard
 from longvid.transitions import crossfade
 
 
-def render(small: Path, tmp_path: Path, tiny):
+def render(small: Path, run_dir: Path, tiny):
     plan = make_plan(load_storyboard(small), load_preset("tiny"), tiny.caps)
-    run = RunDir(tmp_path / "run")
+    run = RunDir(run_dir)
     run.open({"run_key": "k"})
     spy = Spy(tiny)
     done = list(render_segments(plan, spy, run, crf=0))
@@ -28,8 +29,22 @@ def render(small: Path, tmp_path: Path, tiny):
     return plan, run, spy, done
 
 
-def test_each_segment_gets_the_right_context_prompt_and_seed(small, tmp_path, tiny):
-    plan, run, spy, done = render(small, tmp_path, tiny)
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory, tiny):
+    """SMALL rendered once for the tests that only read the run; copy `run.root` to change it."""
+    root = tmp_path_factory.mktemp("generate")
+    return render(write(root / "small.yaml", SMALL), root / "run", tiny)
+
+
+def reopened(run: RunDir, tmp_path: Path) -> RunDir:
+    """A copy of a finished run directory, opened as a new render would open it."""
+    copy = RunDir(Path(shutil.copytree(run.root, tmp_path / "run")))
+    copy.open({"run_key": "k"})
+    return copy
+
+
+def test_each_segment_gets_the_right_context_prompt_and_seed(rendered):
+    plan, run, spy, done = rendered
     assert [d.segment.index for d in done] == list(range(len(plan.segments)))
     assert not any(d.skipped for d in done)
     for k, (seg, req) in enumerate(zip(plan.segments, spy.requests, strict=True)):
@@ -49,15 +64,15 @@ def test_each_segment_gets_the_right_context_prompt_and_seed(small, tmp_path, ti
     assert cut.context_latents == 0
 
 
-def test_timed_prompt_switch_reaches_the_backend(small, tmp_path, tiny):
-    plan, _, spy, _ = render(small, tmp_path, tiny)
+def test_timed_prompt_switch_reaches_the_backend(rendered):
+    _, _, spy, _ = rendered
     prompts = [r.prompt for r in spy.requests]
     assert prompts.index("a blue harbour") > prompts.index("a red harbour")
     assert "a green pier" in prompts
 
 
-def test_crossfade_dissolves_the_held_tail_into_the_next_take(small, tmp_path, tiny):
-    plan, run, spy, _ = render(small, tmp_path, tiny)
+def test_crossfade_dissolves_the_held_tail_into_the_next_take(rendered, tmp_path):
+    plan, run, spy, _ = rendered
     k = next(i for i, s in enumerate(plan.segments) if s.blend_frames)
     seg, before = plan.segments[k], plan.segments[k - 1]
     held = run.load_state(k - 1)["held"].numpy()
@@ -79,25 +94,18 @@ def test_crossfade_dissolves_the_held_tail_into_the_next_take(small, tmp_path, t
     assert read_frames(run.video(k - 1), 32, 32).shape[0] == before.emit_frames
 
 
-def test_committed_segments_are_skipped(small, tmp_path, tiny):
-    plan, run, _, _ = render(small, tmp_path, tiny)
-    run.open({"run_key": "k"})
-    spy = Spy(tiny)
-    done = list(render_segments(plan, spy, run, crf=0))
+def test_committed_segments_are_skipped(rendered, tmp_path, tiny):
+    plan, run, _, _ = rendered
+    spy, copy = Spy(tiny), reopened(run, tmp_path)
+    done = list(render_segments(plan, spy, copy, crf=0))
+    copy.close()
     assert all(d.skipped for d in done) and spy.requests == []
 
 
-def test_request_is_frozen_dataclass():
-    import dataclasses
-
-    assert dataclasses.is_dataclass(SegmentRequest)
-    assert SegmentRequest.__dataclass_params__.frozen
-
-
-def test_every_prompt_is_prepared_once_before_the_first_segment(small, tmp_path, tiny):
-    plan, run, spy, _ = render(small, tmp_path, tiny)
+def test_every_prompt_is_prepared_once_before_the_first_segment(rendered, tmp_path, tiny):
+    plan, run, spy, _ = rendered
     assert spy.prepared == sorted({s.prompt for s in plan.segments})
-    run.open({"run_key": "k"})
-    again = Spy(tiny)
-    list(render_segments(plan, again, run, crf=0))
+    again, copy = Spy(tiny), reopened(run, tmp_path)
+    list(render_segments(plan, again, copy, crf=0))
+    copy.close()
     assert not hasattr(again, "prepared")  # nothing left to generate: nothing to encode

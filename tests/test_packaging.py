@@ -6,9 +6,11 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
 from conftest import REPO
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_package_and_its_presets(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)

@@ -173,6 +173,7 @@ def test_same_seed_same_frames_and_another_seed_another_world(cli, tmp_path):
                                       (CENTRE_PATCHES, CENTRE_PATCHES))) > 35
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_same_frames(tmp_path):
     text = "version: 1\npreset: procworld\nseed: 3\nshots:\n" + "".join(
         f"  - {{id: s{i}, duration: 0.5s, camera: {move}, prompt: x{extra}}}\n"

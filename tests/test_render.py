@@ -147,3 +147,16 @@ def test_a_finished_run_is_rejoined_without_loading_a_model(small, tmp_path):
     assert result.resumed_segments == result.segments
     sidecar = json.loads((tmp_path / "o.json").read_text())
     assert "diffusers" in sidecar["versions"]  # kept from the run that loaded the model
+
+
+def test_run_directory_names_are_made_in_one_place(tmp_path):
+    from longvid.memory.store import memory_path
+    from longvid.rundir import RunDir
+
+    run = RunDir(tmp_path / "r")
+    assert [p.name for p in (run.video(7), run.record_path(7), run.state_path(7),
+                             memory_path(run.segments, 7))] == [
+        "seg_0007.mp4", "seg_0007.json", "seg_0007.state.safetensors",
+        "seg_0007.memory.safetensors"]
+    assert (run.state_path(-1).name, memory_path(run.segments, -1).name) == (
+        "init.state.safetensors", "init.memory.safetensors")

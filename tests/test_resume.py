@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import run_longvid, write
 from mediacheck import frames_of
+
+pytestmark = pytest.mark.slow  # real processes, killed and resumed
 
 LONG = """\
 version: 1
@@ -50,6 +53,7 @@ def test_kill_9_at_several_moments_then_resume_matches_an_uninterrupted_run(tmp_
     sb_ref, sb = write(ref_dir / "s.yaml", LONG), write(dir_ / "s.yaml", LONG)
     assert run_longvid("render", sb_ref, "-q", cwd=ref_dir).returncode == 0
     reference = frames_of(ref_dir / "s.mp4")
+    total = len(list((ref_dir / "s.run" / "segments").glob("seg_*.json")))
     segs = dir_ / "s.run" / "segments"
 
     def done_count() -> int:
@@ -57,7 +61,8 @@ def test_kill_9_at_several_moments_then_resume_matches_an_uninterrupted_run(tmp_
 
     kill_points = [
         lambda: done_count() >= 2,  # between segments
-        lambda: any(segs.glob(".*tmp*")),  # in the middle of writing a file
+        # in the middle of writing a file (or, if no write is caught in the act, two segments on)
+        lambda: any(segs.glob(".*tmp*")) or done_count() >= 4,
         lambda: done_count() >= 5 and not any(segs.glob(".*tmp*")),
     ]
     stamps: dict[str, int] = {}
@@ -66,10 +71,10 @@ def test_kill_9_at_several_moments_then_resume_matches_an_uninterrupted_run(tmp_
         reached = wait_for(proc, ready)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert 2 <= done_count() < total, "killed after some segments and before the last"
         if reached:
             for rec in segs.glob("seg_*.json"):
                 stamps.setdefault(rec.name, rec.stat().st_mtime_ns)
-    assert done_count() >= 2, "the kills happened after some segments were committed"
     result = run_longvid("render", sb, "--json", cwd=dir_)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)

@@ -33,9 +33,16 @@ def register(backend: type[Backend]) -> None:
     if not (isinstance(options, type) and issubclass(options, BaseModel)):
         raise ValueError(f"backend {backend.name!r} declares no `Options`: give its class a "
                          "nested `class Options(longvid.backends.base.BackendOptions)`")
-    if backend.name in _registry and _registry[backend.name] is not backend:
-        raise ValueError(f"backend {backend.name!r} is registered twice")
+    first = _registry.get(backend.name)
+    if first is not None and first is not backend:
+        raise ValueError(
+            f"backend {backend.name!r} is registered twice: by {_where(first)} and by "
+            f"{_where(backend)}; rename one of them, or uninstall the plugin that brings it")
     _registry[backend.name] = backend
+
+
+def _where(backend: type) -> str:
+    return f"{backend.__module__}.{backend.__qualname__}"
 
 
 def _load_plugins() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import sys
@@ -25,17 +24,18 @@ def _ram_gib() -> float | None:
         return None
 
 
-def collect() -> dict[str, Any]:
+def collect(vram_gib: float | None = None) -> dict[str, Any]:
+    """The machine, and each preset's fit in `vram_gib` (default: the free VRAM)."""
     import diffusers
     import torch
     import transformers
 
     from longvid import __version__
-    from longvid.backends import caps_of
-    from longvid.budget import policy_for
     from longvid.errors import ResourceError
+    from longvid.hub import hub_cache_dir
     from longvid.mux import ffmpeg_exe
     from longvid.presets import available_presets, load_preset
+    from longvid.vram import preset_policy
 
     info: dict[str, Any] = {
         "longvid": __version__, "python": platform.python_version(), "torch": torch.__version__,
@@ -51,24 +51,24 @@ def collect() -> dict[str, Any]:
         info["ffmpeg"] = ffmpeg_exe()
     except ResourceError:
         info["ffmpeg"] = None
-    home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-    info["hf_cache"] = home
-    probe_dir = Path(home) if Path(home).exists() else Path.cwd()
+    cache = hub_cache_dir()
+    info["hf_cache"] = str(cache)
+    probe_dir = next((d for d in (cache, *cache.parents) if d.exists()), Path.cwd())
     info["disk_free_gib"] = shutil.disk_usage(probe_dir).free / 2**30
+    budget = vram_gib if vram_gib is not None else info["vram_free_gib"]
+    info["vram_budget_gib"] = budget
     presets = {}
     for name in available_presets():
         p = load_preset(name)
         entry: dict[str, Any] = {"backend": p.backend, "min_vram_gib": p.min_vram_gib}
         if p.memory is None:
             entry |= {"fits": True, "policy": None}
-        elif info["vram_free_gib"] is None:
+        elif budget is None:
             entry |= {"fits": False, "policy": None}
-        else:
-            caps = caps_of(p)
-            tokens = caps.max_latents * p.resolution[0] * p.resolution[1] // \
-                caps.tokens_per_latent_px
-            policy = policy_for(info["vram_free_gib"], p.memory, tokens, p.quantization)
-            entry |= {"fits": policy.fits and info["vram_free_gib"] >= p.min_vram_gib,
+        else:  # the same figure as `plan --vram` for a storyboard filling one window
+            policy = preset_policy(p, budget)
+            assert policy is not None
+            entry |= {"fits": policy.fits and budget >= p.min_vram_gib,
                       "policy": asdict(policy)}
         presets[name] = entry
     info["presets"] = presets
@@ -77,11 +77,14 @@ def collect() -> dict[str, Any]:
 
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    vram: Annotated[float | None, typer.Option(
+        "--vram", min=1, help="GPU memory to check the presets against, in GiB (default: the "
+        "free VRAM).")] = None,
 ) -> None:
     """Report versions, GPU and free VRAM, RAM, disk, ffmpeg, cache location and fitting presets."""
 
     def body() -> None:
-        info = collect()
+        info = collect(vram)
         if as_json:
             print(json.dumps(info, indent=2))
             return
@@ -95,6 +98,8 @@ def doctor(
                 ("disk free", f"{info['disk_free_gib']:.1f} GiB"),
                 ("ffmpeg", info["ffmpeg"] or "NOT FOUND: pip install imageio-ffmpeg"),
                 ("Hub cache", info["hf_cache"])]
+        if (budget := info["vram_budget_gib"]) is not None:
+            rows.append(("presets for", f"{budget:.1f} GiB of VRAM, one full window each"))
         for key, value in rows:
             print(f"{key:>14}: {value}")
         for name, p in info["presets"].items():

@@ -31,8 +31,9 @@ def extend(
 
     def body() -> None:
         from longvid.extend import extend_clip
+        from longvid.output import check_output
         from longvid.progress import make_progress
-        from longvid.render import BackendPool, check_output
+        from longvid.render import BackendPool
 
         out = check_output(output or clip.with_name(f"{clip.stem}_extended.mp4"))
         progress = make_progress(quiet)

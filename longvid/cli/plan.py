@@ -26,12 +26,11 @@ def plan(
     def body() -> None:
         from dataclasses import asdict
 
-        from longvid.budget import policy_for
         from longvid.render import load_job
+        from longvid.vram import plan_policy
 
         _, chosen, p = load_job(storyboard, preset)
-        policy = policy_for(vram, chosen.memory, p.max_tokens, chosen.quantization) \
-            if chosen.memory else None
+        policy = plan_policy(chosen, p, vram)
         if as_json:
             print(json.dumps(p.to_dict() | {"policy": asdict(policy) if policy else None},
                              indent=2))

@@ -51,7 +51,8 @@ class MemoryBank:
 
     def anchor_of(self, take: int, shot_id: str) -> Keyframe | None:
         """The first keyframe of `shot_id` in `take` (None before the shot has one): what
-        the drift monitor compares with. Anchors are never evicted."""
+        the drift monitor compares with. Anchors are evicted last: only from a bank that
+        holds nothing but anchors (see `_victim`)."""
         return next((e for e in self.entries if e.take == take and e.shot_id == shot_id), None)
 
     def of_shot(self, shot_id: str) -> list[Keyframe]:
@@ -61,7 +62,7 @@ class MemoryBank:
         """The entry to forget: never a shot's first keyframe (its anchor, what `recall`
         and anti-drift use) while others remain; among the rest, the one most like another
         entry (a near-duplicate adds least), the older on ties."""
-        firsts = {}
+        firsts: dict[str, Keyframe] = {}
         for e in self.entries:
             firsts.setdefault(e.shot_id, e)
         protected = {id(e) for e in firsts.values()}

@@ -32,7 +32,8 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     xyz = np.where(f ** 3 > _EPS, f ** 3, (116 * f - 16) / _KAPPA) * _WHITE
     lin = np.clip(xyz @ np.linalg.inv(_M).T, 0, 1)
     c = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
-    return np.clip(np.round(c * 255), 0, 255).astype(np.uint8)
+    rgb: np.ndarray = np.clip(np.round(c * 255), 0, 255).astype(np.uint8)
+    return rgb
 
 
 def lab_histogram(rgb: np.ndarray) -> np.ndarray:
@@ -42,7 +43,8 @@ def lab_histogram(rgb: np.ndarray) -> np.ndarray:
                   HIST_BINS - 1)
     flat = (idx[:, 0] * HIST_BINS + idx[:, 1]) * HIST_BINS + idx[:, 2]
     hist = np.bincount(flat, minlength=HIST_BINS ** 3).astype(np.float64)
-    return hist / max(hist.sum(), 1.0)
+    normed: np.ndarray = hist / max(hist.sum(), 1.0)
+    return normed
 
 
 def chi2(p: np.ndarray, q: np.ndarray) -> float:

@@ -25,7 +25,7 @@ COLOUR_LIMIT = 6.0  # delta E of the mean Lab colour
 LATENT_LIMIT = 0.5  # mean per-channel shift, in anchor standard deviations
 PIXEL_STRENGTH = 0.5
 LATENT_STRENGTH = 0.3
-_BLUR = 4  # latent pixels per low-frequency cell
+_BLUR_RADIUS = 2  # the low-pass box is 2 * 2 + 1 = 5 latent pixels on a side
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class DriftReading:
         return ((self.colour_shift_de or 0.0) > COLOUR_LIMIT
                 or (self.latent_mean_dist or 0.0) > LATENT_LIMIT)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, float | None]:
         return {k: (None if v is None else round(v, 5)) for k, v in asdict(self).items()}
 
 
@@ -79,7 +79,8 @@ def correct_latents(latents: np.ndarray, anchor: Keyframe,
     shape = (1, -1, 1, 1, 1)
     target = (low - mu.reshape(shape)) / (sd.reshape(shape) + 1e-6) * asd.reshape(shape) \
         + amu.reshape(shape)
-    return (z + strength * (target - low)).astype(np.float32)
+    corrected: np.ndarray = (z + strength * (target - low)).astype(np.float32)
+    return corrected
 
 
 def _channel_stats(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -89,8 +90,9 @@ def _channel_stats(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _blur(z: np.ndarray) -> np.ndarray:
-    """Separable moving average over _BLUR + 1 latent pixels, edges repeated: (..., h, w)."""
-    r = _BLUR // 2
+    """Separable moving average over 2 * _BLUR_RADIUS + 1 latent pixels, edges repeated:
+    (..., h, w)."""
+    r = _BLUR_RADIUS
     for axis in (-2, -1):
         pad = [(0, 0)] * z.ndim
         pad[axis] = (r + 1, r)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class Recalled:
     reason: str  # "recall" | "anchor" | "auto"
     score: float
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         k = self.keyframe
         return {"reason": self.reason, "shot": k.shot_id, "segment": k.segment,
                 "frame": k.frame, "score": round(self.score, 4)}

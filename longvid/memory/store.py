@@ -18,11 +18,11 @@ import numpy as np
 
 from longvid.memory.bank import KEYFRAMES_PER_SEGMENT, Keyframe, MemoryBank
 from longvid.memory.descriptor import describe, sharpness, thumbnail
+from longvid.rundir import segment_file
 
 
 def memory_path(segments_dir: Path, index: int) -> Path:
-    name = "init" if index < 0 else f"seg_{index:04d}"
-    return segments_dir / f"{name}.memory.safetensors"
+    return segment_file(segments_dir, index, "memory.safetensors")
 
 
 def pick_keyframes(*, segment: int, take: int, shot_id: str, prompt: str, start_frame: int,
