@@ -258,3 +258,29 @@ def test_gpu_out_of_memory_names_the_stage_and_a_lower_vram(hub_cache, tmp_path,
     assert caught.value.code == ExitCode.MISSING_RESOURCE
     assert f"out of memory in the {stage} stage under the policy for 12.0 GiB" in str(caught.value)
     assert "--vram 10" in caught.value.hint and "resumes" in caught.value.hint
+
+
+def test_first_frame_image_is_the_clean_first_latent(hub_cache, tmp_path):
+    """A shot's image enters as the take's first latent, held clean (timestep 0) and
+    returned exactly; the rest of the window is drawn towards it."""
+    import numpy as np
+
+    from longvid.backends.base import SegmentRequest, ShotImages
+
+    backend = SkyReelsDFBackend()
+    backend.load(load_preset(str(preset_file(tmp_path))))
+    backend.prepare(["a lighthouse in fog"], "", 1.0)
+    image = np.zeros((1, 32, 32, 3), np.uint8)
+    image[..., 0], image[:, :, 16:, 2] = 220, 180
+    first = backend.encode_frames(image)  # (1, 16, 1, 4, 4)
+
+    def run(images):
+        return backend.generate(SegmentRequest(
+            prompt="a lighthouse in fog", negative_prompt="", num_latents=3, context=None,
+            width=32, height=32, seed=4, steps=3, guidance_scale=1.0, fps=24,
+            images=images), lambda i, n: None)
+
+    plain, started = run(None), run(ShotImages(first_latent=first))
+    assert started.latents.shape == (1, 16, 3, 4, 4) and started.frames.shape[0] == 9
+    assert torch.equal(started.latents[:, :, :1], first.float())
+    assert (started.latents[:, :, 1:] - plain.latents[:, :, 1:]).abs().max() > 1e-4

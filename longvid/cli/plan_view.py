@@ -32,6 +32,8 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None) -> None:
             f"{s.frame - s.requested_frame:+d}f" if s.frame != s.requested_frame else "exact")
         sw.add_row(s.shot_id, tc(s.requested_frame), tc(s.frame), moved, s.text[:48])
     console.print(sw)
+    for line in _inputs(p):
+        console.print(line)
     for warning in p.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     if p.memory_latents:
@@ -75,6 +77,28 @@ def _segments_table(p: Plan, width: int) -> Table:
         segs.caption = "mix: share of the neighbouring prompt's embeddings in a `continue`"
         segs.caption_justify = "left"
     return segs
+
+
+def _inputs(p: Plan) -> list[str]:
+    """One line per storyboard image and LoRA a segment takes."""
+    from pathlib import Path
+
+    lines = [f"image: segment {g.index} (shot {g.shot_id}) starts from "
+             f"{Path(g.image.path).name} ({g.image.width}x{g.image.height} px, scaled, "
+             "cropped)" for g in p.segments if g.image is not None]
+    refs: dict[str, tuple[str, ...]] = {}
+    for g in p.segments:
+        if g.refs:
+            refs.setdefault(g.shot_id, tuple(Path(r.path).name for r in g.refs))
+    lines += [f"refs: shot {shot}: {', '.join(names)}" for shot, names in refs.items()]
+    for i, lora in enumerate(p.loras):
+        other: dict[str, float] = {}
+        for g in p.segments:
+            if g.lora_weights[i] != lora.weight:
+                other.setdefault(g.shot_id, g.lora_weights[i])
+        lines.append(f"LoRA {lora.name}: weight {lora.weight:g}" + "".join(
+            f", shot {shot} {w:g}" for shot, w in other.items()))
+    return lines
 
 
 def _remembers(g, p: Plan) -> str:  # noqa: ANN001 - a plan.Segment
