@@ -260,19 +260,21 @@ def test_gpu_out_of_memory_names_the_stage_and_a_lower_vram(hub_cache, tmp_path,
     assert "--vram 10" in caught.value.hint and "resumes" in caught.value.hint
 
 
-def test_first_frame_image_is_the_clean_first_latent(hub_cache, tmp_path):
-    """A shot's image enters as the take's first latent, held clean (timestep 0) and
-    returned exactly; the rest of the window is drawn towards it."""
+def test_first_frame_image_matches_diffusers_skyreels_image_to_video(hub_cache, tmp_path):
+    """A shot's image enters as the take's first latent, clean (timestep 0) and returned
+    exactly: the window equals SkyReelsV2DiffusionForcingImageToVideoPipeline's."""
     import numpy as np
+    from diffusers import SkyReelsV2DiffusionForcingImageToVideoPipeline
+    from PIL import Image
 
     from longvid.backends.base import SegmentRequest, ShotImages
 
     backend = SkyReelsDFBackend()
     backend.load(load_preset(str(preset_file(tmp_path))))
     backend.prepare(["a lighthouse in fog"], "", 1.0)
-    image = np.zeros((1, 32, 32, 3), np.uint8)
-    image[..., 0], image[:, :, 16:, 2] = 220, 180
-    first = backend.encode_frames(image)  # (1, 16, 1, 4, 4)
+    y, x = np.mgrid[0:32, 0:32]
+    image = np.stack([x * 7, y * 7, 255 - x * 4], -1).astype(np.uint8)  # (32, 32, 3)
+    first = backend.encode_frames(image[None])  # (1, 16, 1, 4, 4)
 
     def run(images):
         return backend.generate(SegmentRequest(
@@ -284,3 +286,11 @@ def test_first_frame_image_is_the_clean_first_latent(hub_cache, tmp_path):
     assert started.latents.shape == (1, 16, 3, 4, 4) and started.frames.shape[0] == 9
     assert torch.equal(started.latents[:, :, :1], first.float())
     assert (started.latents[:, :, 1:] - plain.latents[:, :, 1:]).abs().max() > 1e-4
+
+    pipe = SkyReelsV2DiffusionForcingImageToVideoPipeline.from_pretrained(backend.folder)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(image=Image.fromarray(image), prompt="a lighthouse in fog", height=32,
+                  width=32, num_frames=9, num_inference_steps=3, guidance_scale=1.0,
+                  generator=torch.Generator().manual_seed(4), output_type="latent",
+                  max_sequence_length=16, addnoise_condition=0, fps=24).frames
+    torch.testing.assert_close(started.latents, theirs, rtol=1e-5, atol=1e-5)

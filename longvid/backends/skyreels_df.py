@@ -10,7 +10,8 @@ resumed; tests check it against that pipeline numerically.
 
 A shot that starts from an image (`request.images.first_latent`) enters the same
 way as context: the encoded image is the take's first latent, clean at timestep 0,
-never stepped, and returned as the first new latent.
+never stepped, and returned as the first new latent: one window is then that of
+diffusers' `SkyReelsV2DiffusionForcingImageToVideoPipeline` (tests check it).
 
 Memory: prompts are encoded once (`prepare`), cached on disk, and the text encoder
 is released before the transformer runs; each window is decoded on its own (VAE
