@@ -29,3 +29,24 @@ def write_tiny_lora(path: Path, *, seed: int = 0, rank: int = 4, in_features: in
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))
     return path
+
+
+def write_lora_for(transformer, path: Path, *, seed: int = 0, rank: int = 2) -> Path:
+    """A LoRA in diffusers' own key layout (`transformer.blocks.N.attn1.to_q.lora_A.weight`)
+    for whatever Wan-family transformer is given: its attention query/value and first
+    feed-forward layers."""
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, module in transformer.named_modules():
+        if name.startswith("blocks.") and name.endswith(("attn1.to_q", "attn1.to_v",
+                                                         "ffn.net.0.proj")):
+            a = torch.randn(rank, module.in_features, generator=g) * 0.3
+            tensors[f"transformer.{name}.lora_A.weight"] = a
+            tensors[f"transformer.{name}.lora_B.weight"] = torch.randn(
+                module.out_features, rank, generator=g) * 0.3
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path

@@ -294,3 +294,25 @@ def test_first_frame_image_matches_diffusers_skyreels_image_to_video(hub_cache, 
                   generator=torch.Generator().manual_seed(4), output_type="latent",
                   max_sequence_length=16, addnoise_condition=0, fps=24).frames
     torch.testing.assert_close(started.latents, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_lora_applies_and_weight_zero_is_the_models_own_output(hub_cache, tmp_path):
+    from loratools import write_lora_for
+
+    from longvid.backends.base import LoraWeight, SegmentRequest
+
+    backend = SkyReelsDFBackend()
+    backend.load(load_preset(str(preset_file(tmp_path))))
+    backend.prepare(["a lighthouse in fog"], "", 1.0)
+    path = str(write_lora_for(backend.transformer, tmp_path / "style.safetensors"))
+
+    def run(weight):
+        loras = None if weight is None else (LoraWeight("style", path, "style", weight),)
+        return backend.generate(SegmentRequest(
+            prompt="a lighthouse in fog", negative_prompt="", num_latents=3, context=None,
+            width=32, height=32, seed=4, steps=3, guidance_scale=1.0, fps=24, loras=loras),
+            lambda i, n: None).latents
+
+    base = run(None)
+    assert (run(1.0) - base).abs().max() > 1e-4
+    assert torch.equal(run(0.0), base)
