@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from longvid.yamlsrc import YamlDoc
+
 MIN_SIDE_PX = 16  # smaller images carry too little to condition a shot on
 MAX_PIXELS = 64 * 2**20  # Pillow's decompression-bomb guard sits near here too
 
@@ -59,6 +61,14 @@ def inspect_image(path: Path) -> ImageFile:
         raise ImageProblem(f"image {path.name} is {width}x{height} px; at least {MIN_SIDE_PX} "
                            "px a side are needed", "use a larger image")
     return ImageFile(str(path.resolve()), hashlib.sha256(data).hexdigest(), width, height)
+
+
+def checked_image(doc: YamlDoc, loc: tuple[str | int, ...], path: Path) -> ImageFile:
+    """`inspect_image`, its problem as an error at the storyboard key `loc` (exit 3)."""
+    try:
+        return inspect_image(path)
+    except ImageProblem as exc:
+        raise doc.error(loc, exc.message, exc.hint) from None
 
 
 def read_rgb(path: str | Path) -> Any:

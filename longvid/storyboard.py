@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from longvid.errors import StoryboardError
-from longvid.images import ImageFile, ImageProblem, inspect_image
+from longvid.images import ImageFile, checked_image
 from longvid.loras import LoraIn, LoraRef, lora_refs
 from longvid.timecode import TIME_FORMS, Time, parse_time
 from longvid.yamlsrc import YamlDoc, load_yaml
@@ -233,11 +233,9 @@ def _explain(exc: ValidationError, doc: YamlDoc) -> StoryboardError:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     loc = tuple(p for p in loc if p not in ("_TransitionIn", "_CameraIn", "_AudioIn"))
     kind, given = err["type"], err.get("input")
-    if kind == "value_error" and "loras" in loc[:1]:
-        loc = loc[:2]  # a LoRA entry's own rule: point at the entry
-    key = str(loc[-1]) if loc else ""
-    if loc[:1] == ("loras",) and len(loc) == 2:
-        key = f"loras[{loc[1]}]"
+    lora = loc[:1] == ("loras",)
+    loc = loc[:2] if lora and kind == "value_error" else loc  # a LoRA entry's own rule
+    key = f"loras[{loc[1]}]" if lora and len(loc) == 2 else str(loc[-1]) if loc else ""
     parent = loc[:-1]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(parent)
@@ -250,9 +248,8 @@ def _explain(exc: ValidationError, doc: YamlDoc) -> StoryboardError:
         hint = _MISSING_HINTS.get(key, f"add `{key}:` here; see docs/storyboard.md")
     elif kind == "value_error":
         message = f"{key}: {err['msg'].removeprefix('Value error, ')}"
-        hint = f"times are written {TIME_FORMS}" if "time" in err["msg"] else ""
-        if loc[:1] == ("loras",):
-            hint = "see `loras` in docs/storyboard.md"
+        hint = "see `loras` in docs/storyboard.md" if lora else (
+            f"times are written {TIME_FORMS}" if "time" in err["msg"] else "")
     elif kind == "literal_error":
         message = f"{key}: {given!r} is not allowed; {err['msg'].lower()}"
         hint = "see docs/storyboard.md for the accepted values"
@@ -279,8 +276,6 @@ _MISSING_HINTS = {
     "path": "write audio as a path, or `{path: music.wav, offset: 0s}`",
     "move": f"camera is one of {', '.join(CAMERA_MOVES)}",
 }
-_CUT_HINT = ("a shot that starts from an image starts a new take: give it `transition: cut` "
-             "(or move the image to the shot where the take begins)")
 
 
 def _allowed_keys(parent: tuple[str | int, ...]) -> list[str]:
@@ -303,7 +298,7 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
     """Check the frame-free rules and convert to frozen dataclasses."""
     base = path.parent
     loras = lora_refs(doc, model.loras, base)
-    top_refs = tuple(_image(doc, ("refs", j), base, r) for j, r in enumerate(model.refs))
+    top_refs = tuple(checked_image(doc, ("refs", j), base / r) for j, r in enumerate(model.refs))
     seen: dict[str, int] = {}
     shots: list[Shot] = []
     for i, s in enumerate(model.shots):
@@ -348,20 +343,19 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
         if i == 0 and s.transition and kind == "crossfade":
             raise doc.error(loc + ("transition",), "the first shot cannot crossfade: nothing "
                             "comes before it", "remove its `transition`")
-        if s.image is not None and i and kind != "cut":
-            raise doc.error(loc + ("image",), f"shot {s.id!r} starts from an image but "
-                            f"{'continues' if kind == 'continue' else 'crossfades'} from the "
-                            "shot before", _CUT_HINT)
-        key_lines = tuple((k, doc.line_of(loc + (k,))) for k in
-                          ("duration", "start", "end", "transition", "prompts", "image",
-                           "lora_weights"))
+        if s.image is not None and i and kind != "cut":  # continues, crossfades
+            raise doc.error(loc + ("image",), f"shot {s.id!r} starts from an image but {kind}s "
+                            "from the shot before", "a shot that starts from an image starts "
+                            "a new take: give it `transition: cut`")
+        key_lines = tuple((k, doc.line_of(loc + (k,))) for k in ("duration", "start", "end",
+                          "transition", "prompts", "image", "lora_weights"))
         shots.append(Shot(
             id=s.id, prompts=prompts, duration=s.duration, start=s.start, end=s.end,
             transition=Transition(kind, length, doc.line_of(loc + ("transition",))),
             seed=s.seed, camera=Camera(s.camera.move, s.camera.speed) if s.camera else None,
             recall=tuple(s.recall), line=line, key_lines=key_lines,
-            image=_image(doc, loc + ("image",), base, s.image) if s.image else None,
-            refs=top_refs + tuple(_image(doc, loc + ("refs", j), base, r)
+            image=checked_image(doc, loc + ("image",), base / s.image) if s.image else None,
+            refs=top_refs + tuple(checked_image(doc, loc + ("refs", j), base / r)
                                   for j, r in enumerate(s.refs)),
             lora_weights=tuple(s.lora_weights.items())))
 
@@ -386,32 +380,21 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
         preset=model.preset, fps=model.fps, resolution=resolution, seed=model.seed,
         negative_prompt=model.negative_prompt, style=model.style, audio=audio,
         output=(base / model.output) if model.output else None, shots=tuple(shots),
-        anti_drift=model.anti_drift,
+        anti_drift=model.anti_drift, loras=loras,
         content_sha256=_content_hash(model, shots, loras),
         lines=tuple((k, doc.line_of((k,))) for k in ("fps", "resolution", "preset", "shots",
-                                                     "loras")),
-        loras=loras,
+                                                      "output", "loras")),
     )
 
 
-def _image(doc: YamlDoc, loc: tuple[str | int, ...], base: Path, value: str) -> ImageFile:
-    try:
-        return inspect_image(base / value)
-    except ImageProblem as exc:
-        raise doc.error(loc, exc.message, exc.hint) from None
-
-
 def _content_hash(model: _StoryboardIn, shots: list[Shot], loras: tuple[LoraRef, ...]) -> str:
-    """Hash of what changes generated frames; audio, output and title only change the mux.
-    Images and LoRA files count by their content."""
+    """Hash of what changes frames (images, LoRA files by content); not audio, output, title."""
     data = model.model_dump(exclude={"audio", "output", "title"})
     for holder in [data, *data["shots"]]:  # unset, the newer keys leave older hashes alone
-        for key in ("refs", "loras", "image", "lora_weights"):
-            if key in holder and not holder[key]:
-                del holder[key]
-    files = sorted({f.sha256 for s in shots for f in ((s.image,) if s.image else ()) + s.refs}
-                   | {lora.key for lora in loras})
-    if files:
+        for key in [k for k in ("refs", "loras", "image", "lora_weights") if not holder.get(k, 1)]:
+            del holder[key]
+    if files := sorted({f.sha256 for s in shots for f in (s.image, *s.refs) if f is not None}
+                       | {lora.key for lora in loras}):
         data["files"] = files
     text = json.dumps(data, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
