@@ -160,3 +160,15 @@ def test_plan_warns_where_the_backend_takes_no_loras(cli, tmp_path):
     plan = json.loads(out)
     assert "takes no LoRAs (`loras`): ignored for style" in " | ".join(plan["warnings"])
     assert plan["loras"] == [] and all(s["lora_weights"] == [] for s in plan["segments"])
+
+
+def test_presets_show_lists_a_presets_loras_as_plain_values(cli, tmp_path):
+    write_tiny_lora(tmp_path / "style.safetensors")
+    preset = write(tmp_path / "styled.yaml", "name: styled\nbackend: tiny\nfps: 16\n"
+                   "resolution: 32x32\nsteps: 3\nloras:\n  - {path: style.safetensors}\n")
+    code, out, _ = cli("presets", "show", str(preset), "--json")
+    assert code == 0
+    (lora,) = json.loads(out)["loras"]
+    assert lora["name"] == "style" and lora["weight"] == 1.0 and len(lora["key"]) == 64
+    code, out, _ = cli("presets", "show", str(preset))
+    assert "loras: name=style, weight=1" in " ".join(out.split()) and "LoraRef(" not in out
