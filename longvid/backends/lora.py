@@ -3,10 +3,11 @@
 `WanLoraLoaderMixin.lora_state_dict` reads a .safetensors file and converts the
 layouts Wan LoRAs ship in (original Wan / ComfyUI `diffusion_model.*`, musubi
 `lora_unet_*`) to diffusers' keys; `transformer.load_lora_adapter` injects it as a
-named adapter, once per file per loaded model; `set_adapters` sets each segment's
-weights without reloading anything. A segment whose weights are all zero runs
-with the adapters disabled, i.e. through the untouched base layers: the output is
-then bit-for-bit that of the model without LoRAs.
+named adapter, once per file per loaded model (in float32 when the model stores fp8);
+`set_adapters` sets each segment's weights without reloading anything. A segment
+whose weights are all zero runs with the adapters disabled, i.e. through the
+untouched base layers: the output is then bit-for-bit that of the model without
+LoRAs.
 
 Before injecting, every key is matched against the transformer's layers and every
 matrix against the layer's shape, so an incompatible LoRA (another architecture, a
@@ -63,7 +64,20 @@ class LoraStack:
             if name in getattr(self.transformer, "peft_config", {}):
                 self.transformer.delete_adapters([name])
             raise _incompatible(lora, f"{type(exc).__name__}: {exc}") from None
+        _storage_to_float32(self.transformer, name)
         self.loaded[lora.key] = name
+
+
+def _storage_to_float32(transformer: Any, adapter: str) -> None:
+    """PEFT creates an adapter in its base layer's dtype. Under fp8 storage (layerwise
+    casting, `quantization.transformer: fp8`) that is float8, which no matmul takes and
+    which no casting hook upcasts (the hooks sit on the base layers); float32 adapters
+    work under every storage, as PEFT keeps them for bf16 layers."""
+    import torch
+
+    for key, param in transformer.named_parameters():
+        if f".{adapter}." in key and param.dtype.itemsize == 1 and param.is_floating_point():
+            param.data = param.data.to(torch.float32)
 
 
 def check_fits(transformer: Any, state: dict[str, Any]) -> str | None:
