@@ -30,10 +30,11 @@ class SegmentInputs:
     def images(self, seg: Segment) -> ShotImages | None:
         if seg.image is None and not seg.refs:
             return None
-        first = None
-        if seg.image is not None:  # one frame -> one latent (1, C, 1, h, w)
-            first = self.backend.encode_frames(self.first_frame(seg)[None])
-        return ShotImages(first_latent=first, refs=tuple(self._read(r.path) for r in seg.refs))
+        pixels = self.first_frame(seg) if seg.image is not None else None  # (H, W, 3)
+        # one frame -> one latent (1, C, 1, h, w)
+        first = self.backend.encode_frames(pixels[None]) if pixels is not None else None
+        return ShotImages(first_latent=first, first_frame=pixels,
+                          refs=tuple(self._read(r.path) for r in seg.refs))
 
     def loras(self, seg: Segment) -> tuple[LoraWeight, ...] | None:
         if self.backend.caps.lora is None:

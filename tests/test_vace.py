@@ -300,3 +300,31 @@ def test_reference_images_match_diffusers_vace_pipeline(hub_cache, tmp_path):
                   reference_images=[Image.fromarray(r) for r in refs[::-1]]).frames  # last first
     assert theirs.shape == (1, 16, 7, 4, 4)
     torch.testing.assert_close(ours.latents, theirs[:, :, 2:], rtol=1e-5, atol=1e-5)
+
+
+def test_first_frame_image_matches_diffusers_vace_image_to_video(hub_cache, tmp_path):
+    """A shot's image is VACE's image-to-video: the control video's first frame, kept
+    (mask 0), as WanVACEPipeline(video=[image, blanks], mask=[black, white]) does."""
+    from diffusers import WanVACEPipeline
+
+    from longvid.backends.base import ShotImages
+
+    backend = loaded(tmp_path)
+    pipe = WanVACEPipeline.from_pretrained(backend.folder)
+    pipe.set_progress_bar_config(disable=True)
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    image = torch.stack([xs * 8, ys * 8, 255 - xs * 4], dim=-1).to(torch.uint8)  # (32, 32, 3)
+    ours = backend.generate(request(5, 5, images=ShotImages(first_frame=image.numpy())),
+                            no_progress)
+    alone = backend.generate(request(5, 5), no_progress)
+    assert ours.latents.shape == (1, 16, 5, 4, 4) and differs(ours.latents, alone.latents)
+
+    video = torch.full((1, 17, 3, 32, 32), 0.5)  # [0, 1]; blank frames are mid-grey
+    video[0, 0] = image.permute(2, 0, 1).float() / 255
+    mask = torch.ones_like(video)
+    mask[:, 0] = 0
+    theirs = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, height=32, width=32, num_frames=17,
+                  num_inference_steps=3, guidance_scale=1.0, output_type="latent",
+                  max_sequence_length=16, video=video, mask=mask,
+                  generator=torch.Generator().manual_seed(5)).frames
+    torch.testing.assert_close(ours.latents, theirs, rtol=1e-5, atol=1e-5)

@@ -177,6 +177,8 @@ class ShotImages:
     # (scaled and centre-cropped to the frame) in the first segment of its take, else None;
     # it is the first of the segment's new latents and stays exactly as given
     first_latent: Any = None
+    first_frame: Any = None  # the same image as uint8 (H, W, 3) pixels, for a backend that
+    # conditions on frames rather than latents (VACE keeps it as its control video's first)
     refs: tuple[Any, ...] = ()  # caps.images.refs: uint8 (h, w, 3) images as read from disk
 
 

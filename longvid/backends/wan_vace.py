@@ -18,6 +18,10 @@ one already and goes in as is (one taken from mid-take encodes four frames rathe
 than one still; whether a decode/encode round trip to a still helps is unmeasured).
 Reference latents are dropped from the output, as the pipeline drops them.
 
+A shot that starts from an image (`request.images.first_frame`) is VACE's
+image-to-video: the image is the control video's first frame, kept (mask 0), the
+rest blank and generated; the loop then shows the image itself as the first frame.
+
 Reference images (`refs:` of the storyboard, `request.images.refs`) are VACE's
 reference images as trained: each one fitted inside the frame (aspect kept,
 bilinear) on a white canvas, VAE-encoded to one latent and placed in front of the
@@ -59,7 +63,7 @@ class WanVACEBackend(WanHubBackend):
         native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=VAE_STRIDE_T, max_latents=21,
         context_latents=5, size_multiple=16, max_side=1280, takes_context=True,
         tokens_per_latent_px=8 * 8 * 2 * 2, memory=MemoryCaps(latents=2),
-        images=ImageCaps(refs=True), lora=LoraCaps(family="wan"),
+        images=ImageCaps(first_frame=True, refs=True), lora=LoraCaps(family="wan"),
     )  # windows of 81 frames (the model's training length) keeping 17 frames of context
 
     class Options(WanHubOptions):
@@ -99,7 +103,8 @@ class WanVACEBackend(WanHubBackend):
             noise = torch.cat([refs, noise], dim=2)  # (1, 16, m+c+n, h, w): refs first
         with self.on_gpu("vae"):
             memory = self._references(images, request.memory, request)  # (1, 16, m, h, w)
-            control = self._control(context, memory, request)  # (1, 96, m+c+n, h, w)
+            first = request.images.first_frame if request.images is not None else None
+            control = self._control(context, memory, request, first)  # (1, 96, m+c+n, h, w)
         t1 = time.perf_counter()
         with self.on_gpu("transformer"):
             latents = self._denoise(noise.to(self.device), control, request, on_step)
@@ -138,9 +143,11 @@ class WanVACEBackend(WanHubBackend):
             latents.append(memory.float().cpu())
         return torch.cat(latents, dim=2) if latents else None
 
-    def _control(self, context: Any, memory: Any, request: SegmentRequest) -> Any:
+    def _control(self, context: Any, memory: Any, request: SegmentRequest,
+                 first: Any = None) -> Any:
         """VACE's control input (1, 96, m+c+n, h, w): [inactive 16 | reactive 16 | mask 64],
-        as `WanVACEPipeline.prepare_video_latents` and `prepare_masks` build it."""
+        as `WanVACEPipeline.prepare_video_latents` and `prepare_masks` build it. `first`:
+        uint8 (H, W, 3), a take's first frame, kept (mask 0) as VACE's image-to-video."""
         import torch
 
         c = 0 if context is None else context.shape[2]
@@ -151,6 +158,9 @@ class WanVACEBackend(WanHubBackend):
         if c:
             video[:, :, :kept] = self.vae.decode_float(context).clamp(-1, 1)
             mask[:, :, :kept] = 0
+        elif first is not None:
+            video[0, :, 0] = torch.from_numpy(first).permute(2, 0, 1).float() / 127.5 - 1
+            mask[:, :, 0] = 0
         inactive = self.vae.encode(video * (1 - mask))  # (1, 16, c+n, h, w)
         reactive = self.vae.encode(video * mask)
         latents = torch.cat([inactive, reactive], dim=1)  # (1, 32, c+n, h, w)
