@@ -17,6 +17,11 @@ class ExitCode(IntEnum):
     INVALID_INPUT = 3  # storyboard, preset, plan or input file
     MISSING_RESOURCE = 4  # ffmpeg, weights, GPU too small, run directory busy
     INTERRUPTED = 130  # Ctrl-C; the run is resumable
+    TERMINATED = 143  # SIGTERM (a scheduler's time limit or pre-emption); resumable
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a render stops as it does on Ctrl-C."""
 
 
 class LongvidError(Exception):

@@ -7,17 +7,26 @@ needed (no ffprobe): probing parses `ffmpeg -i` and counts frames by stream copy
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import signal
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from longvid.errors import InputError, ResourceError
+from longvid.errors import InputError, LongvidError, ResourceError
 
 ENCODE_ARGS = {"vcodec": "libx264", "pix_fmt": "yuv420p", "preset": "medium"}
+MAX_TAG_CHARS = 1024  # a metadata value; ffmpeg's argv takes at most 128 kB per argument
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# what ffmpeg prints (strerror) when the system refuses a write, and the errno it means
+_OS_REFUSALS = {"No space left on device": errno.ENOSPC, "File too large": errno.EFBIG,
+                "Disk quota exceeded": errno.EDQUOT, "Read-only file system": errno.EROFS,
+                "Permission denied": errno.EACCES, "Not a directory": errno.ENOTDIR,
+                "Is a directory": errno.EISDIR}
 
 
 def ffmpeg_exe() -> str:
@@ -41,14 +50,24 @@ def ffmpeg_exe() -> str:
                             "`pip install imageio-ffmpeg`") from None
 
 
-def _run(stream: Any, what: str) -> str:
-    import ffmpeg
+def _failed(stderr: bytes, what: str, writing: Path, returncode: int) -> Exception:
+    """ffmpeg's failure as an OSError naming `writing` when the system refused the write
+    (full disk, read-only, no permission: the CLI's exit 4), else a RuntimeError."""
+    if returncode == -signal.SIGXFSZ:  # killed for passing the file-size limit (ulimit -f)
+        return OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(writing))
+    text = stderr.decode(errors="replace")
+    for message, code in _OS_REFUSALS.items():
+        if message in text:
+            return OSError(code, os.strerror(code), str(writing))
+    tail = text.strip().splitlines()[-3:]
+    return RuntimeError(f"ffmpeg failed to {what}: " + " | ".join(tail))
 
-    try:
-        _, err = stream.run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
-    except ffmpeg.Error as exc:
-        tail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
-        raise RuntimeError(f"ffmpeg failed to {what}: " + " | ".join(tail)) from None
+
+def _run(stream: Any, what: str, writing: Path) -> str:
+    proc = stream.run_async(cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise _failed(err, what, writing, proc.returncode)
     return err.decode(errors="replace")
 
 
@@ -69,8 +88,7 @@ def encode_frames(frames: Any, path: Path, fps: int, crf: int,
     _, err = proc.communicate(input=frames.tobytes())
     if proc.returncode != 0 or not tmp.exists():
         tmp.unlink(missing_ok=True)
-        tail = err.decode(errors="replace").strip().splitlines()[-3:]
-        raise RuntimeError(f"ffmpeg failed to encode {count} frames: " + " | ".join(tail))
+        raise _failed(err, f"encode {count} frames", path, proc.returncode)
     os.replace(tmp, path)
 
 
@@ -85,17 +103,22 @@ def reencode_video(source: Path, path: Path, fps: int, crf: int,
         stream = stream.filter("scale", size[0], size[1], flags="bicubic")
     out = stream.output(
         str(tmp), crf=crf, r=fps, video_track_timescale=fps * 1000, **ENCODE_ARGS)
-    _run(out.overwrite_output().global_args("-nostdin"), f"re-encode {source}")
+    try:
+        _run(out.overwrite_output().global_args("-nostdin"), f"re-encode {source}", path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
 def concat(videos: list[Path], path: Path, *, fps: int, total_frames: int,
            audio: tuple[Path, float] | None = None, metadata: dict[str, str] | None = None,
            list_file: Path) -> None:
-    """Join segment mp4s by stream copy; mux `audio` (path, offset_s) cut or padded to fit."""
+    """Join segment mp4s by stream copy; mux `audio` (path, offset_s) cut or padded to fit.
+    The result replaces `path` only once it holds `total_frames` frames."""
     import ffmpeg
 
-    lines = ["ffconcat version 1.0"] + [f"file '{v.resolve()}'" for v in videos]
+    lines = ["ffconcat version 1.0"] + [_concat_entry(v, list_file.parent) for v in videos]
     list_file.write_text("\n".join(lines) + "\n")
     duration = total_frames / fps
     video = ffmpeg.input(str(list_file), format="concat", safe=0).video
@@ -106,17 +129,50 @@ def concat(videos: list[Path], path: Path, *, fps: int, total_frames: int,
         streams.append(sound)
         args |= {"c:a": "aac", "b:a": "192k"}
     for i, (key, value) in enumerate((metadata or {}).items()):
-        args[f"metadata:g:{i}"] = f"{key}={value}"
+        args[f"metadata:g:{i}"] = f"{key}={_tag(value)}"
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
     path.parent.mkdir(parents=True, exist_ok=True)
     out = ffmpeg.output(*streams, str(tmp), t=f"{duration:.6f}",
                         movflags="+faststart+use_metadata_tags", **args)
     try:
-        _run(out.overwrite_output().global_args("-nostdin"), f"write {path}")
-    except RuntimeError:
+        _run(out.overwrite_output().global_args("-nostdin"), f"write {path}", path)
+        _check_join(tmp, path, fps, total_frames)
+    except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+def _tag(value: str) -> str:
+    """A metadata value ffmpeg's argv can carry: no control characters (a NUL cannot be
+    passed at all), at most MAX_TAG_CHARS characters."""
+    clean = _CONTROL.sub(" ", value)
+    return clean if len(clean) <= MAX_TAG_CHARS else clean[:MAX_TAG_CHARS - 1] + "…"
+
+
+def _concat_entry(video: Path, folder: Path) -> str:
+    """One `file` line of an ffconcat list. Relative to the list's folder (the run
+    directory), so the user's file names never reach it; quoted for any that do."""
+    name = os.path.relpath(video.resolve(), folder.resolve())
+    if "\n" in name or "\r" in name:
+        raise InputError(f"{video}: a line break in a path cannot be joined by ffmpeg",
+                         "rename the folder or file without the line break")
+    return "file '" + name.replace("'", "'\\''") + "'"
+
+
+def _check_join(joined: Path, path: Path, fps: int, total_frames: int) -> None:
+    """The joined file decodes as a video of exactly the planned frames."""
+    keep = f"{path} was left as it was"
+    hint = ("run the same command again: the run directory is checked and what is damaged "
+            "is rendered again; if this repeats, add --fresh")
+    try:
+        info = probe(joined)
+    except InputError as exc:
+        raise LongvidError(f"the joined video is unreadable ({exc.message}); {keep}",
+                           hint) from None
+    if info.frames != total_frames:
+        raise LongvidError(f"the joined video holds {info.frames} frames where the plan has "
+                           f"{total_frames}; {keep}", hint)
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -173,6 +229,22 @@ def probe(path: Path) -> MediaInfo:
     return MediaInfo(width=int(m.group(1)), height=int(m.group(2)), fps=Fraction(m.group(3)),
                      frames=frames[-1], duration_s=duration, has_audio=" Audio: " in inputs,
                      tags=tags)
+
+
+def probe_audio(path: Path) -> float:
+    """Seconds of the first audio stream, which must exist and decode to the end."""
+    import ffmpeg
+
+    decode = (ffmpeg.input(str(path)).output("-", format="null", map="0:a:0")
+              .global_args("-hide_banner", "-nostdin"))
+    try:
+        _, raw = decode.run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
+    except ffmpeg.Error as exc:
+        tail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-1:]
+        raise InputError(f"{path}: no audio stream that decodes ({' '.join(tail)})",
+                         "give `audio` a sound file (wav, mp3, m4a, ...) that plays") from None
+    d = _DURATION.search(raw.decode(errors="replace"))
+    return int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3)) if d else 0.0
 
 
 def read_frames(path: Path, width: int, height: int, first: int = 0,

@@ -7,6 +7,7 @@ first take's context. Backends are loaded once per process and reused across job
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import time
@@ -18,8 +19,8 @@ from typing import Any
 import longvid
 from longvid.backends import backend_class, caps_of
 from longvid.budget import LoadPolicy
-from longvid.errors import InputError, StoryboardError
-from longvid.output import Sidecar, default_output, sidecar_path
+from longvid.errors import InputError, LongvidError, ResourceError, StoryboardError
+from longvid.output import Sidecar, claim_outputs, default_output, sidecar_path
 from longvid.plan import Plan, make_plan
 from longvid.presets import Preset, load_preset
 from longvid.progress import Progress
@@ -104,11 +105,15 @@ def render_storyboard(path: Path, *, output: Path | None, preset_name: str | Non
                       fresh: bool, pool: BackendPool, progress: Progress,
                       vram_gib: float | None = None) -> RenderResult:
     sb, preset, plan = load_job(path, preset_name)
-    policy = choose_policy(preset, plan, vram_gib)
     out = (output or default_output(sb)).resolve()
     audio = (sb.audio.path, sb.audio.offset.to_seconds(plan.fps)) if sb.audio else None
+    policy, found = None, []
+    try:
+        policy = choose_policy(preset, plan, vram_gib)
+    except ResourceError as exc:
+        found.append(exc)  # reported with whatever else the preflight finds
     job = Job(plan, preset, out, audio, policy, label=Path(path).name)
-    return run_job(job, pool, progress, crf=crf, fresh=fresh)
+    return run_job(job, pool, progress, crf=crf, fresh=fresh, found=found)
 
 
 def _run_key(plan: Plan, preset: Preset, crf: int, extra: str = "") -> str:
@@ -119,24 +124,30 @@ def _run_key(plan: Plan, preset: Preset, crf: int, extra: str = "") -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int,
-            fresh: bool) -> RenderResult:
-    """Generate (or resume) every segment of the job's plan, then write its mp4 and sidecar."""
+def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh: bool,
+            found: list[LongvidError] | None = None) -> RenderResult:
+    """Generate (or resume) every segment of the job's plan, then write its mp4 and sidecar.
+    `found`: problems met while preparing the job, reported with the preflight's."""
+    from longvid import preflight
     from longvid.generate import render_segments
-    from longvid.mux import concat, ffmpeg_exe
+    from longvid.mux import concat
 
     plan, out, prefix = job.plan, job.output, job.prefix
-    ffmpeg_exe()  # fail with exit 4 before any model loads
     t0 = time.perf_counter()
     run = RunDir(run_dir_for(out))
+    # before the run directory is bound: a refused render writes nothing
+    warnings = preflight.check(
+        plan, job.preset, out, run.root, audio=job.audio,
+        generates=fresh or not all(run.is_done(s.index) for s in plan.segments),
+        found=found or [], more=[lambda: claim_outputs(out, _inputs(job))])
     manifest = Manifest(
         longvid=longvid.__version__,
         run_key=_run_key(plan, job.preset, crf, prefix.clip_sha256 if prefix else ""),
         storyboard=plan.storyboard, content_sha256=plan.content_sha256,
         preset=job.preset.name, preset_sha256=job.preset.sha256, backend=plan.backend,
         crf=crf, fps=plan.fps, output=str(out))
-    done_before = run.open(manifest, fresh=fresh)
-    for stale in out.parent.glob(f".{out.stem}.*.tmp.mp4"):
+    done_before = run.open(manifest.to_dict(), fresh=fresh)
+    for stale in out.parent.glob(f".{glob.escape(out.stem)}.*.tmp.mp4"):
         stale.unlink()  # a join killed midway; the lock makes this run the only writer
     output_size = prefix.output_size if prefix else None
     try:
@@ -145,16 +156,19 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int,
             from longvid.mux import reencode_video
 
             prefix_video = run.root / "clip.mp4"
-            if not prefix_video.exists():
+            if not run.sealed(prefix_video):
                 reencode_video(prefix.clip, prefix_video, plan.fps, crf, size=output_size)
+                run.seal_file(prefix_video)
         backend, versions = None, run.root / "versions.json"
         if not all(run.is_done(s.index) for s in plan.segments):  # no model just to re-join
             backend = pool.get(job.preset, job.policy)
             atomic_write_text(versions, json.dumps(
                 {"longvid": longvid.__version__} | backend.versions(), indent=2))
-            if prefix is not None and not run.state_path(-1).exists():
-                run.save_state(-1, prefix.init_state(backend, run.segments))
+            if prefix is not None and not run.has_init():
+                run.commit_init(prefix.init_state(backend, run.segments))
         progress.start(plan, job.label)
+        for warning in warnings:
+            progress.message(f"warning: {warning}")
         if done_before:
             progress.message(f"resuming {run.root}: {done_before} of {len(plan.segments)} "
                              "segments already done")
@@ -162,7 +176,9 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int,
         for done in render_segments(plan, backend, run, crf=crf, output_size=output_size,
                                     on_start=progress.segment_start, on_step=progress.step):
             progress.segment_done(done.segment, done.skipped, done.seconds)
-            records.append(run.record(done.segment.index))
+            record = run.record(done.segment.index)
+            record.pop("files", None)  # the run directory's own bookkeeping
+            records.append(record)
         progress.finish()
         segment_videos = [run.video(s.index) for s in plan.segments if s.emit_frames]
         videos = ([prefix_video] if prefix_video else []) + segment_videos
@@ -181,16 +197,37 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int,
             height=plan.height, steps=plan.steps, guidance_scale=plan.guidance_scale, crf=crf,
             frames=total_frames, duration_s=total_frames / plan.fps,
             audio=str(job.audio[0]) if job.audio else None,
-            versions=json.loads(versions.read_text()) if versions.exists()
-            else {"longvid": longvid.__version__},
+            versions=_versions(versions),
             timings={"wall_s": round(seconds, 3),
                      "generate_s": round(sum(r["seconds"] for r in records), 3)},
             segments=tuple(records))
         atomic_write_text(sidecar_path(out), json.dumps(sidecar.to_dict(), indent=2))
-        return RenderResult(job.label, out, run.root, total_frames, total_frames / plan.fps,
-                            len(plan.segments), done_before, seconds)
+        return RenderResult(str(Path(plan.storyboard).absolute()), out, run.root, total_frames,
+                            total_frames / plan.fps, len(plan.segments), done_before, seconds)
     finally:
         run.close()
+
+def _versions(path: Path) -> dict[str, str]:
+    """What the run that loaded the model recorded; this version alone if that is gone."""
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    return recorded if isinstance(recorded, dict) else {"longvid": longvid.__version__}
+
+
+def _inputs(job: Job) -> list[tuple[Path, str]]:
+    """The files the job reads, which its outputs must never replace."""
+    inputs = [(Path(job.plan.storyboard), "the storyboard" if job.prefix is None
+               else "the clip itself")]
+    if job.preset.source:
+        inputs.append((Path(job.preset.source), "the preset file"))
+    if job.audio is not None:
+        inputs.append((job.audio[0], "the audio file"))
+    if job.prefix is not None:
+        inputs.append((job.prefix.clip, "the clip itself"))
+    return inputs
+
 
 def _prefix_frames(video: Path | None) -> int:
     if video is None:

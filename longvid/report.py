@@ -45,8 +45,26 @@ def find_run(target: Path) -> Path:
                      "pass the video `longvid render` wrote, or its `.run` directory")
 
 
+_REPAIR = ("run the same `longvid render` again: it checks the run directory and renders "
+           "what is damaged again; then report")
+
+
+def _damaged(path: Path) -> InputError:
+    return InputError(f"{path} is damaged or unreadable", _REPAIR)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise _damaged(path) from None
+    if not isinstance(data, dict):
+        raise _damaged(path)
+    return data
+
+
 def write_report(run: Path, out_dir: Path | None = None) -> Report:
-    manifest = json.loads((run / "manifest.json").read_text())
+    manifest = _read_json(run / "manifest.json")
     fps = int(manifest.get("fps") or 16)
     stem = Path(manifest.get("output") or run.with_suffix(".mp4")).stem
     out_dir = out_dir or Path(manifest.get("output") or run).parent
@@ -58,7 +76,10 @@ def write_report(run: Path, out_dir: Path | None = None) -> Report:
     for k in [-1, *sorted(records)]:
         path = memory_path(run / "segments", k)
         if path.exists():
-            keyframes += load_keyframes(path)
+            try:
+                keyframes += load_keyframes(path)
+            except Exception:  # noqa: BLE001 - safetensors raises its own error types
+                raise _damaged(path) from None
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir / f"{stem}.contact.png", out_dir / f"{stem}.drift.png")
     _save(contact_sheet(keyframes, fps, manifest.get("storyboard", "")), report.contact_sheet)
@@ -69,8 +90,10 @@ def write_report(run: Path, out_dir: Path | None = None) -> Report:
 def _records(run: Path) -> dict[int, dict]:
     out = {}
     for path in (run / "segments").glob("seg_*.json"):
-        record = json.loads(path.read_text())
-        out[int(record["index"])] = record
+        record = _read_json(path)
+        if not isinstance(record.get("index"), int):
+            raise _damaged(path)
+        out[record["index"]] = record
     return out
 
 

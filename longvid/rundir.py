@@ -1,22 +1,21 @@
 """The run directory: manifest, lock, and atomic per-segment commits. The disk is the truth.
 
-    <run>/manifest.json          binds the run to its plan and preset (the run key)
-    <run>/run.lock               flock held while a render writes here
-    <run>/versions.json          longvid, library and weight versions of the backend
-    <run>/clip.mp4               `extend` only: the input clip, re-encoded to the plan's fps
-    <run>/concat.txt             ffmpeg's list of the videos joined into the output
-    <run>/segments/seg_0007.mp4                 frames this segment adds to the video
-    <run>/segments/seg_0007.state.safetensors   what segment 8 needs (context latents, held
-                                                frames)
+    <run>/manifest.json                   binds the run to its plan and preset (the run key)
+    <run>/run.lock                        flock held while a render writes here
+    <run>/versions.json                   longvid, library and weight versions of the backend
+    <run>/concat.txt                      ffmpeg's list of the videos joined into the output
+    <run>/segments/seg_0007.mp4           frames this segment adds to the video
+    <run>/segments/seg_0007.state.safetensors   what segment 8 needs (context latents, held frames)
     <run>/segments/seg_0007.memory.safetensors  its keyframes for the memory bank
-                                                (longvid/memory/store.py)
-    <run>/segments/seg_0007.json                written last: a segment is done iff this exists
-    <run>/segments/init.state.safetensors       `extend` only: the clip's tail latents,
-                                                segment 0's context
-    <run>/segments/init.memory.safetensors      `extend` only: the clip's keyframes
+    <run>/segments/seg_0007.json          written last: a segment is done iff this exists
+    <run>/segments/init.*                 the state `extend` starts from; init.json seals it
+    <run>/clip.mp4, clip.mp4.seal         `extend`'s clip, re-encoded, and its size and hash
 
 Every file is written to a temporary name and moved into place with os.replace, so
-a render killed at any moment leaves either a whole segment or none of it.
+a render killed at any moment leaves either a whole segment or none of it. A record
+holds the size and SHA-256 of its segment's files; when a run is opened, the done
+segments are checked against them in order, and the first damaged one and every later
+one (which may read its state or keyframes) are rendered again.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -35,6 +35,10 @@ from longvid.errors import InputError, ResourceError
 
 MANIFEST_VERSION = 1
 INIT = "init"  # the files of index -1: the state a run starts from (`extend`'s clip)
+_SEGMENT_KINDS = ("mp4", "json", "state.safetensors", "memory.safetensors")
+_SEGMENT_FILE = re.compile(r"^(seg_\d{4,}|init)\.(mp4|json|(state|memory)\.safetensors)$")
+_RUN_FILES = {"manifest.json", "run.lock", "segments", "versions.json", "concat.txt",
+              "clip.mp4", "clip.mp4.seal"}
 
 
 def run_dir_for(output: Path) -> Path:
@@ -58,6 +62,36 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def foreign_entries(root: Path) -> list[str]:
+    """Names under a would-be run directory that no render writes (temporary files aside)."""
+    names = [p.name for p in root.iterdir() if p.name not in _RUN_FILES]
+    segments = root / "segments"
+    if segments.is_dir():
+        names += [f"segments/{p.name}" for p in segments.iterdir()
+                  if not _SEGMENT_FILE.match(p.name)]
+    elif segments.exists():
+        names.append("segments")
+    return sorted(n for n in names if not Path(n).name.startswith("."))
+
+
+def seal(paths: list[Path]) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of each file, by name: what a later run checks them against."""
+    return {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in paths}
+
+
+def intact(folder: Path, sealed: Any) -> bool:
+    """Every file `seal` described is in `folder`, with its size and hash."""
+    try:
+        for name, want in sealed.items():
+            path = folder / name
+            if not (path.is_file() and path.stat().st_size == want["bytes"]
+                    and file_sha256(path) == want["sha256"]):
+                return False
+    except (AttributeError, KeyError, TypeError, OSError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -96,7 +130,7 @@ class RunDir:
 
     # -- opening -------------------------------------------------------------------------
 
-    def open(self, manifest: Manifest, *, fresh: bool = False) -> int:
+    def open(self, manifest: dict[str, Any], *, fresh: bool = False) -> int:
         """Lock the directory and bind it to `manifest`; return the number of done segments.
 
         Raises ResourceError if another render holds the lock, and InputError if the
@@ -113,21 +147,85 @@ class RunDir:
                 f"another longvid render is writing to {self.root}",
                 "wait for it to finish, or render to a different output (-o)") from None
         path = self.root / "manifest.json"
-        if fresh and self.segments.exists():
-            shutil.rmtree(self.segments)
-        if path.exists() and not fresh:
-            old = json.loads(path.read_text())
-            if old.get("run_key") != manifest.run_key:
-                raise InputError(
-                    f"{self.root} holds a render of a different storyboard or settings "
-                    f"({old.get('storyboard', '?')}, preset {old.get('preset', '?')})",
-                    "add --fresh to discard it and start over, or render to another output (-o)")
+        if fresh:
+            if self.segments.exists():
+                shutil.rmtree(self.segments)
+            for name in ("clip.mp4", "clip.mp4.seal"):
+                (self.root / name).unlink(missing_ok=True)
+        else:
+            self._check_binding(path, manifest)
         self.segments.mkdir(exist_ok=True)
         for stale in [*self.root.glob(".*.tmp*"), *self.segments.glob(".*.tmp*")]:
             stale.unlink()  # left by a render killed mid-write; we hold the lock now
-        atomic_write_text(path, json.dumps(manifest.to_dict() | {
+        self._keep_intact()
+        atomic_write_text(path, json.dumps(manifest | {
             "manifest_version": MANIFEST_VERSION, "updated": time.time()}, indent=2))
         return sum(1 for _ in self.segments.glob("seg_*.json"))
+
+    def _check_binding(self, path: Path, manifest: dict[str, Any]) -> None:
+        """The directory's segments were made for this manifest's run key, or there are none."""
+        recover = ("add --fresh to discard the run directory and start over, or render to "
+                   "another output (-o)")
+        if not path.exists():
+            if any(self.segments.glob("seg_*.json")):
+                raise InputError(f"{path} is missing, so the segments in {self.segments} "
+                                 "cannot be matched to this storyboard", recover)
+            return
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            old_key = old["run_key"]
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{path} is damaged (not a longvid manifest)", recover) from None
+        if old_key != manifest["run_key"]:
+            raise InputError(
+                f"{self.root} holds a render of a different storyboard or settings "
+                f"({old.get('storyboard', '?')}, preset {old.get('preset', '?')})", recover)
+
+    def _keep_intact(self) -> None:
+        """Done segments stay done, from 0 on, while their files are as their records say;
+        the first that is not, and every later one, will be rendered again."""
+        if not self._init_intact():
+            for kind in _SEGMENT_KINDS:
+                segment_file(self.segments, -1, kind).unlink(missing_ok=True)
+            keep = 0
+        else:
+            keep = 0
+            while self._segment_intact(keep):
+                keep += 1
+        for record in self.segments.glob("seg_*.json"):
+            if not record.stem[4:].isdigit() or int(record.stem[4:]) >= keep:
+                record.unlink()
+
+    def _init_intact(self) -> bool:
+        files = [segment_file(self.segments, -1, k) for k in _SEGMENT_KINDS]
+        if not any(p.exists() for p in files):
+            return True
+        try:
+            return intact(self.segments, json.loads(files[1].read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return False
+
+    def _segment_intact(self, index: int) -> bool:
+        try:
+            record = json.loads(self.record_path(index).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if not isinstance(record, dict):
+            return False
+        if "files" in record:
+            return intact(self.segments, record["files"])
+        # a record written before files were sealed: the files exist and the video is whole
+        needed = [self.state_path(index), self.memory_path(index)]
+        if not all(p.is_file() for p in needed):
+            return False
+        if not record.get("frames"):
+            return True
+        from longvid.mux import probe
+
+        try:
+            return probe(self.video(index)).frames == record["frames"]
+        except InputError:
+            return False
 
     def close(self) -> None:
         if self._lock_file is not None:
@@ -145,6 +243,9 @@ class RunDir:
 
     def state_path(self, index: int) -> Path:
         return segment_file(self.segments, index, "state.safetensors")
+
+    def memory_path(self, index: int) -> Path:
+        return segment_file(self.segments, index, "memory.safetensors")
 
     def is_done(self, index: int) -> bool:
         return self.record_path(index).exists()
@@ -171,6 +272,30 @@ class RunDir:
         return load_file(str(path)) if path.exists() else {}
 
     def commit(self, index: int, record: dict[str, Any]) -> None:
-        """Mark segment `index` done; its video and state must already be in place."""
+        """Mark segment `index` done; its video and state must already be in place. The
+        record seals them (size and hash), so a later run can tell they are whole."""
         assert self.state_path(index).exists()
-        atomic_write_text(self.record_path(index), json.dumps(record, indent=2))
+        files = [p for p in (self.video(index), self.state_path(index), self.memory_path(index))
+                 if p.exists()]
+        atomic_write_text(self.record_path(index),
+                          json.dumps(record | {"files": seal(files)}, indent=2))
+
+    def has_init(self) -> bool:
+        return self.record_path(-1).exists()
+
+    def commit_init(self, tensors: dict[str, Any]) -> None:
+        """The state segment 0 starts from (`extend`); its keyframes must be in place."""
+        self.save_state(-1, tensors)
+        files = [p for p in (self.state_path(-1), self.memory_path(-1)) if p.exists()]
+        atomic_write_text(self.record_path(-1), json.dumps(seal(files), indent=2))
+
+    def sealed(self, path: Path) -> bool:
+        """`path` is as `seal_file` left it."""
+        try:
+            sealed = json.loads(path.with_name(path.name + ".seal").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return intact(path.parent, sealed)
+
+    def seal_file(self, path: Path) -> None:
+        atomic_write_text(path.with_name(path.name + ".seal"), json.dumps(seal([path])))

@@ -104,7 +104,7 @@ def test_batch_continues_past_a_bad_storyboard_and_reports_the_worst(cli, tmp_pa
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 3
     assert [(r["source"], r["status"]) for r in lines] == [
-        ("bad.yaml", "error"), ("good.yaml", "ok"), ("also.yaml", "ok")]
+        (str(bad), "error"), (str(good), "ok"), (str(also), "ok")]
     assert lines[0]["error"]["code"] == 3 and "shots must not be empty" in err
     assert probe(tmp_path / "out" / "good.mp4").frames == 8
 
@@ -117,7 +117,7 @@ def test_shards_split_a_batch_disjointly(cli, tmp_path):
                            tmp_path / "o")
         assert code == 0
         seen.append([json.loads(line)["source"] for line in out.splitlines()])
-    assert seen == [["b0.yaml", "b2.yaml", "b4.yaml"], ["b1.yaml", "b3.yaml"]]
+    assert seen == [[str(boards[i]) for i in (0, 2, 4)], [str(boards[i]) for i in (1, 3)]]
 
 
 @pytest.mark.parametrize("spec", ["0/2", "3/2", "x", "1/0"])

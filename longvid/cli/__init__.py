@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import Annotated
 
 import typer
@@ -10,6 +11,7 @@ import typer
 from longvid import __version__
 from longvid.cli import doctor, extend, models, plan, presets, render, report
 from longvid.cli.bench import bench_app
+from longvid.errors import Terminated
 
 app = typer.Typer(
     name="longvid", no_args_is_help=True, add_completion=False,
@@ -17,7 +19,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Author long AI videos from a YAML storyboard on one consumer GPU.\n\n"
          "Exit codes: 0 ok, 1 unexpected, 2 usage, 3 invalid storyboard or input, "
-         "4 missing resource, 130 interrupted (resumable).",
+         "4 missing resource, 130 interrupted, 143 terminated (both resumable).",
 )
 
 
@@ -52,4 +54,11 @@ def main() -> None:
     # segment ~50 % slower on 2 cores (benchmarks/scaling.py). numpy's work here is
     # small, so it gets one thread. Set before numpy loads; a user's own value wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # SIGTERM (Slurm at a time limit, `kill`, a container stop) ends a render as Ctrl-C
+    # does: the segment in progress is abandoned and the run stays resumable
+    signal.signal(signal.SIGTERM, _terminate)
     app()
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()

@@ -7,6 +7,7 @@ LONGVID_DEBUG=1 is set.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -15,12 +16,30 @@ from typing import Any, NoReturn
 
 import typer
 
-from longvid.errors import ExitCode, LongvidError
+from longvid.errors import ExitCode, LongvidError, Terminated
+
+_ROOM = ("free disk space there, or write elsewhere (-o, LONGVID_HOME), then run the same "
+         "command again: committed segments are kept")
+_ACCESS = ("choose a writable place (-o, LONGVID_HOME) or fix the permissions, then run the "
+           "same command again")
+_PATH = "check the path: a part of it is a file where a folder is needed, or the other way round"
+# what the system refuses (a full disk, a read-only or foreign folder) is a missing
+# resource, not a bug: exit 4, naming the path
+_SYSTEM_REFUSALS = {errno.ENOSPC: _ROOM, errno.EFBIG: _ROOM, errno.EDQUOT: _ROOM,
+                    errno.EROFS: _ACCESS, errno.EACCES: _ACCESS, errno.EPERM: _ACCESS,
+                    errno.ENOTDIR: _PATH, errno.EISDIR: _PATH}
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, LongvidError):
         return {"code": int(exc.code), "message": exc.message, "hint": exc.hint}
+    if isinstance(exc, OSError) and exc.errno in _SYSTEM_REFUSALS:
+        where = exc.filename if exc.filename is not None else "(unknown path)"
+        return {"code": int(ExitCode.MISSING_RESOURCE), "message": f"{exc.strerror}: {where}",
+                "hint": _SYSTEM_REFUSALS[exc.errno]}
+    if isinstance(exc, Terminated):
+        return {"code": int(ExitCode.TERMINATED), "message": "terminated (SIGTERM)",
+                "hint": "run the same command again to resume"}
     if isinstance(exc, KeyboardInterrupt):
         return {"code": int(ExitCode.INTERRUPTED), "message": "interrupted",
                 "hint": "run the same command again to resume"}

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
 from longvid.cli._ui import fail, report
 from longvid.errors import ExitCode
 
+T = TypeVar("T")
 # worst first: an interrupt, then a bug, then missing resources, then bad input
-SEVERITY = (ExitCode.INTERRUPTED, ExitCode.UNEXPECTED, ExitCode.MISSING_RESOURCE,
-            ExitCode.INVALID_INPUT, ExitCode.OK)
+SEVERITY = (ExitCode.INTERRUPTED, ExitCode.TERMINATED, ExitCode.UNEXPECTED,
+            ExitCode.MISSING_RESOURCE, ExitCode.INVALID_INPUT, ExitCode.OK)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -26,7 +27,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def shard(items: list[Path], i: int, n: int) -> list[Path]:
+def shard(items: list[T], i: int, n: int) -> list[T]:
     """Items at positions i-1, i-1+n, ... : disjoint for different i, together the whole list."""
     return items[i - 1::n]
 
@@ -55,40 +56,36 @@ def render(
         "(see `longvid report`).")] = False,
 ) -> None:
     """Render STORYBOARDS to mp4. Rerunning after Ctrl-C or a crash resumes where it stopped."""
+    from longvid.errors import LongvidError
     from longvid.progress import make_progress
     from longvid.render import BackendPool, render_storyboard
 
-    jobs = storyboards
-    if shard_spec is not None:
-        jobs = shard(storyboards, *parse_shard(shard_spec))
-    if output is not None and len(storyboards) > 1 and output.suffix.lower() == ".mp4":
+    if output is not None and len(storyboards) > 1 and output.suffix.lower() == ".mp4" \
+            and not output.is_dir():
         fail(ExitCode.USAGE, "-o names one .mp4 but several storyboards were given",
              "pass a folder with -o, or render one storyboard at a time", as_json)
+    slice_of = parse_shard(shard_spec) if shard_spec is not None else (1, 1)
+    try:
+        outputs = _outputs(storyboards, output, as_json)
+    except LongvidError as exc:
+        raise typer.Exit(report(exc, as_json)) from None
+    jobs = shard(list(zip(storyboards, outputs, strict=True)), *slice_of)
     pool, progress = BackendPool(), make_progress(quiet)
     worst = ExitCode.OK
-    for path in jobs:
-        out = output
-        if output is not None and output.suffix.lower() != ".mp4":
-            out = output / f"{path.stem}.mp4"
+    for path, out in jobs:
         try:
             result = render_storyboard(path, output=out, preset_name=preset, crf=crf,
                                        fresh=fresh, pool=pool, progress=progress, vram_gib=vram)
+            extra = _report(result.run_dir) if with_report else {}
         except BaseException as exc:  # noqa: BLE001 - one failure must not stop the batch
             progress.finish()
             code = ExitCode(report(exc, as_json=False) if not as_json else _json_error(path, exc))
             worst = min(worst, code, key=SEVERITY.index)
-            if code == ExitCode.INTERRUPTED:
+            if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
                 break
             continue
-        extra = {}
-        if with_report:
-            from longvid.report import write_report
-
-            pictures = write_report(result.run_dir)
-            extra = {"contact_sheet": str(pictures.contact_sheet),
-                     "drift_plot": str(pictures.drift_plot)}
-            if not as_json and not quiet:
-                progress.message(f"report: {pictures.contact_sheet} {pictures.drift_plot}")
+        if with_report and not as_json and not quiet:
+            progress.message(f"report: {extra['contact_sheet']} {extra['drift_plot']}")
         if as_json:
             print(json.dumps(result.to_dict() | extra), flush=True)
         elif not quiet:
@@ -97,10 +94,50 @@ def render(
     raise typer.Exit(int(worst))
 
 
+def _outputs(storyboards: list[Path], output: Path | None, as_json: bool
+             ) -> list[Path | None]:
+    """Each storyboard's output as -o decides it (None: the storyboard's own), checked
+    before any work: -o is an .mp4 or a folder, and no two storyboards write one file."""
+    from longvid.errors import InputError, LongvidError
+    from longvid.output import check_output, default_output
+    from longvid.storyboard import load_storyboard
+
+    if output is None:
+        chosen: list[Path | None] = [None] * len(storyboards)
+    elif output.is_dir() or output.suffix == "":
+        chosen = [output / f"{path.stem}.mp4" for path in storyboards]
+    elif len(storyboards) > 1:
+        raise InputError(f"-o {output} is neither a folder nor an .mp4",
+                         "for several storyboards pass a folder (create it first if its "
+                         "name has a dot)")
+    else:
+        chosen = [check_output(output)]
+    writers: dict[Path, Path] = {}
+    for path, out in zip(storyboards, chosen, strict=True):
+        try:
+            target = (out or default_output(load_storyboard(path))).resolve()
+        except LongvidError:
+            continue  # reported when its turn comes; the others still render
+        if target in writers and writers[target].resolve() != path.resolve():
+            fail(ExitCode.USAGE, f"{writers[target].absolute()} and {path.absolute()} would "
+                 f"both write {target}", "give the storyboards different names or `output:`"
+                 " keys, or render them into different folders with -o", as_json)
+        writers[target] = path
+    return chosen
+
+
+def _report(run_dir: Path) -> dict[str, str]:
+    from longvid.report import write_report
+
+    pictures = write_report(run_dir)
+    return {"contact_sheet": str(pictures.contact_sheet), "drift_plot": str(pictures.drift_plot)}
+
+
 def _json_error(path: Path, exc: BaseException) -> int:
     from longvid.cli._ui import error_dict
 
     err = error_dict(exc)
-    print(json.dumps({"status": "error", "source": path.name, "error": err}), flush=True)
+    print(json.dumps({"status": "error", "source": str(path.absolute()), "error": err}),
+          flush=True)
     report(exc, as_json=False)  # the human-readable line goes to stderr as well
     return err["code"]

@@ -1,0 +1,133 @@
+"""Before a render binds its run directory: everything it will need, every problem at once.
+
+A refused render changes nothing on disk, and a user fixes all that is wrong in one
+round instead of meeting the problems one run at a time: ffmpeg, a GPU and cached
+weights for what is still to generate, the output folder, free disk, the audio file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from longvid.errors import ExitCode, LongvidError, ResourceError
+from longvid.plan import Plan
+from longvid.presets import Preset
+
+MIN_FREE_BYTES = 64 * 2**20  # headroom beyond the estimate: records, states, the sidecar
+# H.264 at the default CRF keeps well under 1/20 of the raw RGB bytes; segments and the
+# joined copy are both on disk at the end
+ENCODED_FRACTION = 1 / 20
+
+
+class Problems(LongvidError):
+    """Several reasons a render cannot start; exit 4 if any is a missing resource."""
+
+    def __init__(self, problems: list[LongvidError]) -> None:
+        if len(problems) == 1:
+            super().__init__(problems[0].message, problems[0].hint)
+        else:
+            super().__init__(
+                f"{len(problems)} problems, nothing was written:\n" + "\n".join(
+                    f"  - {p.message}" for p in problems),
+                "; ".join(f"({i}) {p.hint}" for i, p in enumerate(problems, 1) if p.hint))
+        self.code = (ExitCode.MISSING_RESOURCE if any(p.code == ExitCode.MISSING_RESOURCE
+                                                      for p in problems)
+                     else ExitCode.INVALID_INPUT)
+        self.problems = problems
+
+
+def check(plan: Plan, preset: Preset, output: Path, run_root: Path, *,
+          audio: tuple[Path, float] | None, generates: bool,
+          found: Sequence[LongvidError] = (),
+          more: Sequence[Callable[[], object]] = ()) -> list[str]:
+    """Raise Problems naming everything that would stop this render; return warnings.
+    `generates`: some segment is still to be made (a re-join needs no GPU and no
+    weights); `found`: problems the caller met already; `more`: its own checks."""
+    warnings: list[str] = []
+    checks: list[Callable[[], object]] = [_ffmpeg, lambda: _writable(output.parent),
+                                          lambda: _writable(run_root.parent),
+                                          lambda: _disk(plan, output, run_root), *more]
+    if audio is not None:
+        checks.append(lambda: _audio(*audio, warnings))
+    if generates:
+        checks += [lambda: _gpu(preset), lambda: _weights(preset)]
+    problems = list(found)
+    for run_check in checks:
+        try:
+            run_check()
+        except LongvidError as exc:
+            problems.append(exc)
+    if problems:
+        raise Problems(problems)
+    return warnings
+
+
+def _ffmpeg() -> None:
+    from longvid.mux import ffmpeg_exe
+
+    ffmpeg_exe()
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _writable(folder: Path) -> None:
+    there = _existing(folder)
+    if not there.is_dir():
+        raise ResourceError(f"cannot create {folder}: {there} is a file, not a folder",
+                            "choose another output (-o) or LONGVID_HOME")
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise ResourceError(f"{there} is not writable, so {folder} cannot be written",
+                            "choose a writable place (-o, LONGVID_HOME) or fix the permissions")
+
+
+def _disk(plan: Plan, output: Path, run_root: Path) -> None:
+    raw = plan.total_frames * plan.width * plan.height * 3
+    need = int(2 * raw * ENCODED_FRACTION) + MIN_FREE_BYTES
+    for folder in (output.parent, run_root.parent):
+        there = _existing(folder)
+        if there.is_dir() and (free := shutil.disk_usage(there).free) < need:
+            raise ResourceError(
+                f"{folder}: its disk has {free / 2**20:.0f} MiB free and this render needs "
+                f"about {need / 2**20:.0f} MiB", "free disk space, or write elsewhere "
+                "(-o, LONGVID_HOME)")
+
+
+def _audio(path: Path, offset_s: float, warnings: list[str]) -> None:
+    from longvid.mux import probe_audio
+
+    length_s = probe_audio(path)
+    if offset_s >= length_s:
+        warnings.append(f"audio offset {offset_s:g}s is past the end of {path} "
+                        f"({length_s:.2f}s): the video will be silent")
+
+
+def _gpu(preset: Preset) -> None:
+    if preset.min_vram_gib <= 0:
+        return
+    from longvid.vram import detected_vram_gib
+
+    if detected_vram_gib() is None:
+        raise ResourceError(
+            f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} GiB)"
+            " and this machine has none", "try the tool on the CPU with --preset tiny")
+
+
+def _weights(preset: Preset) -> None:
+    from longvid.hub import cached_snapshot, hub_cache_dir, is_offline
+
+    if not preset.hub_sources or not is_offline():
+        return  # online, a missing file is downloaded when the model loads
+    missing = [src for _, src in preset.hub_sources if cached_snapshot(src) is None]
+    if missing:
+        raise ResourceError(
+            f"the weights of preset {preset.name!r} ("
+            + ", ".join(f"{s.repo}@{s.revision}" for s in missing)
+            + f") are not in the Hub cache at {hub_cache_dir()} and HF_HUB_OFFLINE is set",
+            f"run `longvid models pull {preset.name}` with network access")
