@@ -24,7 +24,10 @@ from typing import Any
 from longvid import camera
 from longvid.backends.base import BackendCaps, CameraCaps
 from longvid.errors import StoryboardError
+from longvid.images import ImageFile
+from longvid.loras import LoraRef
 from longvid.presets import Preset
+from longvid.shot_inputs import attach_inputs
 from longvid.storyboard import CAMERA_MOVES, Shot, Storyboard
 from longvid.takes import PromptFade, TakeGeometry, Window, prompt_fade, split_windows
 from longvid.timeline import PlannedShot, check_format, place_shots, take_groups
@@ -80,6 +83,9 @@ class Segment:
     blend_prompt: str | None = None  # mixed into `prompt` during a `continue` transition
     blend_weight: float = 0.0  # weight of blend_prompt's embeddings
     recall: tuple[str, ...] = ()  # shots whose keyframes this segment is given (`recall`)
+    image: ImageFile | None = None  # the take's first frame (first segment of a take only)
+    refs: tuple[ImageFile, ...] = ()  # reference images (a backend with `caps.images.refs`)
+    lora_weights: tuple[float, ...] = ()  # weight of each of the plan's `loras`
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,7 @@ class Plan:
     max_tokens: int  # largest transformer sequence of one forward, memory included
     warnings: tuple[str, ...] = ()
     seed: int = 0  # the storyboard's seed (procworld: which world)
+    loras: tuple[LoraRef, ...] = ()  # the preset's, then the storyboard's
 
     @property
     def duration_s(self) -> float:
@@ -147,6 +154,8 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         switches += sw
     if caps.camera is not None:
         takes = _plan_camera(sb, shots, takes, caps.camera, caps.latent_stride_t)
+    segments, loras, input_warnings = attach_inputs(sb, preset, caps, takes, segments,
+                                                    (width, height), continues=continues)
     total = shots[-1].end_frame
     assert sum(s.emit_frames for s in segments) == total, "frame accounting is off"
     cfg = 2 if preset.guidance_scale > 1 else 1
@@ -172,8 +181,8 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
                   else len(segments)) * preset.steps * cfg,
         max_tokens=caps.per_frame.tokens_per_forward if caps.per_frame else (
             max((s.context_latents + s.num_latents) for s in segments) * tokens_per_latent
-            + caps.memory_latents * tokens_per_latent),
-        warnings=tuple(warnings), seed=sb.seed,
+            + (caps.memory_latents + max(len(s.refs) for s in segments)) * tokens_per_latent),
+        warnings=tuple(warnings + input_warnings), seed=sb.seed, loras=loras,
     )
 
 

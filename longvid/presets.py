@@ -31,6 +31,7 @@ from longvid.budget import (
 )
 from longvid.errors import InputError
 from longvid.hub import HubSource
+from longvid.loras import LoraIn, LoraRef, lora_refs
 from longvid.yamlsrc import YamlDoc
 
 
@@ -51,12 +52,17 @@ class Preset:
     quantization: Quantization = NO_QUANTIZATION
     transformer_gguf: HubSource | None = None  # files == (the .gguf file,)
     negative_prompt: str = ""  # the model's own, for a storyboard that sets none
+    loras: tuple[LoraRef, ...] = ()  # applied to every shot (a storyboard may add more)
 
     @property
     def hub_sources(self) -> tuple[tuple[str, HubSource], ...]:
-        """(role, source) of every Hub download: the main snapshot, then a GGUF file."""
+        """(role, source) of every Hub download: the main snapshot, then a GGUF file, then
+        the preset's Hub LoRAs (so `longvid models pull` fetches them too)."""
         roles = (("weights", self.hub), ("transformer gguf", self.transformer_gguf))
-        return tuple((role, src) for role, src in roles if src is not None)
+        loras = tuple((f"lora {lo.name}", HubSource(str(lo.repo), lo.revision, (str(lo.file),),
+                                                     verified=False))
+                      for lo in self.loras if lo.repo is not None)
+        return tuple((role, src) for role, src in roles if src is not None) + loras
 
     @property
     def cli_name(self) -> str:
@@ -68,7 +74,7 @@ class Preset:
     @property
     def sha256(self) -> str:
         unset = {"quantization": NO_QUANTIZATION, "transformer_gguf": None,  # older run keys
-                 "negative_prompt": ""}
+                 "negative_prompt": "", "loras": ()}
         data = {k: v for k, v in self.__dict__.items() if k not in ("source", "description")
                 and not (k in unset and v == unset[k])}
         data["options"] = self.options.model_dump(mode="json", exclude_unset=True)  # as written
@@ -128,6 +134,7 @@ class _PresetIn(BaseModel):
     memory: _MemoryIn | None = None
     quantization: _QuantIn = _QuantIn()
     transformer_gguf: _GgufIn | None = None
+    loras: list[LoraIn] = []
 
     @model_validator(mode="after")
     def _gguf_needs_its_file_and_config(self) -> _PresetIn:
@@ -181,7 +188,8 @@ def load_preset(name_or_path: str) -> Preset:
         p = _PresetIn.model_validate(doc.data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise doc.error(tuple(err["loc"]), f"invalid preset: {err['msg']}",
+        loc = tuple(err["loc"])[:2] if tuple(err["loc"])[:1] == ("loras",) else err["loc"]
+        raise doc.error(tuple(loc), f"invalid preset: {err['msg']}",
                         "see docs/presets.md") from None
     width, height = (int(v) for v in p.resolution.split("x"))
     gguf = p.transformer_gguf
@@ -197,7 +205,8 @@ def load_preset(name_or_path: str) -> Preset:
                                             p.quantization.transformer,
                                             gguf.quant_type if gguf else None),
                   transformer_gguf=HubSource(gguf.repo, gguf.revision, (gguf.file,),
-                                             gguf.verified) if gguf else None)
+                                             gguf.verified) if gguf else None,
+                  loras=lora_refs(doc, p.loras, path.parent))
 
 
 def _backend_options(doc: YamlDoc, backend: str, options: dict[str, Any]) -> BaseModel:

@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from longvid.errors import StoryboardError
+from longvid.images import ImageFile, checked_image
+from longvid.loras import LoraIn, LoraRef, lora_refs
 from longvid.timecode import TIME_FORMS, Time, parse_time
 from longvid.yamlsrc import YamlDoc, load_yaml
 
@@ -90,6 +92,9 @@ class Shot:
     recall: tuple[str, ...]
     line: int
     key_lines: tuple[tuple[str, int], ...]  # ("duration", 12), ... for error messages
+    image: ImageFile | None = None  # the shot's first frame (it starts a take)
+    refs: tuple[ImageFile, ...] = ()  # reference images, the storyboard's first
+    lora_weights: tuple[tuple[str, float], ...] = ()  # (LoRA name, weight) overrides
 
     def line_of(self, key: str) -> int:
         return dict(self.key_lines).get(key, self.line)
@@ -112,6 +117,7 @@ class Storyboard:
     anti_drift: bool | None  # correct colour and latent drift; None: the preset's default
     content_sha256: str  # of everything that changes generated frames
     lines: tuple[tuple[str, int], ...]
+    loras: tuple[LoraRef, ...] = ()  # added to the preset's
 
     def line_of(self, key: str) -> int | None:
         return dict(self.lines).get(key)
@@ -184,6 +190,9 @@ class _ShotIn(_Model):
     seed: int | None = Field(default=None, ge=0, lt=2**63)
     camera: Annotated[_CameraIn | None, _mapping_of("move")] = None
     recall: list[str] = []
+    image: str | None = Field(default=None, min_length=1)
+    refs: list[str] = []
+    lora_weights: dict[str, float] = {}
 
 
 class _StoryboardIn(_Model):
@@ -198,6 +207,8 @@ class _StoryboardIn(_Model):
     audio: Annotated[_AudioIn | None, _mapping_of("path")] = None
     output: str | None = None
     anti_drift: bool | None = None  # unset: the preset's
+    refs: list[str] = []
+    loras: list[LoraIn] = []
     shots: list[_ShotIn] = Field(min_length=1)
 
 
@@ -222,7 +233,9 @@ def _explain(exc: ValidationError, doc: YamlDoc) -> StoryboardError:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     loc = tuple(p for p in loc if p not in ("_TransitionIn", "_CameraIn", "_AudioIn"))
     kind, given = err["type"], err.get("input")
-    key = str(loc[-1]) if loc else ""
+    lora = loc[:1] == ("loras",)
+    loc = loc[:2] if lora and kind == "value_error" else loc  # a LoRA entry's own rule
+    key = f"loras[{loc[1]}]" if lora and len(loc) == 2 else str(loc[-1]) if loc else ""
     parent = loc[:-1]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(parent)
@@ -235,7 +248,8 @@ def _explain(exc: ValidationError, doc: YamlDoc) -> StoryboardError:
         hint = _MISSING_HINTS.get(key, f"add `{key}:` here; see docs/storyboard.md")
     elif kind == "value_error":
         message = f"{key}: {err['msg'].removeprefix('Value error, ')}"
-        hint = f"times are written {TIME_FORMS}" if "time" in err["msg"] else ""
+        hint = "see `loras` in docs/storyboard.md" if lora else (
+            f"times are written {TIME_FORMS}" if "time" in err["msg"] else "")
     elif kind == "literal_error":
         message = f"{key}: {given!r} is not allowed; {err['msg'].lower()}"
         hint = "see docs/storyboard.md for the accepted values"
@@ -275,12 +289,16 @@ def _allowed_keys(parent: tuple[str | int, ...]) -> list[str]:
             model = nested.get(names[1], _ShotIn)
     elif names[:1] == ["audio"]:
         model = _AudioIn
+    elif names[:1] == ["loras"]:
+        model = LoraIn
     return list(model.model_fields)
 
 
 def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
     """Check the frame-free rules and convert to frozen dataclasses."""
     base = path.parent
+    loras = lora_refs(doc, model.loras, base)
+    top_refs = tuple(checked_image(doc, ("refs", j), base / r) for j, r in enumerate(model.refs))
     seen: dict[str, int] = {}
     shots: list[Shot] = []
     for i, s in enumerate(model.shots):
@@ -325,13 +343,21 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
         if i == 0 and s.transition and kind == "crossfade":
             raise doc.error(loc + ("transition",), "the first shot cannot crossfade: nothing "
                             "comes before it", "remove its `transition`")
-        key_lines = tuple((k, doc.line_of(loc + (k,))) for k in
-                          ("duration", "start", "end", "transition", "prompts"))
+        if s.image is not None and i and kind != "cut":  # continues, crossfades
+            raise doc.error(loc + ("image",), f"shot {s.id!r} starts from an image but {kind}s "
+                            "from the shot before", "a shot that starts from an image starts "
+                            "a new take: give it `transition: cut`")
+        key_lines = tuple((k, doc.line_of(loc + (k,))) for k in ("duration", "start", "end",
+                          "transition", "prompts", "image", "lora_weights"))
         shots.append(Shot(
             id=s.id, prompts=prompts, duration=s.duration, start=s.start, end=s.end,
             transition=Transition(kind, length, doc.line_of(loc + ("transition",))),
             seed=s.seed, camera=Camera(s.camera.move, s.camera.speed) if s.camera else None,
-            recall=tuple(s.recall), line=line, key_lines=key_lines))
+            recall=tuple(s.recall), line=line, key_lines=key_lines,
+            image=checked_image(doc, loc + ("image",), base / s.image) if s.image else None,
+            refs=top_refs + tuple(checked_image(doc, loc + ("refs", j), base / r)
+                                  for j, r in enumerate(s.refs)),
+            lora_weights=tuple(s.lora_weights.items())))
 
     audio = None
     if model.audio is not None:
@@ -354,19 +380,25 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
         preset=model.preset, fps=model.fps, resolution=resolution, seed=model.seed,
         negative_prompt=model.negative_prompt, style=model.style, audio=audio,
         output=(base / model.output) if model.output else None, shots=tuple(shots),
-        anti_drift=model.anti_drift,
-        content_sha256=_content_hash(model),
+        anti_drift=model.anti_drift, loras=loras,
+        content_sha256=_content_hash(model, shots, loras),
         lines=tuple((k, doc.line_of((k,))) for k in ("fps", "resolution", "preset", "shots",
-                                                      "output")),
+                                                      "output", "loras")),
     )
 
 
-def _content_hash(model: _StoryboardIn) -> str:
-    """Hash of what changes generated frames; audio, output and title only change the mux."""
+def _content_hash(model: _StoryboardIn, shots: list[Shot], loras: tuple[LoraRef, ...]) -> str:
+    """Hash of what changes frames (images, LoRA files by content); not audio, output, title."""
     data = model.model_dump(exclude={"audio", "output", "title"})
     # unset values hash as the values they stood for before presets had defaults, so a
     # storyboard keeps its hash; the plan records what they resolve to for a preset
     data["negative_prompt"] = "" if data["negative_prompt"] is None else data["negative_prompt"]
     data["anti_drift"] = True if data["anti_drift"] is None else data["anti_drift"]
+    for holder in [data, *data["shots"]]:  # unset, the newer keys leave older hashes alone
+        for key in [k for k in ("refs", "loras", "image", "lora_weights") if not holder.get(k, 1)]:
+            del holder[key]
+    if files := sorted({f.sha256 for s in shots for f in (s.image, *s.refs) if f is not None}
+                       | {lora.key for lora in loras}):
+        data["files"] = files
     text = json.dumps(data, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -314,3 +314,30 @@ def test_a_text_encoder_streamed_through_the_gpu_gives_the_resident_ones_embeddi
                                               max_sequence_length=16, device=cuda)[0]
         assert str(pipe.text_encoder.device) == ("cpu" if streamed else "cuda:0")
     torch.testing.assert_close(embeds[True], embeds[False])
+
+
+@pytest.mark.parametrize("name", ["skyreels-df-1.3b-lowvram", "skyreels-df-1.3b-gguf-q8"])
+def test_lora_on_a_quantized_transformer(hub_cache, tmp_path, name):
+    """fp8 storage and GGUF Q8_0 take a LoRA too (its adapters stay float32), and weight 0
+    is still the quantized model's own output, bit for bit."""
+    from diffusers import SkyReelsV2Transformer3DModel
+    from loratools import write_lora_for
+
+    from longvid.backends.base import LoraWeight, SegmentRequest
+
+    backend = SkyReelsDFBackend()
+    backend.load(load_preset(str(shrunk(tmp_path, name))))
+    backend.prepare(["a pier"], "", 1.0)
+    twin = SkyReelsV2Transformer3DModel.from_pretrained(backend.folder, subfolder="transformer")
+    path = str(write_lora_for(twin, tmp_path / "style.safetensors"))
+
+    def run(weight):
+        loras = None if weight is None else (LoraWeight("style", path, "style", weight),)
+        return backend.generate(SegmentRequest(
+            prompt="a pier", negative_prompt="", num_latents=3, context=None, width=32,
+            height=32, seed=4, steps=3, guidance_scale=1.0, fps=24, loras=loras),
+            lambda i, n: None).latents
+
+    base = run(None)
+    assert (run(1.0) - base).abs().max() > 1e-3
+    assert torch.equal(run(0.0), base)

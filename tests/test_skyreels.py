@@ -418,3 +418,61 @@ def test_segment_frames_are_the_pipelines_decode_of_the_window_less_the_context(
     for request, output in zip(spy.requests, spy.outputs, strict=True):
         assert_frames_close(output.frames, pipeline_frames(pipe, request.context,
                                                            output.latents))
+
+
+def test_first_frame_image_matches_diffusers_skyreels_image_to_video(hub_cache, tmp_path):
+    """A shot's image enters as the take's first latent, clean (timestep 0) and returned
+    exactly: the window equals SkyReelsV2DiffusionForcingImageToVideoPipeline's."""
+    import numpy as np
+    from diffusers import SkyReelsV2DiffusionForcingImageToVideoPipeline
+    from PIL import Image
+
+    from longvid.backends.base import SegmentRequest, ShotImages
+
+    backend = SkyReelsDFBackend()
+    backend.load(load_preset(str(preset_file(tmp_path))))
+    backend.prepare(["a lighthouse in fog"], "", 1.0)
+    y, x = np.mgrid[0:32, 0:32]
+    image = np.stack([x * 7, y * 7, 255 - x * 4], -1).astype(np.uint8)  # (32, 32, 3)
+    first = backend.encode_frames(image[None])  # (1, 16, 1, 4, 4)
+
+    def run(images):
+        return backend.generate(SegmentRequest(
+            prompt="a lighthouse in fog", negative_prompt="", num_latents=3, context=None,
+            width=32, height=32, seed=4, steps=3, guidance_scale=1.0, fps=24,
+            images=images), lambda i, n: None)
+
+    plain, started = run(None), run(ShotImages(first_latent=first))
+    assert started.latents.shape == (1, 16, 3, 4, 4) and started.frames.shape[0] == 9
+    assert torch.equal(started.latents[:, :, :1], first.float())
+    assert (started.latents[:, :, 1:] - plain.latents[:, :, 1:]).abs().max() > 1e-4
+
+    pipe = SkyReelsV2DiffusionForcingImageToVideoPipeline.from_pretrained(backend.folder)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(image=Image.fromarray(image), prompt="a lighthouse in fog", height=32,
+                  width=32, num_frames=9, num_inference_steps=3, guidance_scale=1.0,
+                  generator=torch.Generator().manual_seed(4), output_type="latent",
+                  max_sequence_length=16, addnoise_condition=0, fps=24).frames
+    torch.testing.assert_close(started.latents, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_lora_applies_and_weight_zero_is_the_models_own_output(hub_cache, tmp_path):
+    from loratools import write_lora_for
+
+    from longvid.backends.base import LoraWeight, SegmentRequest
+
+    backend = SkyReelsDFBackend()
+    backend.load(load_preset(str(preset_file(tmp_path))))
+    backend.prepare(["a lighthouse in fog"], "", 1.0)
+    path = str(write_lora_for(backend.transformer, tmp_path / "style.safetensors"))
+
+    def run(weight):
+        loras = None if weight is None else (LoraWeight("style", path, "style", weight),)
+        return backend.generate(SegmentRequest(
+            prompt="a lighthouse in fog", negative_prompt="", num_latents=3, context=None,
+            width=32, height=32, seed=4, steps=3, guidance_scale=1.0, fps=24, loras=loras),
+            lambda i, n: None).latents
+
+    base = run(None)
+    assert (run(1.0) - base).abs().max() > 1e-4
+    assert torch.equal(run(0.0), base)

@@ -307,3 +307,61 @@ def test_frames_are_the_pipelines_decode_behind_the_true_context(hub_cache, tmp_
     context = first.latents[:, :, -2:]
     cont = backend.generate(request(6, 3, context), no_progress)
     assert_frames_close(cont.frames, pipeline_frames(pipe, context, cont.latents))
+
+
+def test_reference_images_match_diffusers_vace_pipeline(hub_cache, tmp_path):
+    """Storyboard `refs` enter as WanVACEPipeline's `reference_images`: fitted inside the
+    frame on a white canvas, one latent each, in front of the window."""
+    from diffusers import WanVACEPipeline
+    from PIL import Image
+
+    from longvid.backends.base import ShotImages
+
+    backend = loaded(tmp_path)
+    pipe = WanVACEPipeline.from_pretrained(backend.folder)
+    pipe.set_progress_bar_config(disable=True)
+    ys, xs = torch.meshgrid(torch.arange(24), torch.arange(40), indexing="ij")
+    wide = torch.stack([xs * 6, ys * 10, 255 - xs * 6], dim=-1).to(torch.uint8)  # 40x24
+    tall = wide.transpose(0, 1).flip(0).contiguous()  # 24x40
+    refs = (wide.numpy(), tall.numpy())
+    ours = backend.generate(request(5, 5, images=ShotImages(refs=refs)), no_progress)
+    alone = backend.generate(request(5, 5), no_progress)
+    assert ours.latents.shape == (1, 16, 5, 4, 4) and differs(ours.latents, alone.latents)
+
+    generator = torch.Generator().manual_seed(5)
+    noise = torch.randn((1, 16, 5, 4, 4), generator=generator)
+    noise = torch.cat([torch.randn((1, 16, 2, 4, 4), generator=generator), noise], dim=2)
+    theirs = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, height=32, width=32, num_frames=17,
+                  num_inference_steps=3, guidance_scale=1.0, output_type="latent",
+                  max_sequence_length=16, latents=noise,
+                  reference_images=[Image.fromarray(r) for r in refs[::-1]]).frames  # last first
+    assert theirs.shape == (1, 16, 7, 4, 4)
+    torch.testing.assert_close(ours.latents, theirs[:, :, 2:], rtol=1e-5, atol=1e-5)
+
+
+def test_first_frame_image_matches_diffusers_vace_image_to_video(hub_cache, tmp_path):
+    """A shot's image is VACE's image-to-video: the control video's first frame, kept
+    (mask 0), as WanVACEPipeline(video=[image, blanks], mask=[black, white]) does."""
+    from diffusers import WanVACEPipeline
+
+    from longvid.backends.base import ShotImages
+
+    backend = loaded(tmp_path)
+    pipe = WanVACEPipeline.from_pretrained(backend.folder)
+    pipe.set_progress_bar_config(disable=True)
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    image = torch.stack([xs * 8, ys * 8, 255 - xs * 4], dim=-1).to(torch.uint8)  # (32, 32, 3)
+    ours = backend.generate(request(5, 5, images=ShotImages(first_frame=image.numpy())),
+                            no_progress)
+    alone = backend.generate(request(5, 5), no_progress)
+    assert ours.latents.shape == (1, 16, 5, 4, 4) and differs(ours.latents, alone.latents)
+
+    video = torch.full((1, 17, 3, 32, 32), 0.5)  # [0, 1]; blank frames are mid-grey
+    video[0, 0] = image.permute(2, 0, 1).float() / 255
+    mask = torch.ones_like(video)
+    mask[:, 0] = 0
+    theirs = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, height=32, width=32, num_frames=17,
+                  num_inference_steps=3, guidance_scale=1.0, output_type="latent",
+                  max_sequence_length=16, video=video, mask=mask,
+                  generator=torch.Generator().manual_seed(5)).frames
+    torch.testing.assert_close(ours.latents, theirs, rtol=1e-5, atol=1e-5)

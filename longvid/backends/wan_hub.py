@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from longvid.backends.base import BackendOptions
+from longvid.backends.lora import LoraStack
 from longvid.backends.prompt_cache import PromptCache
 from longvid.errors import ResourceError
 
@@ -65,6 +66,7 @@ class WanHubBackend:
         transformer = wan_parts.load_transformer(
             transformer_cls, self.weights, preset.quantization, self.dtype).eval()
         self.vae = wan_parts.WanVAE(self.folder, self.device)
+        self.lora_stack = LoraStack(transformer)  # `generate` applies each segment's weights
         return transformer
 
     def versions(self) -> dict[str, str]:
