@@ -23,12 +23,13 @@ from typing import Any
 
 from longvid import camera
 from longvid.backends.base import BackendCaps, CameraCaps
+from longvid.camera import CAMERA_MOVES
 from longvid.errors import StoryboardError
 from longvid.images import ImageFile
 from longvid.loras import LoraRef
 from longvid.presets import Preset
 from longvid.shot_inputs import attach_inputs
-from longvid.storyboard import CAMERA_MOVES, Shot, Storyboard
+from longvid.storyboard import Shot, Storyboard
 from longvid.takes import PromptFade, TakeGeometry, Window, prompt_fade, split_windows
 from longvid.timeline import PlannedShot, check_format, place_shots, take_groups
 

@@ -20,31 +20,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from longvid.camera import CAMERA_MOVES
 from longvid.errors import StoryboardError
 from longvid.images import ImageFile, checked_image
 from longvid.loras import LoraIn, LoraRef, lora_refs
 from longvid.timecode import TIME_FORMS, Time, parse_time
 from longvid.yamlsrc import YamlDoc, load_yaml
 
-
-@dataclass(frozen=True)
-class CameraMove:
-    phrase: str  # what a diffusion backend reads, folded into the prompt
-    step: tuple[int, int] | None  # (dy, dx) per frame at speed 1 for a backend that follows
-    # the camera (longvid/camera.py); None: such a backend cannot make this move
-
-
-CAMERA_MOVES = {  # the camera vocabulary, defined once
-    "static": CameraMove("static camera", (0, 0)),
-    "pan-left": CameraMove("camera pans left", (0, -1)),
-    "pan-right": CameraMove("camera pans right", (0, 1)),
-    "tilt-up": CameraMove("camera tilts up", (-1, 0)),
-    "tilt-down": CameraMove("camera tilts down", (1, 0)),
-    "zoom-in": CameraMove("camera zooms in", None),
-    "zoom-out": CameraMove("camera zooms out", None),
-    "orbit-left": CameraMove("camera orbits left", None),
-    "orbit-right": CameraMove("camera orbits right", None),
-}
 TRANSITION_KINDS = ("cut", "continue", "crossfade")
 DEFAULT_TRANSITION_S = {"continue": 1, "crossfade": "0.5"}
 _RESOLUTION = re.compile(r"^(\d+)\s*[xX×]\s*(\d+)$")
