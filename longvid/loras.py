@@ -10,7 +10,6 @@ when a render needs it. Applying them is longvid/backends/lora.py's work.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import struct
@@ -20,6 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from longvid.errors import ResourceError
+from longvid.rundir import file_sha256
 from longvid.yamlsrc import YamlDoc
 
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit on the JSON header
@@ -78,7 +78,7 @@ def lora_ref(entry: LoraIn, base: Path) -> LoraRef:
                           "that names them", key="path")
     check_safetensors(path)
     name = entry.name or re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
-    return LoraRef(name, entry.weight, _sha256(path), path=str(path))
+    return LoraRef(name, entry.weight, file_sha256(path), path=str(path))
 
 
 def check_safetensors(path: Path) -> None:
@@ -132,9 +132,3 @@ def local_file(ref: LoraRef) -> Path:
     return folder / str(ref.file)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
