@@ -111,3 +111,12 @@ def test_mutated_storyboards_never_exit_1(cli, tmp_path):
         assert time.perf_counter() - start < 2.0, text
         assert code in (0, 3), f"{text}\n{err}"
         assert "Traceback" not in err
+
+
+def test_control_characters_and_markup_never_reach_the_terminal_raw(cli, tmp_path):
+    sb = write(tmp_path / "s.yaml", 'version: 1\ntitle: "[/] \\e[31mred\\a"\nresolution: 32x32\n'
+               'shots: [{id: a, prompt: "[bold]x\\e]0;owned\\a", duration: 1s}]\n')
+    code, out, err = cli("plan", sb)
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out
+    assert "[/] \\x1b[31mred\\x07" in out and "[bold]x\\x1b]0;owned\\x07" in out
