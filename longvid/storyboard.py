@@ -127,6 +127,16 @@ def _time(value: Any) -> Time:
     return parse_time(value)
 
 
+def _number(value: Any) -> Any:
+    """`true` is not a number (pydantic would take it as 1)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+Number = BeforeValidator(_number)
+
+
 TimeField = Annotated[Time, BeforeValidator(_time)]
 
 
@@ -153,7 +163,7 @@ class _TransitionIn(_Model):
 
 class _CameraIn(_Model):
     move: Literal[tuple(CAMERA_MOVES)]  # type: ignore[valid-type]
-    speed: float = Field(default=1.0, gt=0, le=10)
+    speed: Annotated[float, Number] = Field(default=1.0, gt=0, le=10)
 
 
 class _AudioIn(_Model):
@@ -169,7 +179,7 @@ class _ShotIn(_Model):
     start: TimeField | None = None
     end: TimeField | None = None
     transition: Annotated[_TransitionIn | None, _mapping_of("type")] = None
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    seed: Annotated[int | None, Number] = Field(default=None, ge=0, lt=2**63)
     camera: Annotated[_CameraIn | None, _mapping_of("move")] = None
     recall: list[str] = []
     image: str | None = Field(default=None, min_length=1)
@@ -178,12 +188,12 @@ class _ShotIn(_Model):
 
 
 class _StoryboardIn(_Model):
-    version: Literal[1] = 1
+    version: Annotated[Literal[1], Number] = 1
     title: str = ""
     preset: str = "tiny"
-    fps: int | None = Field(default=None, ge=1, le=120)
+    fps: Annotated[int | None, Number] = Field(default=None, ge=1, le=120)
     resolution: str | None = None
-    seed: int = Field(default=0, ge=0, lt=2**63)
+    seed: Annotated[int, Number] = Field(default=0, ge=0, lt=2**63)
     negative_prompt: str | None = None  # unset: the preset's
     style: str = ""
     audio: Annotated[_AudioIn | None, _mapping_of("path")] = None
@@ -208,13 +218,28 @@ def load_storyboard(path: str | Path) -> Storyboard:
     return _freeze(model, doc, path)
 
 
+class _Shown:
+    """A user's value in a message: short, one line, whatever its size or nesting."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        import reprlib
+
+        short = reprlib.Repr()
+        short.maxlevel, short.maxstring, short.maxother, short.maxlist, short.maxdict = (
+            2, 60, 60, 4, 4)
+        return short.repr(self.value)
+
+
 def _explain(exc: ValidationError, doc: YamlDoc) -> StoryboardError:
     """The first schema error, in words a user can act on (plus a count of the rest)."""
     errors = exc.errors()
     err = errors[0]
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     loc = tuple(p for p in loc if p not in ("_TransitionIn", "_CameraIn", "_AudioIn"))
-    kind, given = err["type"], err.get("input")
+    kind, given = err["type"], _Shown(err.get("input"))
     lora = loc[:1] == ("loras",)
     loc = loc[:2] if lora and kind == "value_error" else loc  # a LoRA entry's own rule
     key = f"loras[{loc[1]}]" if lora and len(loc) == 2 else str(loc[-1]) if loc else ""

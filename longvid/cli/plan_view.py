@@ -8,6 +8,7 @@ from rich.table import Table
 
 from longvid.budget import LoadPolicy
 from longvid.plan import Plan
+from longvid.terminal import for_rich
 from longvid.timecode import timecode
 
 NEGATIVE_SHOWN_CHARS = 60
@@ -16,15 +17,16 @@ NEGATIVE_SHOWN_CHARS = 60
 def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = "") -> None:
     console = Console()
     tc = lambda f: timecode(max(f, 0), p.fps)  # noqa: E731
-    console.print(f"[bold]{p.title}[/]  {p.width}x{p.height} @ {p.fps} fps, "
-                  f"{p.total_frames} frames ({p.duration_s:.2f}s), preset {p.preset} "
+    console.print(f"[bold]{for_rich(p.title)}[/]  {p.width}x{p.height} @ {p.fps} fps, "
+                  f"{p.total_frames} frames ({p.duration_s:.2f}s), preset {for_rich(p.preset)} "
                   f"(backend {p.backend})")
     shots = Table("shot", "start", "end", "frames", "take", "transition", "recall",
                   title="Shots", title_justify="left")
     for s in p.shots:
         trans = s.transition + (f" {s.transition_frames}f" if s.transition_frames else "")
-        shots.add_row(s.id, tc(s.start_frame), tc(s.end_frame), str(s.end_frame - s.start_frame),
-                      str(s.take), trans, ", ".join(s.recall))
+        shots.add_row(for_rich(s.id), tc(s.start_frame), tc(s.end_frame),
+                      str(s.end_frame - s.start_frame), str(s.take), trans,
+                      for_rich(", ".join(s.recall)))
     console.print(shots)
     console.print(_segments_table(p, console.width))
     sw = Table("shot", "asked at", "takes effect", "moved", "prompt",
@@ -32,12 +34,13 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = 
     for s in p.switches:
         moved = "dropped: a later prompt snaps to the same frame" if s.dropped else (
             f"{s.frame - s.requested_frame:+d}f" if s.frame != s.requested_frame else "exact")
-        sw.add_row(s.shot_id, tc(s.requested_frame), tc(s.frame), moved, s.text[:48])
+        sw.add_row(for_rich(s.shot_id), tc(s.requested_frame), tc(s.frame), moved,
+                   for_rich(s.text[:48]))
     console.print(sw)
     for line in _inputs(p):
-        console.print(line)
+        console.print(for_rich(line))
     for warning in p.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {for_rich(warning)}")
     if p.memory_latents:
         console.print(f"memory: up to {p.memory_latents} recalled keyframe latent(s) per segment;"
                       " `recall` is known now, the anchor and retrieved keyframes at render time"
@@ -76,9 +79,9 @@ def _segments_table(p: Plan, width: int) -> Table:
         note = f" +{g.hold_frames} held" if g.hold_frames else ""
         note += f" {g.blend_frames} faded" if g.blend_frames else ""
         mix = f"{g.blend_weight:.0%}" if g.blend_prompt else ""
-        segs.add_row(str(g.index), str(g.take), g.shot_id, tc(g.start_frame),
+        segs.add_row(str(g.index), str(g.take), for_rich(g.shot_id), tc(g.start_frame),
                      f"{g.emit_frames}{note}", f"{g.context_latents}+{g.num_latents}",
-                     _remembers(g, p), mix, str(g.seed))
+                     for_rich(_remembers(g, p)), mix, str(g.seed))
     if any(g.blend_prompt for g in p.segments):
         segs.caption = "mix: share of the neighbouring prompt's embeddings in a `continue`"
         segs.caption_justify = "left"
