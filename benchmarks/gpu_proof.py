@@ -7,8 +7,10 @@
     python benchmarks/gpu_proof.py --preset NAME [--tiny]          # one preset, this process
 
 Covers every preset with a `hub:` section, found through the preset list, so a preset
-added later is in it (a backend without a random-weight recipe in checkpoints.py is a
-failed row, not a silent gap). For each preset, in a process of its own:
+added later is in it. A preset whose backend has no random-weight recipe in
+checkpoints.py is named in the table and the JSON as NOT COVERED (today: the
+causal-wan presets, longlive-1.3b and self-forcing-1.3b), never silently left out;
+groups hold only the presets it can build. For each preset, in a process of its own:
 
 1. builds the models on the meta device and fills them in place on the GPU (no CPU
    random init), and writes only the files the preset's load path reads (no GGUF
@@ -62,13 +64,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proof_report import Meter, table, worst  # noqa: E402
+
 CAP_GIB = 11.4  # a 12 GiB card less ~0.6 GiB of CUDA context and desktop
 FIT_GIB = 11.5  # what a preset's every peak must stay under
 PROOF_STEPS = 3  # the peak is at the first forward; steps 2-3 give s/step
@@ -87,6 +90,16 @@ def hub_presets() -> list[Any]:
     from longvid.presets import available_presets, load_preset
 
     return [p for p in (load_preset(n) for n in available_presets()) if p.hub is not None]
+
+
+def not_covered(preset: Any) -> str | None:
+    """Why the proof cannot build `preset`'s models with random weights, or None."""
+    from checkpoints import FAMILIES
+
+    if preset.backend in FAMILIES:
+        return None
+    return (f"NOT COVERED: no random-weight recipe for backend {preset.backend!r} in "
+            "benchmarks/checkpoints.py (FAMILIES, REAL_TRANSFORMER, TINY_TRANSFORMER)")
 
 
 def groups(names: list[str]) -> list[list[str]]:
@@ -140,53 +153,6 @@ def proof_plan(preset: Any, work: Path) -> Any:
     return load_job(storyboard, str(preset.source))[2]
 
 
-class Meter:
-    """Peaks of one stage: allocator allocated/reserved, driver-level used (sampled every
-    2 ms on a thread), allocator retries and OOMs. Inert without CUDA."""
-
-    def __init__(self, cuda: bool) -> None:
-        self.cuda, self.driver_peak, self._stop = cuda, 0, threading.Event()
-        if cuda:
-            threading.Thread(target=self._sample, daemon=True).start()
-
-    def _sample(self) -> None:
-        import torch
-
-        while not self._stop.wait(0.002):
-            free, total = torch.cuda.mem_get_info()
-            self.driver_peak = max(self.driver_peak, total - free)
-
-    def start(self) -> None:
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            free, total = torch.cuda.mem_get_info()
-            self.driver_peak = total - free
-
-    def stop(self) -> dict[str, float | None]:
-        import torch
-
-        if not self.cuda:
-            return {"allocated_gib": None, "reserved_gib": None, "driver_gib": None}
-        torch.cuda.synchronize()
-        free, total = torch.cuda.mem_get_info()
-        stats = torch.cuda.memory_stats()
-        return {"allocated_gib": round(torch.cuda.max_memory_allocated() / GIB, 3),
-                "reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 3),
-                "driver_gib": round(max(self.driver_peak, total - free) / GIB, 3),
-                "alloc_retries": stats.get("num_alloc_retries", 0),
-                "ooms": stats.get("num_ooms", 0)}
-
-    def close(self) -> None:
-        self._stop.set()
-
-
-def worst(a: dict | None, b: dict) -> dict:
-    return b if a is None else {k: max(a[k], b[k]) if a[k] is not None else None for k in a}
-
-
 def bare_forward(backend: Any, request: Any) -> Any:
     """The backend's transformer called on `request`'s whole window as one step calls it;
     None where no stand-alone call does a step's work (a causal chunk against a KV cache)."""
@@ -226,7 +192,7 @@ def measure(name: str, tiny: bool) -> dict:
 
 def _measure(name: str, tiny: bool, work: Path) -> dict:
     import torch
-    from checkpoints import FAMILIES, install_preset, storage_of
+    from checkpoints import install_preset, storage_of
 
     from longvid.backends import backend_class, caps_of
     from longvid.backends.base import SegmentRequest
@@ -234,9 +200,8 @@ def _measure(name: str, tiny: bool, work: Path) -> dict:
     from longvid.vram import choose_policy, plan_policy
 
     preset = load_preset(name)
-    if preset.backend not in FAMILIES:
-        raise RuntimeError(f"no random-weight recipe for backend {preset.backend!r}: add its "
-                           "configs to benchmarks/checkpoints.py (FAMILIES, REAL_TRANSFORMER)")
+    if gap := not_covered(preset):
+        raise RuntimeError(gap)
     if tiny:
         preset = tiny_preset(preset, work)
     cuda = torch.cuda.is_available()
@@ -370,30 +335,6 @@ def run_child(name: str, tiny: bool, timeout_s: float) -> dict:
         return {"preset": name, "error": f"exit {done.returncode} (traceback above)"}
 
 
-def table(runs: list[dict]) -> str:
-    def gib(stage: dict | None, key: str) -> str:
-        v = (stage or {}).get(key)
-        return "-" if v is None else f"{v:.2f}"
-
-    lines = ["| preset | TE / DiT | plan TE, DiT | TE res/drv GiB | DiT res/drv GiB "
-             "| VAE res/drv GiB | planned GiB | s/step | bare | ratio | fits |",
-             "|---" * 11 + "|"]
-    for r in runs:
-        if "error" in r:
-            lines.append(f"| {r['preset']} | {r['error']} |" + " |" * 9)
-            continue
-        s, p, q = r["stages"], r["policy"], r["quantization"]
-        cells = [f"{gib(s[k], 'reserved_gib')} / {gib(s[k], 'driver_gib')}"
-                 for k in ("text encoder", "transformer", "vae")]
-        planned = " / ".join(f"{p['stages_gib'][k]:.2f}" for k in p["stages_gib"])
-        lines.append(
-            f"| {r['preset']} | {q['text_encoder']} / {q['transformer']} | "
-            f"{p['text_encoder']}, {p['transformer']} | {' | '.join(cells)} | {planned} | "
-            f"{r['s_per_step']} | {r['bare_s_per_step'] or '-'} | {r['overhead_ratio'] or '-'} "
-            f"| {'-' if r['fits'] is None else ('yes' if r['fits'] else 'NO')} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", type=int, help="run one group of presets (see --list)")
@@ -411,18 +352,25 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
         return
-    names = [p.name for p in hub_presets()]
-    packed = groups(names)
+    presets = hub_presets()
+    gaps = {p.name: gap for p in presets if (gap := not_covered(p))}
+    names = [p.name for p in presets]
+    packed = groups([n for n in names if n not in gaps])
     if args.list:
         for k, group in enumerate(packed, 1):
             cost = sum(ESTIMATE_S.get(n, DEFAULT_ESTIMATE_S) for n in group)
             print(f"group {k} (~{cost} s): {', '.join(group)}")
+        for name, gap in gaps.items():
+            print(f"{name}: {gap}")
         return
     if args.group is None and not args.tiny:
         parser.error("choose --group N (see --list), --preset NAME or --tiny")
     chosen = names if args.group is None else packed[args.group - 1]
     runs = []
     for name in names:
+        if name in gaps:  # named in the table and the JSON, never silently left out
+            runs.append({"preset": name, "error": gaps[name]})
+            continue
         if name not in chosen:
             group = next(k for k, g in enumerate(packed, 1) if name in g)
             runs.append({"preset": name, "error": f"not run: in group {group}"})
@@ -438,7 +386,8 @@ def main() -> None:
     print(table(runs))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if any("error" in r and not r["error"].startswith("not run") for r in runs):
+    if any("error" in r and not r["error"].startswith(("not run", "NOT COVERED"))
+           for r in runs):
         sys.exit(1)
 
 

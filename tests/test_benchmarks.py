@@ -42,7 +42,12 @@ def test_gpu_proof_tiny_runs_every_hub_preset_in_its_own_process(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert time.perf_counter() - t0 < 180
     runs = {r["preset"]: r for r in json.loads(out.read_text())["runs"]}
-    assert runs.keys() == {p.name for p in proof_module().hub_presets()}
+    proof = proof_module()
+    assert runs.keys() == {p.name for p in proof.hub_presets()}  # every one named
+    for preset in proof.hub_presets():  # a preset it cannot build says so, loudly
+        if gap := proof.not_covered(preset):
+            assert runs[preset.name]["error"] == gap and preset.backend in gap
+            assert f"| {preset.name} | NOT COVERED" in done.stdout
     for name, (backend, text_encoder, packed) in HUB_PRESETS.items():
         run = runs[name]
         assert f"| {name} | {text_encoder} / " in done.stdout  # its row in the table

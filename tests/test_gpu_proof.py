@@ -16,8 +16,8 @@ HUB_PRESETS = {"skyreels-df-1.3b", "skyreels-df-1.3b-lowvram", "skyreels-df-1.3b
 
 
 def test_groups_hold_every_hub_preset_once_within_the_command_budget():
-    names = [p.name for p in gpu_proof.hub_presets()]
-    assert set(names) >= HUB_PRESETS
+    names = [p.name for p in gpu_proof.hub_presets() if not gpu_proof.not_covered(p)]
+    assert set(names) >= HUB_PRESETS  # the rest are named as not covered (test_benchmarks)
     packed = gpu_proof.groups(names)
     assert sorted(n for g in packed for n in g) == sorted(names)
     for group in packed:
@@ -45,6 +45,8 @@ def test_the_proof_plans_the_figures_plan_and_doctor_show(tmp_path):
     from longvid.vram import plan_policy, preset_policy
 
     for preset in gpu_proof.hub_presets():
+        if gpu_proof.not_covered(preset):
+            continue
         plan = gpu_proof.proof_plan(preset, tmp_path)
         assert len(plan.segments) == 2 and plan.segments[1].context_latents > 0
         proof = plan_policy(preset, plan, gpu_proof.CAP_GIB)
