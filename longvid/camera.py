@@ -94,9 +94,11 @@ def walk(takes: list[TakeMotion], view_steps: int, range_steps: int) -> list[Tak
         y, x = float(y0), float(x0)
         positions: list[Position] = []
         masks: list[int] = []
+        k = 0  # the shot that moves the camera: the last one started by `frame`
         for local in range(take.generated_frames):
             frame = take.origin + local
-            k = max([i for i, s in enumerate(take.shots) if s.start_frame <= frame] or [0])
+            while k + 1 < len(take.shots) and take.shots[k + 1].start_frame <= frame:
+                k += 1
             if local:
                 y, x = y + take.shots[k].velocity[0], x + take.shots[k].velocity[1]
             pos = (math.floor(y + 0.5), math.floor(x + 0.5))

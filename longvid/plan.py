@@ -300,11 +300,13 @@ def _account_frames(sb: Storyboard, caps: BackendCaps, geometry: TakeGeometry,
     """One segment per window: its frames, its prompt (and the one mixed in), its seed."""
     carried = caps.context_latents if caps.takes_context else 0
     segments: list[Segment] = []
+    per_shot: dict[str, int] = {}  # segments so far of each shot
     for index, window in enumerate(windows, start=first_index):
         frames = geometry.frames_of(window, carried)
         own = by_boundary[window.switch]
         shot = sb.shots[own.shot]
-        within_shot = sum(1 for s in segments if s.shot_id == shot.id)
+        within_shot = per_shot.get(shot.id, 0)
+        per_shot[shot.id] = within_shot + 1
         seed = (segment_seed(shot.seed, within_shot) if shot.seed is not None
                 else segment_seed(sb.seed, index))
         segments.append(Segment(

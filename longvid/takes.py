@@ -14,6 +14,7 @@ things fall and turns the answers into segments.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -158,8 +159,9 @@ def prompt_fade(geometry: TakeGeometry, switches: list[int], switch: int,
     half = round(fade_frames / (2 * geometry.stride))
     if half < 1:
         return None
-    before = max(j for j in switches if j < switch)
-    after = min([j for j in switches if j > switch] + [geometry.num_latents])
+    at = bisect_left(switches, switch)  # switches are sorted and hold `switch`
+    before = switches[at - 1]
+    after = switches[at + 1] if at + 1 < len(switches) else geometry.num_latents
     first_free, last_free = geometry.switch_range()
     lowest = max(before + 1, first_free, switch - half)
     highest = min(after - 1, last_free, switch + half)
@@ -183,6 +185,7 @@ def split_windows(geometry: TakeGeometry, switches: list[int], fades: tuple[Prom
                  if geometry.fade_in_frames else 1)
     min_last = latents - geometry.boundary_at_or_before(geometry.held_from)
     windows: list[Window] = []
+    mixer = _Mixer(fades)
     for span_start, span_end in pairwise(cuts):
         first_cap = new_latents if span_start or geometry.continues else max_latents
         sizes = _windows(span_end - span_start, first_cap, new_latents,
@@ -190,26 +193,37 @@ def split_windows(geometry: TakeGeometry, switches: list[int], fades: tuple[Prom
                          min_last if span_end == latents and geometry.fade_out_frames else 1)
         if sizes is None:
             return None
-        switch = max(j for j in switches if j <= span_start)
+        switch = switches[bisect_right(switches, span_start) - 1]
         first_latent = span_start
         for size in sizes:
-            windows.append(Window(first_latent, size, switch, *_mix(fades, first_latent, size)))
+            windows.append(Window(first_latent, size, switch, *mixer(first_latent, size)))
             first_latent += size
     return windows
 
 
-def _mix(fades: tuple[PromptFade, ...], first_latent: int,
-         num_latents: int) -> tuple[int | None, float]:
+class _Mixer:
     """The switch whose prompt a window mixes into its own, and that prompt's weight: a
-    window before a fade's switch mixes in the new prompt, one after it the old one."""
-    mixed_switch, mixed_weight = None, 0.0
-    for fade in fades:
-        new_share = fade.weight_of_new(first_latent, num_latents)
-        if new_share is not None:
-            after = first_latent >= fade.switch
-            mixed_switch = fade.from_switch if after else fade.switch
-            mixed_weight = round(1 - new_share if after else new_share, 4)
-    return mixed_switch, mixed_weight
+    window before a fade's switch mixes in the new prompt, one after it the old one. Where
+    fades overlap, the later one wins. Fades are in switch order; only those whose switch
+    lies within the widest fade of the window are looked at, so a take of thousands of
+    prompts plans in linear time."""
+
+    def __init__(self, fades: tuple[PromptFade, ...]) -> None:
+        self.fades = fades
+        self.switches = [fade.switch for fade in fades]
+        self.reach = max((fade.half_latents for fade in fades), default=0)
+
+    def __call__(self, first_latent: int, num_latents: int) -> tuple[int | None, float]:
+        lo = bisect_right(self.switches, first_latent - self.reach)
+        hi = bisect_left(self.switches, first_latent + num_latents + self.reach)
+        mixed_switch, mixed_weight = None, 0.0
+        for fade in self.fades[lo:hi]:
+            new_share = fade.weight_of_new(first_latent, num_latents)
+            if new_share is not None:
+                after = first_latent >= fade.switch
+                mixed_switch = fade.from_switch if after else fade.switch
+                mixed_weight = round(1 - new_share if after else new_share, 4)
+        return mixed_switch, mixed_weight
 
 
 def _windows(num_latents: int, first_cap: int, new_latents: int, min_first: int,
@@ -219,8 +233,10 @@ def _windows(num_latents: int, first_cap: int, new_latents: int, min_first: int,
     must be >= min_first; a last window below min_last borrows from the ones before it.
     None if impossible."""
     sizes = [min(num_latents, first_cap)]
-    while sum(sizes) < num_latents:
-        sizes.append(min(new_latents, num_latents - sum(sizes)))
+    covered = sizes[0]
+    while covered < num_latents:
+        sizes.append(min(new_latents, num_latents - covered))
+        covered += sizes[-1]
     if sizes[0] < min_first:
         return None
     need = min_last - sizes[-1] if len(sizes) > 1 else 0
