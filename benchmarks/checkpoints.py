@@ -6,7 +6,7 @@ FLOPs, so random weights prove a fit as well as the real ones. Tiny size keeps e
 quantized matrix a whole number of quantization blocks (bitsandbytes' CPU nf4 packs
 64 inputs x 32 outputs, GGUF Q8_0 rows of 32), so nf4, fp8 and GGUF really pack
 weights there too. Also writes a transformer as a GGUF file the way community
-converters do (`write_gguf`), for vram_12gb.py and the tests alike.
+converters do (`write_gguf`), for gpu_proof.py and the tests alike.
 """
 
 from __future__ import annotations
@@ -70,8 +70,11 @@ FAMILIES = {
 }
 
 
-def build_pipeline(backend: str, *, tiny: bool, seed: int = 0) -> Any:
-    """The preset family's diffusers pipeline with random weights (bf16 at real size)."""
+def build_pipeline(backend: str, *, tiny: bool, device: str = "cpu", seed: int = 0) -> Any:
+    """The preset family's diffusers pipeline with random weights (bf16 at real size, the
+    VAE in fp32, as the checkpoints ship), built on the meta device and filled in place
+    on `device`: no CPU random init (5.7 B UMT5 parameters take minutes on a CPU and
+    milliseconds on a GPU), and no memory held twice."""
     import diffusers
     import torch
     from transformers import UMT5Config, UMT5EncoderModel
@@ -83,37 +86,85 @@ def build_pipeline(backend: str, *, tiny: bool, seed: int = 0) -> Any:
     tokenizer = _byte_tokenizer()  # the real UMT5 vocabulary changes no memory figure
     te_config = (dict(TINY_UMT5, vocab_size=len(tokenizer)) if tiny else UMT5_XXL) | {
         "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}
-    torch.manual_seed(seed)
-    text_encoder = UMT5EncoderModel(UMT5Config(**te_config)).to(dtype).eval()
-    torch.manual_seed(seed)
     config = (TINY_TRANSFORMER if tiny else REAL_TRANSFORMER)[backend]
-    transformer = getattr(diffusers, transformer_cls)(**config).to(dtype).eval()
-    torch.manual_seed(seed)
-    vae = diffusers.AutoencoderKLWan(**(TINY_VAE if tiny else {})).eval()
+    generator = torch.Generator(device).manual_seed(seed)
+    with torch.device("meta"):
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            text_encoder = UMT5EncoderModel(UMT5Config(**te_config))
+            transformer = getattr(diffusers, transformer_cls)(**config)
+        finally:
+            torch.set_default_dtype(default)
+        vae = diffusers.AutoencoderKLWan(**(TINY_VAE if tiny else {}))  # fp32
+    for model in (text_encoder, transformer, vae):
+        fill_random(model, device, generator)
     scheduler = getattr(diffusers, scheduler_cls)(**scheduler_kwargs)
     return getattr(diffusers, pipeline)(tokenizer=tokenizer, text_encoder=text_encoder,
                                         transformer=transformer, vae=vae, scheduler=scheduler)
 
 
-def install_preset(cache: Path, preset: Any, *, tiny: bool) -> None:
+def fill_random(model: Any, device: str, generator: Any) -> None:
+    """Give a meta-device `model` real storage on `device` and fill it in place with
+    N(0, 0.02): the values change neither memory nor FLOPs. Buffers computed at init
+    (RoPE tables) are not saved, so the load path recomputes them."""
+    import torch
+
+    model.to_empty(device=device)
+    if hasattr(model, "tie_weights"):  # to_empty unties UMT5's shared embedding: 2 GiB more
+        model.tie_weights()
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.normal_(0.0, 0.02, generator=generator)
+    model.eval()
+
+
+def component_files(name: str, patterns: tuple[str, ...]) -> str | None:
+    """What of component `name` a preset downloads: "weights" (and config), "config"
+    only (a GGUF preset's transformer), or None."""
+    weights = (f"{name}/diffusion_pytorch_model.safetensors", f"{name}/model.safetensors",
+               f"{name}/tokenizer.json")
+    if any(fnmatch.fnmatch(f, p) for f in weights for p in patterns):
+        return "weights"
+    if any(fnmatch.fnmatch(f"{name}/config.json", p) for p in patterns):
+        return "config"
+    return None
+
+
+def install_preset(cache: Path, preset: Any, *, tiny: bool, device: str = "cpu",
+                   work: Path | None = None) -> None:
     """Every Hub source of `preset` in `cache`, holding just the files the preset
-    downloads: the diffusers snapshot, and the GGUF file of its transformer if any."""
-    pipe = build_pipeline(preset.backend, tiny=tiny)
-    with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
+    downloads: the diffusers snapshot, and the GGUF file of its transformer if any.
+    Only what the load path reads is written (a GGUF preset's transformer safetensors
+    are not); blobs are named by a cheap digest (huggingface_hub does not verify them)."""
+    pipe = build_pipeline(preset.backend, tiny=tiny, device=device)
+    fast = not tiny
+    with tempfile.TemporaryDirectory(dir=work or cache.parent) as tmp:
         if gguf := preset.transformer_gguf:
             folder = Path(tmp) / "gguf"
             folder.mkdir()
             write_gguf(folder / gguf.files[0], pipe.transformer,
                        qtype=preset.quantization.gguf_type)
-            write_hub_snapshot(cache, gguf.repo, folder, gguf.revision)
+            write_hub_snapshot(cache, gguf.repo, folder, gguf.revision, fast=fast)
         snapshot = Path(tmp) / "snapshot"
-        pipe.save_pretrained(snapshot, safe_serialization=True)
+        pipe.save_config(snapshot)  # model_index.json
+        components = pipe.components
         del pipe
+        for name in list(components):
+            component = components.pop(name)  # freed once written
+            what = component_files(name, preset.hub.files) if component is not None else None
+            if what == "weights":
+                kwargs = {} if name == "tokenizer" else {"safe_serialization": True}
+                component.save_pretrained(snapshot / name, **kwargs)
+            elif what is not None:  # the scheduler, or a GGUF preset's transformer
+                component.save_config(snapshot / name)
+            del component
         for path in [p for p in snapshot.rglob("*") if p.is_file()]:
             name = str(path.relative_to(snapshot))
             if not any(fnmatch.fnmatch(name, pattern) for pattern in preset.hub.files):
-                path.unlink()  # e.g. the transformer's safetensors of a GGUF preset
-        write_hub_snapshot(cache, preset.hub.repo, snapshot, preset.hub.revision)
+                path.unlink()
+        write_hub_snapshot(cache, preset.hub.repo, snapshot, preset.hub.revision, fast=fast)
 
 
 def storage_of(model: Any) -> dict[str, int]:
@@ -153,11 +204,30 @@ def original_key(key: str) -> str:
     return key
 
 
+def quantize_q8_0(tensor: Any) -> Any:
+    """GGUF Q8_0 of a 2-D tensor, on the tensor's own device (a GPU: milliseconds for what
+    gguf-py does in numpy in about a minute): per row-block of 32, d = absmax / 127 as
+    fp16, then the 32 values rounded to int8; bytes laid out as gguf-py's `quantize`
+    (d, then the 32 int8), returned as uint8 numpy of shape (rows, cols / 32 * 34)."""
+    import torch
+
+    rows, cols = tensor.shape
+    blocks = tensor.float().reshape(-1, 32)
+    d = blocks.abs().amax(dim=1, keepdim=True) / 127
+    inverse = torch.where(d == 0, torch.zeros_like(d), 1 / d)
+    # gguf-py rounds half away from zero (np_roundf); torch.round rounds half to even
+    scaled = blocks * inverse
+    q = (scaled.sign() * torch.floor(scaled.abs() + 0.5)).to(torch.int8)
+    packed = torch.cat([d.half().view(torch.uint8), q.view(torch.uint8)], dim=1)
+    return packed.reshape(rows, cols // 32 * 34).cpu().numpy()
+
+
 def write_gguf(path: Path, transformer: Any, *, original_keys: bool = False,
                qtype: str = "Q8_0") -> Path:
     """The transformer as a GGUF file the way community files are made: matrices whose
     rows hold whole blocks quantized, everything else (norms, biases, convs) in F32.
-    gguf-py quantizes in numpy, one tensor at a time (a 1.3B model in about a minute)."""
+    Q8_0 is quantized with torch where the weights are (`quantize_q8_0`); other types by
+    gguf-py in numpy, one tensor at a time (a 1.3B model in about a minute)."""
     import gguf
     import numpy as np
 
@@ -166,12 +236,12 @@ def write_gguf(path: Path, transformer: Any, *, original_keys: bool = False,
     writer = gguf.GGUFWriter(str(path), arch="wan")
     for key, tensor in transformer.state_dict().items():
         name = original_key(key) if original_keys else key
-        data = tensor.float().numpy()
-        if data.ndim == 2 and data.shape[-1] % block == 0:
-            packed = gguf.quants.quantize(data, kind)
+        if tensor.ndim == 2 and tensor.shape[-1] % block == 0:
+            packed = quantize_q8_0(tensor) if qtype == "Q8_0" else \
+                gguf.quants.quantize(tensor.float().cpu().numpy(), kind)
             writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=kind)
         else:
-            writer.add_tensor(name, data.astype(np.float32))
+            writer.add_tensor(name, tensor.float().cpu().numpy().astype(np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

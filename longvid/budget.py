@@ -5,9 +5,17 @@ From it and the preset's `memory:` figures (weights per component, activation
 bytes per transformer token, tiled VAE decode) and the preset's quantization, the
 policy decides where each component lives, using only diffusers' own mechanisms (a
 resident module, or block-level group offload with CUDA streams; VAE tiling).
-Estimates follow the planning formulas in docs/presets.md: stage peak = resident
-weights (at their stored size) + activations + 1 GiB of allocator and workspace
-overhead.
+Estimates follow the planning formulas in docs/presets.md: stage peak = the stage's
+component (resident, or the blocks in flight when streamed) + activations + whatever
+else is resident on the GPU in that stage + 1 GiB of allocator and workspace
+overhead. The backends load the transformer and VAE before the text encoder runs,
+so the text-encoder stage holds them too; the text encoder is freed (and its blocks
+returned to the driver) before the first denoising step.
+
+A text encoder never runs on the CPU when there is a GPU: in bf16 a desktop CPU
+without AVX-512-BF16 computes at ~1 GFLOPS (docs/performance.md), hours for one
+prompt. A bf16 encoder that does not fit streams through the GPU a block at a time;
+a bitsandbytes one is resident.
 """
 
 from __future__ import annotations
@@ -15,6 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OVERHEAD_GIB = 1.0  # allocator fragmentation, cuBLAS/cuDNN workspaces
+# The CUDA allocator configuration these figures assume; the CLI sets it (unless the
+# user has) before torch loads, and benchmarks/gpu_proof.py measures under it. Growing
+# segments in place keeps a freed text encoder's blocks from fragmenting the denoiser's.
+ALLOCATOR_CONF = "expandable_segments:True"
 BLOCKS_IN_FLIGHT = 3  # group offload with streams: current block, next one, one spare
 BF16_BYTES_PER_PARAM = 2
 # bitsandbytes, per quantized Linear weight: nf4 = 4 bit + one fp32 absmax per 64 weights
@@ -58,6 +70,8 @@ class MemorySpec:
     vae_gib: float
     vae_decode_gib: float  # tiled decode of one window
     text_encoder_unquantized_gib: float = 0.0  # bf16 weights bitsandbytes leaves alone
+    text_encoder_blocks: int = 1  # streamed a block at a time when offloaded
+    text_encoder_embedding_gib: float = 0.0  # on the GPU for the whole pass when streamed
 
 
 def text_encoder_weights_gib(memory: MemorySpec, quant: Quantization) -> float:
@@ -84,7 +98,7 @@ def transformer_weights_gib(memory: MemorySpec, quant: Quantization) -> float:
 @dataclass(frozen=True)
 class Stage:
     name: str  # "text encoder" | "transformer" | "vae"
-    placement: str  # "gpu" | "cpu" | "group offload"
+    placement: str  # "gpu" | "group offload"
     peak_gib: float
     weights_gib: float = 0.0  # the component's weights at their stored size
     storage: str = "bf16"  # "bf16" | "nf4" | "int8" | "fp8" | "gguf Q8_0" | "fp32"
@@ -93,7 +107,7 @@ class Stage:
 @dataclass(frozen=True)
 class LoadPolicy:
     vram_gib: float
-    text_encoder: str  # "gpu" | "cpu"
+    text_encoder: str  # "gpu" | "group offload"
     transformer: str  # "gpu" | "group offload"
     stages: tuple[Stage, ...]
 
@@ -106,23 +120,46 @@ class LoadPolicy:
         return self.peak_gib <= self.vram_gib
 
 
+def streamed_gib(weights_gib: float, blocks: int, always_on_gib: float = 0.0) -> float:
+    """GPU share of a component under block-level group offload with streams: the
+    blocks in flight (current, next, a spare) plus what stays on for the whole pass."""
+    per_block = (weights_gib - always_on_gib) / blocks
+    return always_on_gib + min(BLOCKS_IN_FLIGHT, blocks) * per_block
+
+
+def text_encoder_placements(quant: Quantization) -> tuple[str, ...]:
+    """Fastest first. bitsandbytes weights are quantized onto one device while loading
+    and are not streamed."""
+    return ("gpu", "group offload") if quant.text_encoder == "bf16" else ("gpu",)
+
+
 def policy_for(vram_gib: float, memory: MemorySpec, max_tokens: int,
                quant: Quantization = NO_QUANTIZATION) -> LoadPolicy:
-    """The fastest placement whose every stage fits in `vram_gib`."""
-    gib = 2**30
-    act = max_tokens * memory.act_bytes_per_token / gib
+    """The fastest placement whose every stage fits in `vram_gib` (the transformer, which
+    runs every step, resident before the text encoder, which runs once); the leanest
+    placement, not fitting, when none does."""
+    candidates = [(te, tr) for tr in ("gpu", "group offload")
+                  for te in text_encoder_placements(quant)]
+    policies = [_policy(vram_gib, memory, max_tokens, quant, te, tr) for te, tr in candidates]
+    return next((p for p in policies if p.fits), policies[-1])
+
+
+def _policy(vram_gib: float, memory: MemorySpec, max_tokens: int, quant: Quantization,
+            te_placement: str, tr_placement: str) -> LoadPolicy:
+    act = max_tokens * memory.act_bytes_per_token / 2**30
     te_weights = text_encoder_weights_gib(memory, quant)
-    te_gpu = te_weights + memory.text_encoder_act_gib + OVERHEAD_GIB
-    te_storage = quant.text_encoder
-    te = Stage("text encoder", "gpu", te_gpu, te_weights, te_storage) if te_gpu <= vram_gib \
-        else Stage("text encoder", "cpu", 0.0, te_weights, te_storage)
     tr_weights = transformer_weights_gib(memory, quant)
-    resident = tr_weights + act + OVERHEAD_GIB
-    block = tr_weights / memory.transformer_blocks
-    streamed = BLOCKS_IN_FLIGHT * block + act + OVERHEAD_GIB
-    tr_storage = quant.transformer_storage
-    tr = Stage("transformer", "gpu", resident, tr_weights, tr_storage) if resident <= vram_gib \
-        else Stage("transformer", "group offload", streamed, tr_weights, tr_storage)
-    vae = Stage("vae", "gpu", memory.vae_gib + memory.vae_decode_gib + OVERHEAD_GIB,
-                memory.vae_gib, "fp32")
-    return LoadPolicy(vram_gib, te.placement, tr.placement, (te, tr, vae))  # the VAE always tiles
+    # the transformer and VAE are loaded (and stay) before the text encoder runs
+    tr_resident = tr_weights if tr_placement == "gpu" else 0.0
+    vae_resident = memory.vae_gib
+    te_gpu = te_weights if te_placement == "gpu" else streamed_gib(
+        te_weights, memory.text_encoder_blocks, memory.text_encoder_embedding_gib)
+    te = Stage("text encoder", te_placement, te_gpu + memory.text_encoder_act_gib + tr_resident
+               + vae_resident + OVERHEAD_GIB, te_weights, quant.text_encoder)
+    tr_gpu = tr_weights if tr_placement == "gpu" else streamed_gib(
+        tr_weights, memory.transformer_blocks)
+    tr = Stage("transformer", tr_placement, tr_gpu + act + vae_resident + OVERHEAD_GIB,
+               tr_weights, quant.transformer_storage)
+    vae = Stage("vae", "gpu", vae_resident + memory.vae_decode_gib + tr_resident + OVERHEAD_GIB,
+                memory.vae_gib, "fp32")  # the VAE always tiles
+    return LoadPolicy(vram_gib, te_placement, tr_placement, (te, tr, vae))

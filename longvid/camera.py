@@ -1,4 +1,7 @@
-"""Camera geometry: a position for every generated frame of every take. Pure, no numpy.
+"""The camera: its vocabulary, and a position for every generated frame. Pure, no numpy.
+
+`CAMERA_MOVES` is the storyboard's `camera` vocabulary, defined once: what a diffusion
+backend reads as a prompt phrase, and how a backend that follows the camera moves.
 
 Only for backends that follow the camera (`BackendCaps.camera`: procworld). The
 planner calls `walk` with plain inputs and stores what it returns on each `Take`;
@@ -26,6 +29,26 @@ import math
 from dataclasses import dataclass
 
 Position = tuple[int, int]  # (y, x) in camera steps from the world's centre
+
+
+@dataclass(frozen=True)
+class CameraMove:
+    phrase: str  # what a diffusion backend reads, folded into the prompt
+    step: tuple[int, int] | None  # (dy, dx) per frame at speed 1 for a backend that follows
+    # the camera (`walk` below); None: such a backend cannot make this move
+
+
+CAMERA_MOVES = {  # the camera vocabulary, defined once
+    "static": CameraMove("static camera", (0, 0)),
+    "pan-left": CameraMove("camera pans left", (0, -1)),
+    "pan-right": CameraMove("camera pans right", (0, 1)),
+    "tilt-up": CameraMove("camera tilts up", (-1, 0)),
+    "tilt-down": CameraMove("camera tilts down", (1, 0)),
+    "zoom-in": CameraMove("camera zooms in", None),
+    "zoom-out": CameraMove("camera zooms out", None),
+    "orbit-left": CameraMove("camera orbits left", None),
+    "orbit-right": CameraMove("camera orbits right", None),
+}
 
 
 @dataclass(frozen=True)

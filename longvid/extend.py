@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from longvid.progress import Progress
 from longvid.render import BackendPool, Job, Prefix, RenderResult, run_job
 from longvid.rundir import file_sha256
 from longvid.storyboard import Storyboard, one_shot
+from longvid.timecode import MAX_SECONDS
 
 DEFAULT_PROMPT = "the same scene continues"
 SHOT_ID = "extend"
@@ -44,14 +44,16 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
                 progress: Progress) -> RenderResult:
     from longvid.mux import probe
 
-    if seconds <= 0:
-        raise InputError(f"--seconds must be positive, got {seconds:g}",
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_SECONDS:
+        raise InputError(f"--seconds must be positive and at most {MAX_SECONDS // 3600} h "
+                         f"(a number of seconds), got {seconds:g}",
                          "say how much to add, e.g. --seconds 60")
     info = probe(clip)
-    fps = round(info.fps)
-    if abs(info.fps - fps) > Fraction(1, 100):
-        raise InputError(f"{clip}: frame rate {float(info.fps):.3f} is not a whole number",
-                         f"convert it first: ffmpeg -i {clip.name} -r {fps} fixed.mp4")
+    fps = max(1, round(info.fps))
+    if info.fps != fps:  # 30000/1001 (NTSC, phones), 12.5, ...: a stated constant rate
+        progress.message(f"warning: {clip.name} runs at {float(info.fps):.3f} fps; the "
+                         f"result is at {fps} fps (frames are repeated or dropped to keep "
+                         "the clip's timing)")
     preset = load_preset(preset_name)
     caps = caps_of(preset)
     if not caps.takes_context:

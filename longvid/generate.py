@@ -20,6 +20,7 @@ from longvid.memory.store import memory_path, pick_keyframes, replay_bank, save_
 from longvid.mux import encode_frames
 from longvid.plan import Plan, Segment
 from longvid.rundir import RunDir
+from longvid.segment_inputs import SegmentInputs
 from longvid.transitions import crossfade
 
 
@@ -44,6 +45,7 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         prompts = {seg.prompt for seg in todo} | {seg.blend_prompt for seg in todo
                                                   if seg.blend_prompt}
         backend.prepare(sorted(prompts), plan.negative_prompt, plan.guidance_scale)
+        inputs = SegmentInputs(plan, backend)  # images and LoRA files, found up front
     bank: MemoryBank | None = None
     for seg in plan.segments:
         # 1. skip what an earlier run committed
@@ -76,7 +78,8 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
             guidance_scale=plan.guidance_scale, fps=plan.fps,
             memory=None if recalled is None else torch.from_numpy(recalled),
             blend_prompt=seg.blend_prompt, blend_weight=seg.blend_weight, view=view,
-            sink=sink[:, :, :lo] if sink is not None and lo > 0 else None), on_step)
+            sink=sink[:, :, :lo] if sink is not None and lo > 0 else None,
+            images=inputs.images(seg), loras=inputs.loras(seg)), on_step)
         frames = out.frames
         if frames.shape[0] != seg.num_frames:
             raise RuntimeError(f"backend {backend.name!r} returned {frames.shape[0]} frames for "
@@ -89,6 +92,9 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         corrected = plan.anti_drift and anchor is not None and drift.drifted()
         if corrected:
             frames = correct_frames(frames, anchor)
+        if seg.image is not None:  # a shot's first frame is its image, not a decode of it
+            frames = frames.copy()
+            frames[0] = inputs.first_frame(seg)
 
         # 6. dissolve the head into the frames the previous take held back
         if seg.blend_frames:

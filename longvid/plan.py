@@ -23,9 +23,13 @@ from typing import Any
 
 from longvid import camera
 from longvid.backends.base import BackendCaps, CameraCaps
+from longvid.camera import CAMERA_MOVES
 from longvid.errors import StoryboardError
+from longvid.images import ImageFile
+from longvid.loras import LoraRef
 from longvid.presets import Preset
-from longvid.storyboard import CAMERA_MOVES, Shot, Storyboard
+from longvid.shot_inputs import attach_inputs
+from longvid.storyboard import Shot, Storyboard
 from longvid.takes import PromptFade, TakeGeometry, Window, prompt_fade, split_windows
 from longvid.timeline import PlannedShot, check_format, place_shots, take_groups
 
@@ -80,6 +84,9 @@ class Segment:
     blend_prompt: str | None = None  # mixed into `prompt` during a `continue` transition
     blend_weight: float = 0.0  # weight of blend_prompt's embeddings
     recall: tuple[str, ...] = ()  # shots whose keyframes this segment is given (`recall`)
+    image: ImageFile | None = None  # the take's first frame (first segment of a take only)
+    refs: tuple[ImageFile, ...] = ()  # reference images (a backend with `caps.images.refs`)
+    lora_weights: tuple[float, ...] = ()  # weight of each of the plan's `loras`
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,7 @@ class Plan:
     max_tokens: int  # largest transformer sequence of one forward, memory included
     warnings: tuple[str, ...] = ()
     seed: int = 0  # the storyboard's seed (procworld: which world)
+    loras: tuple[LoraRef, ...] = ()  # the preset's, then the storyboard's
 
     @property
     def duration_s(self) -> float:
@@ -147,6 +155,8 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         switches += sw
     if caps.camera is not None:
         takes = _plan_camera(sb, shots, takes, caps.camera, caps.latent_stride_t)
+    segments, loras, input_warnings = attach_inputs(sb, preset, caps, takes, segments,
+                                                    (width, height), continues=continues)
     total = shots[-1].end_frame
     assert sum(s.emit_frames for s in segments) == total, "frame accounting is off"
     cfg = 2 if preset.guidance_scale > 1 else 1
@@ -163,18 +173,29 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         title=sb.title, storyboard=sb.path, content_sha256=sb.content_sha256,
         preset=preset.name, backend=preset.backend, fps=fps, width=width, height=height,
         steps=preset.steps, guidance_scale=preset.guidance_scale,
-        negative_prompt=sb.negative_prompt, total_frames=total,
+        negative_prompt=negative_prompt_for(sb, preset), total_frames=total,
         shots=tuple(shots), takes=tuple(takes), segments=tuple(segments),
         switches=tuple(switches), context_latents=caps.context_latents,
         latent_stride_t=caps.latent_stride_t, memory_latents=caps.memory_latents,
-        anti_drift=sb.anti_drift and caps.corrects_drift,
+        anti_drift=anti_drift_for(sb, preset) and caps.corrects_drift,
         forwards=(sum(s.num_latents for s in segments) if caps.per_frame
                   else len(segments)) * preset.steps * cfg,
         max_tokens=caps.per_frame.tokens_per_forward if caps.per_frame else (
             max((s.context_latents + s.num_latents) for s in segments) * tokens_per_latent
-            + caps.memory_latents * tokens_per_latent),
-        warnings=tuple(warnings), seed=sb.seed,
+            + (caps.memory_latents + max(len(s.refs) for s in segments)) * tokens_per_latent),
+        warnings=tuple(warnings + input_warnings), seed=sb.seed, loras=loras,
     )
+
+
+def negative_prompt_for(sb: Storyboard, preset: Preset) -> str:
+    """The storyboard's `negative_prompt` if it sets one (even ""), else the preset's."""
+    return sb.negative_prompt if sb.negative_prompt is not None else preset.negative_prompt
+
+
+def anti_drift_for(sb: Storyboard, preset: Preset) -> bool:
+    """The storyboard's `anti_drift` if it sets it; else on, except for Hub presets, whose
+    real latents its thresholds were never calibrated on."""
+    return sb.anti_drift if sb.anti_drift is not None else preset.hub is None
 
 
 def _err(sb: Storyboard, line: int | None, key: str, message: str, hint: str) -> StoryboardError:

@@ -120,14 +120,13 @@ def _gpu(preset: Preset) -> None:
 
 
 def _weights(preset: Preset) -> None:
-    from longvid.hub import cached_snapshot, hub_cache_dir, is_offline
+    """Offline, every Hub source must be cached; checked by the loader's own function, so
+    the message (and its `longvid models pull` command) is the one loading would give."""
+    from longvid.hub import is_offline, refuse_pickles, resolve
 
+    for _, src in preset.hub_sources:
+        refuse_pickles(src)  # exit 3 whether or not the files are here
     if not preset.hub_sources or not is_offline():
         return  # online, a missing file is downloaded when the model loads
-    missing = [src for _, src in preset.hub_sources if cached_snapshot(src) is None]
-    if missing:
-        raise ResourceError(
-            f"the weights of preset {preset.name!r} ("
-            + ", ".join(f"{s.repo}@{s.revision}" for s in missing)
-            + f") are not in the Hub cache at {hub_cache_dir()} and HF_HUB_OFFLINE is set",
-            f"run `longvid models pull {preset.name}` with network access")
+    for _, source in preset.hub_sources:
+        resolve(source, preset.cli_name, download=False)

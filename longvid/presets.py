@@ -31,6 +31,7 @@ from longvid.budget import (
 )
 from longvid.errors import InputError
 from longvid.hub import HubSource
+from longvid.loras import LoraIn, LoraRef, lora_refs
 from longvid.yamlsrc import YamlDoc
 
 
@@ -50,16 +51,30 @@ class Preset:
     source: str = ""
     quantization: Quantization = NO_QUANTIZATION
     transformer_gguf: HubSource | None = None  # files == (the .gguf file,)
+    negative_prompt: str = ""  # the model's own, for a storyboard that sets none
+    loras: tuple[LoraRef, ...] = ()  # applied to every shot (a storyboard may add more)
 
     @property
     def hub_sources(self) -> tuple[tuple[str, HubSource], ...]:
-        """(role, source) of every Hub download: the main snapshot, then a GGUF file."""
+        """(role, source) of every Hub download: the main snapshot, then a GGUF file, then
+        the preset's Hub LoRAs (so `longvid models pull` fetches them too)."""
         roles = (("weights", self.hub), ("transformer gguf", self.transformer_gguf))
-        return tuple((role, src) for role, src in roles if src is not None)
+        loras = tuple((f"lora {lo.name}", HubSource(str(lo.repo), lo.revision, (str(lo.file),),
+                                                     verified=False))
+                      for lo in self.loras if lo.repo is not None)
+        return tuple((role, src) for role, src in roles if src is not None) + loras
+
+    @property
+    def cli_name(self) -> str:
+        """How a command names this preset: its name when that finds this very file (as
+        `longvid models pull NAME` would), else the path of its file."""
+        return self.name if available_presets().get(self.name) == Path(self.source) \
+            else self.source
 
     @property
     def sha256(self) -> str:
-        unset = {"quantization": NO_QUANTIZATION, "transformer_gguf": None}  # older run keys
+        unset = {"quantization": NO_QUANTIZATION, "transformer_gguf": None,  # older run keys
+                 "negative_prompt": "", "loras": ()}
         data = {k: v for k, v in self.__dict__.items() if k not in ("source", "description")
                 and not (k in unset and v == unset[k])}
         data["options"] = self.options.model_dump(mode="json", exclude_unset=True)  # as written
@@ -99,6 +114,8 @@ class _MemoryIn(BaseModel):
     vae_gib: float = Field(ge=0)
     vae_decode_gib: float = Field(ge=0)
     text_encoder_unquantized_gib: float = Field(default=0, ge=0)
+    text_encoder_blocks: int = Field(default=1, ge=1)
+    text_encoder_embedding_gib: float = Field(default=0, ge=0)
 
 
 class _PresetIn(BaseModel):
@@ -110,12 +127,14 @@ class _PresetIn(BaseModel):
     resolution: str = Field(pattern=r"^\d+x\d+$")
     steps: int = Field(ge=1, le=200)
     guidance_scale: float = Field(default=1.0, ge=0)
+    negative_prompt: str = ""
     min_vram_gib: float = Field(default=0, ge=0)
     options: dict[str, Any] = {}
     hub: _HubIn | None = None
     memory: _MemoryIn | None = None
     quantization: _QuantIn = _QuantIn()
     transformer_gguf: _GgufIn | None = None
+    loras: list[LoraIn] = []
 
     @model_validator(mode="after")
     def _gguf_needs_its_file_and_config(self) -> _PresetIn:
@@ -169,13 +188,15 @@ def load_preset(name_or_path: str) -> Preset:
         p = _PresetIn.model_validate(doc.data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise doc.error(tuple(err["loc"]), f"invalid preset: {err['msg']}",
+        loc = tuple(err["loc"])[:2] if tuple(err["loc"])[:1] == ("loras",) else err["loc"]
+        raise doc.error(tuple(loc), f"invalid preset: {err['msg']}",
                         "see docs/presets.md") from None
     width, height = (int(v) for v in p.resolution.split("x"))
     gguf = p.transformer_gguf
     return Preset(name=p.name, description=p.description, backend=p.backend, fps=p.fps,
                   resolution=(width, height), steps=p.steps, guidance_scale=p.guidance_scale,
                   min_vram_gib=p.min_vram_gib, options=_backend_options(doc, p.backend, p.options),
+                  negative_prompt=p.negative_prompt,
                   source=str(path),
                   hub=HubSource(p.hub.repo, p.hub.revision, tuple(p.hub.files), p.hub.verified)
                   if p.hub else None,
@@ -184,7 +205,8 @@ def load_preset(name_or_path: str) -> Preset:
                                             p.quantization.transformer,
                                             gguf.quant_type if gguf else None),
                   transformer_gguf=HubSource(gguf.repo, gguf.revision, (gguf.file,),
-                                             gguf.verified) if gguf else None)
+                                             gguf.verified) if gguf else None,
+                  loras=lora_refs(doc, p.loras, path.parent))
 
 
 def _backend_options(doc: YamlDoc, backend: str, options: dict[str, Any]) -> BaseModel:

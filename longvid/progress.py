@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from longvid.plan import Plan
+from longvid.terminal import for_rich, plain
 from longvid.timecode import timecode
 
 
@@ -42,7 +43,7 @@ class Progress:
     def step(self, i: int, n: int) -> None: ...
     def finish(self) -> None: ...
     def message(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        print(plain(text), file=sys.stderr, flush=True)
 
 
 def _eta_text(eta: float | None) -> str:
@@ -62,7 +63,7 @@ class PlainProgress(Progress):
             return
         n = len(self.plan.segments)
         what = "resumed (already done)" if skipped else f"{seconds:.1f}s"
-        print(f"[{self.label}] segment {seg.index + 1}/{n} shot {seg.shot_id} "
+        print(f"[{plain(self.label)}] segment {seg.index + 1}/{n} shot {seg.shot_id} "
               f"{timecode(max(seg.start_frame, 0), self.plan.fps)} {what}, "
               f"{_eta_text(self.eta_s())}", file=sys.stderr, flush=True)
 
@@ -84,7 +85,7 @@ class RichProgress(Progress):
                          TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
                          console=Console(stderr=True), transient=False)
         self.bars.start()
-        self.seg_task = self.bars.add_task(f"{label} segments", total=len(plan.segments),
+        self.seg_task = self.bars.add_task(f"{for_rich(label)} segments", total=len(plan.segments),
                                            eta="ETA ?")
         self.step_task = self.bars.add_task("  steps", total=plan.steps, eta="")
 
@@ -104,7 +105,10 @@ class RichProgress(Progress):
             self.bars.stop()
 
     def message(self, text: str) -> None:
-        self.bars.console.print(text) if hasattr(self, "bars") else super().message(text)
+        if hasattr(self, "bars"):
+            self.bars.console.print(for_rich(text))
+        else:
+            super().message(text)
 
 
 def make_progress(quiet: bool) -> Progress:

@@ -26,6 +26,7 @@ from longvid.presets import Preset, load_preset
 from longvid.progress import Progress
 from longvid.rundir import Manifest, RunDir, atomic_write_text, run_dir_for
 from longvid.storyboard import Storyboard, load_storyboard
+from longvid.timecode import MAX_SECONDS
 from longvid.vram import choose_policy
 
 
@@ -98,7 +99,19 @@ def load_job(path: Path, preset_name: str | None) -> tuple[Storyboard, Preset, P
             raise
         raise StoryboardError(exc.message, exc.hint, path=sb.path, line=sb.line_of("preset"),
                               key="preset") from None
+    _check_length(sb, sb.fps or preset.fps)
     return sb, preset, make_plan(sb, preset, caps_of(preset))
+
+
+def _check_length(sb: Storyboard, fps: int) -> None:
+    """The storyboard's timeline fits the length ceiling, checked before any per-frame work."""
+    lengths = [s.duration.to_seconds(fps) for s in sb.shots if s.duration is not None]
+    marks = [t.to_seconds(fps) for s in sb.shots for t in (s.start, s.end) if t is not None]
+    if sum(lengths) + max(marks, default=0.0) > MAX_SECONDS:
+        raise StoryboardError(
+            f"the shots add up to more than {MAX_SECONDS // 3600} h, the longest storyboard "
+            "longvid renders", "split it into several storyboards (render takes many at once)",
+            path=sb.path, line=sb.line_of("shots"), key="shots")
 
 
 def render_storyboard(path: Path, *, output: Path | None, preset_name: str | None, crf: int,

@@ -82,6 +82,10 @@ def write_report(run: Path, out_dir: Path | None = None) -> Report:
                 raise _damaged(path) from None
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir / f"{stem}.contact.png", out_dir / f"{stem}.drift.png")
+    for picture in (report.contact_sheet, report.drift_plot):
+        if picture.exists() and not _drawn_by_longvid(picture):
+            raise InputError(f"{picture} exists and was not drawn by longvid",
+                             "move that file away, or pass --out-dir to `longvid report`")
     _save(contact_sheet(keyframes, fps, manifest.get("storyboard", "")), report.contact_sheet)
     _save(drift_plot([records[k] for k in sorted(records)]), report.drift_plot)
     return report
@@ -97,11 +101,25 @@ def _records(run: Path) -> dict[int, dict]:
     return out
 
 
+def _drawn_by_longvid(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "text", {}).get("Software") == "longvid"
+    except (OSError, ValueError):
+        return False
+
+
 def _save(image, path: Path) -> None:  # noqa: ANN001 - a PIL image
     import os
 
+    from PIL.PngImagePlugin import PngInfo
+
+    mark = PngInfo()
+    mark.add_text("Software", "longvid")  # so a later report knows it may replace this file
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    image.save(tmp, format="PNG")
+    image.save(tmp, format="PNG", pnginfo=mark)
     os.replace(tmp, path)
 
 

@@ -20,29 +20,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from longvid.camera import CAMERA_MOVES
 from longvid.errors import StoryboardError
+from longvid.images import ImageFile, checked_image
+from longvid.loras import LoraIn, LoraRef, lora_refs
 from longvid.timecode import TIME_FORMS, Time, parse_time
 from longvid.yamlsrc import YamlDoc, load_yaml
 
-
-@dataclass(frozen=True)
-class CameraMove:
-    phrase: str  # what a diffusion backend reads, folded into the prompt
-    step: tuple[int, int] | None  # (dy, dx) per frame at speed 1 for a backend that follows
-    # the camera (longvid/camera.py); None: such a backend cannot make this move
-
-
-CAMERA_MOVES = {  # the camera vocabulary, defined once
-    "static": CameraMove("static camera", (0, 0)),
-    "pan-left": CameraMove("camera pans left", (0, -1)),
-    "pan-right": CameraMove("camera pans right", (0, 1)),
-    "tilt-up": CameraMove("camera tilts up", (-1, 0)),
-    "tilt-down": CameraMove("camera tilts down", (1, 0)),
-    "zoom-in": CameraMove("camera zooms in", None),
-    "zoom-out": CameraMove("camera zooms out", None),
-    "orbit-left": CameraMove("camera orbits left", None),
-    "orbit-right": CameraMove("camera orbits right", None),
-}
 TRANSITION_KINDS = ("cut", "continue", "crossfade")
 DEFAULT_TRANSITION_S = {"continue": 1, "crossfade": "0.5"}
 _RESOLUTION = re.compile(r"^(\d+)\s*[xX×]\s*(\d+)$")
@@ -90,6 +74,9 @@ class Shot:
     recall: tuple[str, ...]
     line: int
     key_lines: tuple[tuple[str, int], ...]  # ("duration", 12), ... for error messages
+    image: ImageFile | None = None  # the shot's first frame (it starts a take)
+    refs: tuple[ImageFile, ...] = ()  # reference images, the storyboard's first
+    lora_weights: tuple[tuple[str, float], ...] = ()  # (LoRA name, weight) overrides
 
     def line_of(self, key: str) -> int:
         return dict(self.key_lines).get(key, self.line)
@@ -104,14 +91,15 @@ class Storyboard:
     fps: int | None  # None: the preset's
     resolution: tuple[int, int] | None  # (width, height); None: the preset's
     seed: int
-    negative_prompt: str
+    negative_prompt: str | None  # None: the preset's default
     style: str
     audio: Audio | None
     output: Path | None
     shots: tuple[Shot, ...]
-    anti_drift: bool  # correct colour and latent drift when the monitor sees it
+    anti_drift: bool | None  # correct colour and latent drift; None: the preset's default
     content_sha256: str  # of everything that changes generated frames
     lines: tuple[tuple[str, int], ...]
+    loras: tuple[LoraRef, ...] = ()  # added to the preset's
 
     def line_of(self, key: str) -> int | None:
         return dict(self.lines).get(key)
@@ -127,8 +115,8 @@ def one_shot(*, path: str, shot_id: str, title: str, prompt: str, frames: int, f
                 transition=Transition("continue", zero, 0), seed=None, camera=None,
                 recall=(), line=0, key_lines=())
     return Storyboard(path=path, version=1, title=title, preset="", fps=fps,
-                      resolution=resolution, seed=seed, negative_prompt="", style="",
-                      audio=None, output=None, shots=(shot,), anti_drift=True,
+                      resolution=resolution, seed=seed, negative_prompt=None, style="",
+                      audio=None, output=None, shots=(shot,), anti_drift=None,
                       content_sha256=content_sha256, lines=())
 
 
@@ -137,6 +125,16 @@ def one_shot(*, path: str, shot_id: str, title: str, prompt: str, frames: int, f
 
 def _time(value: Any) -> Time:
     return parse_time(value)
+
+
+def _number(value: Any) -> Any:
+    """`true` is not a number (pydantic would take it as 1)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+Number = BeforeValidator(_number)
 
 
 TimeField = Annotated[Time, BeforeValidator(_time)]
@@ -165,7 +163,7 @@ class _TransitionIn(_Model):
 
 class _CameraIn(_Model):
     move: Literal[tuple(CAMERA_MOVES)]  # type: ignore[valid-type]
-    speed: float = Field(default=1.0, gt=0, le=10)
+    speed: Annotated[float, Number] = Field(default=1.0, gt=0, le=10)
 
 
 class _AudioIn(_Model):
@@ -181,23 +179,28 @@ class _ShotIn(_Model):
     start: TimeField | None = None
     end: TimeField | None = None
     transition: Annotated[_TransitionIn | None, _mapping_of("type")] = None
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    seed: Annotated[int | None, Number] = Field(default=None, ge=0, lt=2**63)
     camera: Annotated[_CameraIn | None, _mapping_of("move")] = None
     recall: list[str] = []
+    image: str | None = Field(default=None, min_length=1)
+    refs: list[str] = []
+    lora_weights: dict[str, float] = {}
 
 
 class _StoryboardIn(_Model):
-    version: Literal[1] = 1
+    version: Annotated[Literal[1], Number] = 1
     title: str = ""
     preset: str = "tiny"
-    fps: int | None = Field(default=None, ge=1, le=120)
+    fps: Annotated[int | None, Number] = Field(default=None, ge=1, le=120)
     resolution: str | None = None
-    seed: int = Field(default=0, ge=0, lt=2**63)
-    negative_prompt: str = ""
+    seed: Annotated[int, Number] = Field(default=0, ge=0, lt=2**63)
+    negative_prompt: str | None = None  # unset: the preset's
     style: str = ""
     audio: Annotated[_AudioIn | None, _mapping_of("path")] = None
     output: str | None = None
-    anti_drift: bool = True
+    anti_drift: bool | None = None  # unset: the preset's
+    refs: list[str] = []
+    loras: list[LoraIn] = []
     shots: list[_ShotIn] = Field(min_length=1)
 
 
@@ -215,14 +218,31 @@ def load_storyboard(path: str | Path) -> Storyboard:
     return _freeze(model, doc, path)
 
 
+class _Shown:
+    """A user's value in a message: short, one line, whatever its size or nesting."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        import reprlib
+
+        short = reprlib.Repr()
+        short.maxlevel, short.maxstring, short.maxother, short.maxlist, short.maxdict = (
+            2, 60, 60, 4, 4)
+        return short.repr(self.value)
+
+
 def _explain(exc: ValidationError, doc: YamlDoc) -> StoryboardError:
     """The first schema error, in words a user can act on (plus a count of the rest)."""
     errors = exc.errors()
     err = errors[0]
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     loc = tuple(p for p in loc if p not in ("_TransitionIn", "_CameraIn", "_AudioIn"))
-    kind, given = err["type"], err.get("input")
-    key = str(loc[-1]) if loc else ""
+    kind, given = err["type"], _Shown(err.get("input"))
+    lora = loc[:1] == ("loras",)
+    loc = loc[:2] if lora and kind == "value_error" else loc  # a LoRA entry's own rule
+    key = f"loras[{loc[1]}]" if lora and len(loc) == 2 else str(loc[-1]) if loc else ""
     parent = loc[:-1]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(parent)
@@ -235,7 +255,8 @@ def _explain(exc: ValidationError, doc: YamlDoc) -> StoryboardError:
         hint = _MISSING_HINTS.get(key, f"add `{key}:` here; see docs/storyboard.md")
     elif kind == "value_error":
         message = f"{key}: {err['msg'].removeprefix('Value error, ')}"
-        hint = f"times are written {TIME_FORMS}" if "time" in err["msg"] else ""
+        hint = "see `loras` in docs/storyboard.md" if lora else (
+            f"times are written {TIME_FORMS}" if "time" in err["msg"] else "")
     elif kind == "literal_error":
         message = f"{key}: {given!r} is not allowed; {err['msg'].lower()}"
         hint = "see docs/storyboard.md for the accepted values"
@@ -275,12 +296,16 @@ def _allowed_keys(parent: tuple[str | int, ...]) -> list[str]:
             model = nested.get(names[1], _ShotIn)
     elif names[:1] == ["audio"]:
         model = _AudioIn
+    elif names[:1] == ["loras"]:
+        model = LoraIn
     return list(model.model_fields)
 
 
 def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
     """Check the frame-free rules and convert to frozen dataclasses."""
     base = path.parent
+    loras = lora_refs(doc, model.loras, base)
+    top_refs = tuple(checked_image(doc, ("refs", j), base / r) for j, r in enumerate(model.refs))
     seen: dict[str, int] = {}
     shots: list[Shot] = []
     for i, s in enumerate(model.shots):
@@ -325,13 +350,21 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
         if i == 0 and s.transition and kind == "crossfade":
             raise doc.error(loc + ("transition",), "the first shot cannot crossfade: nothing "
                             "comes before it", "remove its `transition`")
-        key_lines = tuple((k, doc.line_of(loc + (k,))) for k in
-                          ("duration", "start", "end", "transition", "prompts"))
+        if s.image is not None and i and kind != "cut":  # continues, crossfades
+            raise doc.error(loc + ("image",), f"shot {s.id!r} starts from an image but {kind}s "
+                            "from the shot before", "a shot that starts from an image starts "
+                            "a new take: give it `transition: cut`")
+        key_lines = tuple((k, doc.line_of(loc + (k,))) for k in ("duration", "start", "end",
+                          "transition", "prompts", "image", "lora_weights"))
         shots.append(Shot(
             id=s.id, prompts=prompts, duration=s.duration, start=s.start, end=s.end,
             transition=Transition(kind, length, doc.line_of(loc + ("transition",))),
             seed=s.seed, camera=Camera(s.camera.move, s.camera.speed) if s.camera else None,
-            recall=tuple(s.recall), line=line, key_lines=key_lines))
+            recall=tuple(s.recall), line=line, key_lines=key_lines,
+            image=checked_image(doc, loc + ("image",), base / s.image) if s.image else None,
+            refs=top_refs + tuple(checked_image(doc, loc + ("refs", j), base / r)
+                                  for j, r in enumerate(s.refs)),
+            lora_weights=tuple(s.lora_weights.items())))
 
     audio = None
     if model.audio is not None:
@@ -354,15 +387,25 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
         preset=model.preset, fps=model.fps, resolution=resolution, seed=model.seed,
         negative_prompt=model.negative_prompt, style=model.style, audio=audio,
         output=(base / model.output) if model.output else None, shots=tuple(shots),
-        anti_drift=model.anti_drift,
-        content_sha256=_content_hash(model),
+        anti_drift=model.anti_drift, loras=loras,
+        content_sha256=_content_hash(model, shots, loras),
         lines=tuple((k, doc.line_of((k,))) for k in ("fps", "resolution", "preset", "shots",
-                                                      "output")),
+                                                      "output", "loras")),
     )
 
 
-def _content_hash(model: _StoryboardIn) -> str:
-    """Hash of what changes generated frames; audio, output and title only change the mux."""
+def _content_hash(model: _StoryboardIn, shots: list[Shot], loras: tuple[LoraRef, ...]) -> str:
+    """Hash of what changes frames (images, LoRA files by content); not audio, output, title."""
     data = model.model_dump(exclude={"audio", "output", "title"})
+    # unset values hash as the values they stood for before presets had defaults, so a
+    # storyboard keeps its hash; the plan records what they resolve to for a preset
+    data["negative_prompt"] = "" if data["negative_prompt"] is None else data["negative_prompt"]
+    data["anti_drift"] = True if data["anti_drift"] is None else data["anti_drift"]
+    for holder in [data, *data["shots"]]:  # unset, the newer keys leave older hashes alone
+        for key in [k for k in ("refs", "loras", "image", "lora_weights") if not holder.get(k, 1)]:
+            del holder[key]
+    if files := sorted({f.sha256 for s in shots for f in (s.image, *s.refs) if f is not None}
+                       | {lora.key for lora in loras}):
+        data["files"] = files
     text = json.dumps(data, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -16,6 +16,8 @@ _FRAMES = re.compile(r"^(\d+)\s*f$")
 _CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d{1,2}(?:\.\d+)?)$")
 
 TIME_FORMS = '6, "6s", "1.5s", "48f" (frames) or "0:06.5" (m:ss.s)'
+MAX_SECONDS = 24 * 3600  # the longest time or storyboard: checked before any per-frame work
+MAX_FRAMES = MAX_SECONDS * 120  # at the highest frame rate a storyboard may ask for
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,27 @@ class Time:
 
 def parse_time(value: object) -> Time:
     """Parse one time value; raise ValueError with the accepted forms on failure."""
+    time = _parse(value)
+    if (time.seconds or 0) > MAX_SECONDS or (time.frames or 0) > MAX_FRAMES:
+        raise ValueError(f"{_shown(value)} is longer than 24 h, the longest time a "
+                         "storyboard may name")
+    return time
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _parse(value: object) -> Time:
+    wrong = ValueError(f"expected a time like {TIME_FORMS}, got {_shown(value)}")
     if isinstance(value, bool):
-        raise ValueError(f"expected a time like {TIME_FORMS}, got {value!r}")
+        raise wrong
     if isinstance(value, int):
         return Time(seconds=Fraction(value))
     if isinstance(value, float):
+        if not math.isfinite(value):
+            raise wrong
         return Time(seconds=Fraction(str(value)))
     if isinstance(value, str):
         text = value.strip()
@@ -56,9 +74,12 @@ def parse_time(value: object) -> Time:
         if m := _SECONDS.match(text):
             return Time(seconds=Fraction(m.group(1)))
         if m := _CLOCK.match(text):
-            hours = int(m.group(1) or 0)
-            return Time(seconds=hours * 3600 + int(m.group(2)) * 60 + Fraction(m.group(3)))
-    raise ValueError(f"expected a time like {TIME_FORMS}, got {value!r}")
+            hours, minutes, seconds = int(m.group(1) or 0), int(m.group(2)), Fraction(m.group(3))
+            if seconds >= 60 or (m.group(1) is not None and minutes >= 60):
+                raise ValueError(f"{_shown(value)}: minutes and seconds of a clock time are "
+                                 f"below 60 (write {TIME_FORMS})")
+            return Time(seconds=hours * 3600 + minutes * 60 + seconds)
+    raise wrong
 
 
 def timecode(frame: int, fps: int) -> str:

@@ -4,10 +4,16 @@ The storyboard and preset schemas report errors by key path (`shots.2.duration`)
 this module turns such a path back into a line number of the source file, and
 rejects what PyYAML silently accepts (duplicate keys). Only SafeLoader is used:
 no Python object is ever constructed from a YAML tag.
+
+Plain scalars follow YAML 1.2's core schema, not PyYAML's YAML 1.1: `yes`, `on`
+and `no` stay words, `1:30` stays a string (a time), and an integer written with a
+leading zero (`010`, octal 8 in YAML 1.1, while `09` is 9) is refused. Aliases are
+followed once per node and nesting is bounded, so a small file cannot cost minutes.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +21,51 @@ from typing import Any
 import yaml
 
 from longvid.errors import StoryboardError
+
+MAX_DEPTH = 32  # storyboards nest 4 deep; presets 3
+MAX_NODES = 200_000  # distinct nodes; a 20,000-shot storyboard has ~100,000
+_LEADING_ZERO = re.compile(r"^[-+]?0[0-9]+$")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 core-schema plain scalars and a bounded nesting depth."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:  # before Python's own recursion limit is near
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_Loader.yaml_implicit_resolvers = {}
+for _tag, _pattern, _first in (
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:int", r"^[-+]?[0-9]+$", "-+0123456789"),
+    ("tag:yaml.org,2002:float",
+     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+.0123456789"),
+):
+    _Loader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    if node.style is None and _LEADING_ZERO.match(text):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{text} has a leading zero (YAML 1.1 would read {text} as octal)",
+            node.start_mark)
+    return int(text)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 @dataclass(frozen=True)
@@ -60,12 +111,29 @@ def load_yaml(path: Path, what: str = "storyboard") -> YamlDoc:
         raise StoryboardError(f"cannot read the {what}: {exc}", "save it as UTF-8 text",
                               path=shown) from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+            if root is not None:
+                _check_shape(root, shown)
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except RecursionError:
+        raise StoryboardError(f"the {what} is nested too deeply",
+                              f"a {what} nests a few levels; remove the extra brackets",
+                              path=shown) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. `!!float 32x32`
+        raise StoryboardError(f"a tagged value is not what its tag says ({str(exc)[:80]})",
+                              "remove the `!!...` tag: longvid reads plain YAML values only",
+                              path=shown) from None
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
+        leading_zero = "leading zero" in str(exc.problem)
         raise StoryboardError(
+            exc.problem if leading_zero else
             f"YAML tags that construct objects are not allowed ({exc.problem})",
+            "write the number without the zero (8 or 10), or quote it" if leading_zero else
             "remove the `!!...` tag: longvid reads plain YAML values only",
             path=shown, line=mark.line + 1 if mark else None,
         ) from None
@@ -89,19 +157,47 @@ def load_yaml(path: Path, what: str = "storyboard") -> YamlDoc:
     return YamlDoc(shown, data, root)
 
 
-def _reject_duplicate_keys(node: yaml.Node, path: str) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key, value in node.value:
-            line = key.start_mark.line + 1
-            if key.value in seen:
-                raise StoryboardError(
-                    f"key {key.value!r} appears twice in one mapping (first on line "
-                    f"{seen[key.value]})", "keep one of them; YAML would silently use the last",
-                    path=path, line=line, key=str(key.value),
-                )
-            seen[key.value] = line
-            _reject_duplicate_keys(value, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _reject_duplicate_keys(item, path)
+def _check_shape(root: yaml.Node, path: str) -> None:
+    """Depth and size bounded; each node (an alias is the node it names) visited once."""
+    seen: set[int] = set()
+    todo = [(root, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if depth > MAX_DEPTH or len(seen) > MAX_NODES:
+            too = f"nested more than {MAX_DEPTH} levels deep" if depth > MAX_DEPTH \
+                else f"larger than {MAX_NODES} values"
+            raise StoryboardError(f"the file is {too}",
+                                  "a storyboard nests a few levels; check for runaway "
+                                  "brackets or aliases", path=path,
+                                  line=node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            todo += [(value, depth + 1) for _, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            todo += [(item, depth + 1) for item in node.value]
+
+
+def _reject_duplicate_keys(root: yaml.Node, path: str) -> None:
+    seen_nodes: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen_nodes:
+            continue  # an alias: its node was checked where it was defined
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                line = key.start_mark.line + 1
+                if key.value in seen:
+                    raise StoryboardError(
+                        f"key {key.value!r} appears twice in one mapping (first on line "
+                        f"{seen[key.value]})", "keep one of them; YAML would silently use the "
+                        "last", path=path, line=line, key=str(key.value),
+                    )
+                seen[key.value] = line
+                todo.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            todo += node.value

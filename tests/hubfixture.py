@@ -1,6 +1,6 @@
 """Tiny real-architecture checkpoints (SkyReels-V2 DF, Wan2.1 VACE, AnyFlow-FAR), written
 into a local Hub cache in the Hub's own layout (benchmarks/hubcache.py) under the real
-repo ids; GGUF files are written by benchmarks/checkpoints.py, as for vram_12gb.py."""
+repo ids; GGUF files are written by benchmarks/checkpoints.py, as for gpu_proof.py."""
 
 from __future__ import annotations
 
@@ -137,3 +137,26 @@ def offline_env(env, cache, home) -> None:
     env.setenv("HF_HUB_CACHE", str(cache))
     env.setenv("HF_HUB_OFFLINE", "1")
     env.setenv("LONGVID_HOME", str(home))
+
+
+def pipeline_frames(pipe, context, new):
+    """uint8 frames (F, H, W, 3) that diffusers' Wan-family `pipe` makes of the new latents
+    `new` (1, 16, n, h, w) continuing `context` (or None): its VAE decode of the
+    de-normalized [context | new] and its postprocessing, less the context's frames."""
+    import torch
+
+    z = pipe.vae.config.z_dim
+    mean = torch.tensor(pipe.vae.config.latents_mean).view(1, z, 1, 1, 1)
+    std = torch.tensor(pipe.vae.config.latents_std).view(1, z, 1, 1, 1)
+    c = 0 if context is None else context.shape[2]
+    window = new if context is None else torch.cat([context, new], dim=2)
+    with torch.no_grad():
+        video = pipe.vae.decode(window * std + mean, return_dict=False)[0]
+    frames = pipe.video_processor.postprocess_video(video, output_type="np")[0]
+    return (frames * 255).round().astype("uint8")[4 * c - 3 if c else 0:]
+
+
+def assert_frames_close(ours, theirs):
+    """Equal up to one 8-bit level: the float path to uint8 rounds in two places."""
+    assert ours.shape == theirs.shape
+    assert abs(ours.astype(int) - theirs.astype(int)).max() <= 1

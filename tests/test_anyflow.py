@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write
-from hubfixture import ANYFLOW_REPO, install_tiny_anyflow, offline_env
+from hubfixture import (
+    ANYFLOW_REPO,
+    assert_frames_close,
+    install_tiny_anyflow,
+    offline_env,
+    pipeline_frames,
+)
 
 from longvid.backends.anyflow_far import AnyFlowFARBackend, chunk_partition
 from longvid.backends.base import SegmentRequest
@@ -238,3 +244,39 @@ def test_gguf_transformer_is_refused_before_any_download(tmp_path, monkeypatch):
         AnyFlowFARBackend().load(load_preset(str(preset)))
     assert info.value.code == 3 and "fp8" in info.value.hint
 
+
+
+def test_frames_are_the_pipelines_decode_of_the_window_less_the_context(backend):
+    from diffusers import AnyFlowFARPipeline
+
+    pipe = AnyFlowFARPipeline.from_pretrained(backend.folder)
+    first = backend.generate(request(5, 5), no_progress)
+    assert_frames_close(first.frames, pipeline_frames(pipe, None, first.latents))
+    context = first.latents[:, :, -4:]
+    cont = backend.generate(request(6, 3, context), no_progress)
+    assert_frames_close(cont.frames, pipeline_frames(pipe, context, cont.latents))
+
+
+def test_a_card_that_cannot_compile_fused_attention_is_exit_4_with_the_fallback(monkeypatch):
+    """torch's compiler failing as it does on a 99 KiB-shared-memory card (injected: the
+    library call raises its error) stops the preset at load, not with an OOM later."""
+    from longvid.backends.anyflow_far import check_fused_attention
+    from longvid.errors import ExitCode, ResourceError
+
+    def out_of_resource(*args, **kwargs):
+        raise RuntimeError("out of resource: shared memory, Required: 131074, "
+                           "Hardware limit: 101376")
+
+    monkeypatch.setattr(torch, "compile", out_of_resource)
+    with pytest.raises(ResourceError) as caught:
+        check_fused_attention(torch.device("cpu"), torch.float32, 12)
+    assert caught.value.code == ExitCode.MISSING_RESOURCE
+    assert "Hardware limit: 101376" in str(caught.value)
+    assert "skyreels-df-1.3b" in caught.value.hint and "compile_blocks" in caught.value.hint
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fused_attention_compiles_on_this_gpu():
+    from longvid.backends.anyflow_far import check_fused_attention
+
+    check_fused_attention(torch.device("cuda"), torch.bfloat16, 128)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from conftest import HARBOUR
@@ -14,23 +15,50 @@ MEM = load_preset("skyreels-df-1.3b").memory
 WINDOW_TOKENS = 25 * (544 // 16) * (960 // 16)  # 97 frames at 960x544: 51,000 tokens
 
 
-def test_stage_peaks_follow_the_planning_formulas():
+def test_stage_peaks_count_what_is_resident_on_the_gpu_in_each_stage():
+    """The transformer and VAE are loaded before the text encoder runs and stay; the
+    text encoder is gone before denoising."""
     policy = policy_for(24, MEM, WINDOW_TOKENS)
     peaks = {s.name: s.peak_gib for s in policy.stages}
     act = WINDOW_TOKENS * MEM.act_bytes_per_token / 2**30
     assert act == pytest.approx(2.38, abs=0.01)  # ~49 KB per token
-    assert peaks["transformer"] == pytest.approx(MEM.transformer_gib + act + 1.0)
-    assert peaks["text encoder"] == pytest.approx(10.6 + 0.5 + 1.0)
-    assert peaks["vae"] == pytest.approx(0.47 + 2.0 + 1.0)
+    dit, vae = MEM.transformer_gib, MEM.vae_gib
+    assert peaks["text encoder"] == pytest.approx(10.6 + 0.5 + dit + vae + 1.0)
+    assert peaks["transformer"] == pytest.approx(dit + act + vae + 1.0)
+    assert peaks["vae"] == pytest.approx(vae + 2.0 + dit + 1.0)
+
+
+def test_a_streamed_text_encoder_holds_its_embedding_and_three_blocks():
+    policy = policy_for(12, MEM, WINDOW_TOKENS)
+    te = policy.stages[0]
+    assert (te.placement, te.weights_gib, te.storage) == ("group offload", 10.6, "bf16")
+    blocks = 3 * (10.6 - 1.96) / 24
+    assert te.peak_gib == pytest.approx(1.96 + blocks + 0.5 + MEM.transformer_gib
+                                        + MEM.vae_gib + 1.0)
 
 
 @pytest.mark.parametrize(("vram", "text_encoder", "transformer"), [
-    (24, "gpu", "gpu"), (12, "cpu", "gpu"), (8, "cpu", "gpu"), (5, "cpu", "group offload"),
+    (24, "gpu", "gpu"), (12, "group offload", "gpu"), (8, "group offload", "gpu"),
+    (6, "group offload", "group offload"),
 ])
 def test_less_vram_moves_components_off_the_gpu(vram, text_encoder, transformer):
     policy = policy_for(vram, MEM, WINDOW_TOKENS)
     assert (policy.text_encoder, policy.transformer) == (text_encoder, transformer)
     assert policy.fits and policy.peak_gib <= vram
+
+
+@pytest.mark.parametrize("vram", [1, 2, 4, 6, 8, 12, 16, 24, 48])
+def test_no_preset_runs_its_text_encoder_on_the_cpu_at_any_budget(vram):
+    from longvid.presets import available_presets
+
+    for name in available_presets():
+        preset = load_preset(name)
+        if preset.memory is None:
+            continue
+        policy = policy_for(vram, preset.memory, WINDOW_TOKENS, preset.quantization)
+        assert {s.placement for s in policy.stages} <= {"gpu", "group offload"}, name
+        if preset.quantization.text_encoder != "bf16":  # bitsandbytes: resident only
+            assert policy.text_encoder == "gpu"
 
 
 def test_a_budget_below_every_placement_does_not_fit():
@@ -41,7 +69,8 @@ def test_plan_shows_the_policy_without_torch(cli):
     code, out, _ = cli("plan", HARBOUR, "--preset", "skyreels-df-1.3b", "--vram", "12",
                        "--json")
     policy = json.loads(out)["policy"]
-    assert code == 0 and policy["vram_gib"] == 12 and policy["text_encoder"] == "cpu"
+    assert code == 0 and policy["vram_gib"] == 12
+    assert policy["text_encoder"] == "group offload"
     assert [s["name"] for s in policy["stages"]] == ["text encoder", "transformer", "vae"]
     code, out, _ = cli("plan", HARBOUR, "--preset", "skyreels-df-1.3b")
     assert "GPU policy for 12 GiB (fits" in out and "x 2 (guidance)" in out
@@ -54,6 +83,25 @@ def test_render_with_a_gpu_budget_below_the_preset_exits_4(cli, tmp_path):
     sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 1s}]\n")
     code, _, err = cli("render", sb, "--preset", "skyreels-df-1.3b", "--vram", "3")
     assert code == 4 and "needs at least 8.0 GiB of GPU memory" in err
+
+
+@pytest.mark.parametrize("user", [None, "backend:cudaMallocAsync"])
+def test_cli_sets_the_allocator_config_the_plan_assumes_unless_the_user_did(user):
+    import subprocess
+    import sys
+
+    from longvid.budget import ALLOCATOR_CONF
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_CUDA_ALLOC_CONF"}
+    if user:
+        env["PYTORCH_CUDA_ALLOC_CONF"] = user
+    code = ("import os, sys; sys.argv = ['longvid', '--version']\n"
+            "from longvid.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(os.environ['PYTORCH_CUDA_ALLOC_CONF'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=True)
+    assert done.stdout.splitlines()[-1] == (user or ALLOCATOR_CONF)
 
 
 @pytest.mark.parametrize(("preset", "window_frames"), [

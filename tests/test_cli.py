@@ -85,6 +85,26 @@ def test_python_dash_m_entry_point():
     assert out.returncode == 0 and out.stdout.startswith("longvid ")
 
 
+def test_plan_table_fits_80_columns_one_line_per_segment(tmp_path):
+    import os
+
+    env = {**os.environ, "COLUMNS": "80"}
+    out = subprocess.run([sys.executable, "-m", "longvid", "plan", str(HARBOUR)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    plan = json.loads(subprocess.run([sys.executable, "-m", "longvid", "plan", str(HARBOUR),
+                                      "--json"], capture_output=True, text=True,
+                                     check=True).stdout)
+    rows = [line.split() for line in lines[lines.index(next(x for x in lines if x.startswith(
+        "Segments"))):] if line.split()[:1] and line.split()[0].isdigit()]
+    # every segment on exactly one row, its shot id in full, its seed shortened visibly
+    assert [int(r[0]) for r in rows] == [s["index"] for s in plan["segments"]]
+    assert [r[2] for r in rows] == [s["shot_id"] for s in plan["segments"]]
+    assert all(r[-1].endswith("…") and str(s["seed"]).startswith(r[-1][:-1])
+               for r, s in zip(rows, plan["segments"], strict=True))
+
+
 def test_doctor_shows_the_hub_cache_weights_are_read_from(cli, tmp_path, monkeypatch):
     from longvid.hub import hub_cache_dir
 

@@ -81,3 +81,28 @@ def test_the_clip_seeds_the_memory_bank_and_its_first_frame_is_the_anchor(cli, t
     assert records[0]["drift"]["colour_shift_de"] is not None  # measured against the clip
     assert {"reason": "anchor", "segment": -1, "frame": -32}.items() <= \
         records[1]["memory"][0].items()
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "-inf", "-1", "1e9"])
+def test_extend_refuses_a_length_that_is_not_one_at_once(cli, tmp_path, seconds):
+    clip = ffmpeg_make_clip(tmp_path / "c.mp4", seconds=1)
+    code, _, err = cli("extend", clip, "--seconds", seconds)
+    assert code == 3 and "--seconds must be positive" in err
+    assert not (tmp_path / "c_extended.run").exists()
+
+
+def test_extend_continues_an_ntsc_rate_clip_at_the_nearest_whole_rate(cli, tmp_path):
+    import subprocess
+
+    from longvid.mux import ffmpeg_exe
+
+    clip = tmp_path / "ntsc.mp4"
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=32x32:rate=30000/1001:duration=1", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", str(clip)], check=True)
+    assert probe(clip).fps != 30
+    code, _, err = cli("extend", clip, "-s", "0.5", "-o", tmp_path / "out.mp4")
+    assert code == 0, err
+    assert "warning: ntsc.mp4 runs at 29.970 fps; the result is at 30 fps" in err
+    info = probe(tmp_path / "out.mp4")
+    assert info.fps == 30 and info.frames == 30 + 15

@@ -22,7 +22,7 @@ GOLDEN = REPO / "tests" / "data" / "golden" / "plans.json.gz"
 # Keys of `plan --json` removed on purpose since the golden was written (each one also in
 # CHANGELOG.md), dotted from the top of the JSON; lists are entered element by element, so
 # "takes.camera" drops `camera` from every take.
-REMOVED_FIELDS: set[str] = {"policy.vae_tiling"}  # listed under "Removed" in CHANGELOG.md
+REMOVED_FIELDS: set[str] = set()  # each listed under "Removed" in CHANGELOG.md
 RANDOM = "<random>"  # stands for the folder the random storyboards are written to
 CHECKOUT = "<repo>"  # stands for the repository's folder, which some errors name
 

@@ -163,3 +163,18 @@ def test_batch_json_lines_name_the_full_source_path(cli, tmp_path):
     code, out, err = cli("render", x, y, "-o", tmp_path / "out", "--json")
     assert code == 0, err
     assert [json.loads(line)["source"] for line in out.splitlines()] == [str(x), str(y)]
+
+
+def test_report_pictures_do_not_replace_a_users_png(cli, tmp_path):
+    sb = write(tmp_path / "s.yaml", ONE_SHOT % "sea")
+    (tmp_path / "s.drift.png").write_bytes(b"\x89PNG not longvid's")
+    code, out, err = cli("render", sb, "--report", "--json")
+    assert code == 3, err
+    line = json.loads(out)
+    assert line["status"] == "error" and "s.drift.png" in line["error"]["message"]
+    assert (tmp_path / "s.drift.png").read_bytes() == b"\x89PNG not longvid's"
+    assert not (tmp_path / "s.contact.png").exists()
+    (tmp_path / "s.drift.png").unlink()
+    for _ in range(2):  # longvid's own pictures are redrawn
+        code, _, err = cli("report", tmp_path / "s.mp4")
+        assert code == 0, err

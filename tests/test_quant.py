@@ -270,11 +270,14 @@ def test_plan_uses_the_stored_sizes(quant, text_encoder_gib, transformer_gib):
     assert stages["text encoder"].weights_gib == pytest.approx(text_encoder_gib, abs=0.01)
     assert stages["transformer"].weights_gib == pytest.approx(transformer_gib, abs=0.001)
     act = WINDOW_TOKENS * MEM.act_bytes_per_token / 2**30
-    assert stages["transformer"].peak_gib == pytest.approx(transformer_gib + act + 1, abs=0.001)
+    assert stages["transformer"].peak_gib == pytest.approx(transformer_gib + act + MEM.vae_gib
+                                                           + 1, abs=0.001)
     assert stages["text encoder"].storage == quant.text_encoder
 
 
-def test_nf4_puts_the_text_encoder_on_an_8_gib_gpu(cli):
+def test_at_8_gib_every_text_encoder_runs_on_the_gpu_beside_what_is_resident(cli):
+    """bf16 streams through the GPU; nf4 (bitsandbytes, not streamable) stays resident
+    beside the VAE, so the transformer streams instead."""
     story = HARBOUR
     placements = {}
     for name in ("skyreels-df-1.3b", "skyreels-df-1.3b-lowvram", "skyreels-df-1.3b-gguf-q8"):
@@ -283,9 +286,58 @@ def test_nf4_puts_the_text_encoder_on_an_8_gib_gpu(cli):
         assert code == 0 and policy["stages"][0]["peak_gib"] <= 8
         placements[name] = [(s["storage"], s["placement"]) for s in policy["stages"]]
     assert placements == {
-        "skyreels-df-1.3b": [("bf16", "cpu"), ("bf16", "gpu"), ("fp32", "gpu")],
-        "skyreels-df-1.3b-lowvram": [("nf4", "gpu"), ("fp8", "gpu"), ("fp32", "gpu")],
-        "skyreels-df-1.3b-gguf-q8": [("nf4", "gpu"), ("gguf Q8_0", "gpu"), ("fp32", "gpu")],
+        "skyreels-df-1.3b": [("bf16", "group offload"), ("bf16", "gpu"), ("fp32", "gpu")],
+        "skyreels-df-1.3b-lowvram": [("nf4", "gpu"), ("fp8", "group offload"),
+                                     ("fp32", "gpu")],
+        "skyreels-df-1.3b-gguf-q8": [("nf4", "gpu"), ("gguf Q8_0", "group offload"),
+                                     ("fp32", "gpu")],
     }
     code, out, _ = cli("plan", story, "--preset", "skyreels-df-1.3b-lowvram", "--vram", "8")
     assert "text encoder (nf4, 5.7 GiB) on gpu" in " ".join(out.split())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_text_encoder_streamed_through_the_gpu_gives_the_resident_ones_embeddings(
+        hub_cache, tmp_path):
+    from diffusers import SkyReelsV2DiffusionForcingPipeline
+
+    from longvid.backends import wan_parts
+
+    backend = SkyReelsDFBackend()
+    backend.load(load_preset(str(shrunk(tmp_path, "skyreels-df-1.3b"))))
+    cuda, texts = torch.device("cuda"), ["a harbour at dusk", "a pier"]
+    embeds = {}
+    for streamed in (False, True):
+        pipe = wan_parts.text_pipeline(SkyReelsV2DiffusionForcingPipeline, backend.folder,
+                                       Quantization(), torch.bfloat16, cuda, streamed=streamed)
+        embeds[streamed] = pipe.encode_prompt(prompt=texts, do_classifier_free_guidance=False,
+                                              max_sequence_length=16, device=cuda)[0]
+        assert str(pipe.text_encoder.device) == ("cpu" if streamed else "cuda:0")
+    torch.testing.assert_close(embeds[True], embeds[False])
+
+
+@pytest.mark.parametrize("name", ["skyreels-df-1.3b-lowvram", "skyreels-df-1.3b-gguf-q8"])
+def test_lora_on_a_quantized_transformer(hub_cache, tmp_path, name):
+    """fp8 storage and GGUF Q8_0 take a LoRA too (its adapters stay float32), and weight 0
+    is still the quantized model's own output, bit for bit."""
+    from diffusers import SkyReelsV2Transformer3DModel
+    from loratools import write_lora_for
+
+    from longvid.backends.base import LoraWeight, SegmentRequest
+
+    backend = SkyReelsDFBackend()
+    backend.load(load_preset(str(shrunk(tmp_path, name))))
+    backend.prepare(["a pier"], "", 1.0)
+    twin = SkyReelsV2Transformer3DModel.from_pretrained(backend.folder, subfolder="transformer")
+    path = str(write_lora_for(twin, tmp_path / "style.safetensors"))
+
+    def run(weight):
+        loras = None if weight is None else (LoraWeight("style", path, "style", weight),)
+        return backend.generate(SegmentRequest(
+            prompt="a pier", negative_prompt="", num_latents=3, context=None, width=32,
+            height=32, seed=4, steps=3, guidance_scale=1.0, fps=24, loras=loras),
+            lambda i, n: None).latents
+
+    base = run(None)
+    assert (run(1.0) - base).abs().max() > 1e-3
+    assert torch.equal(run(0.0), base)

@@ -12,7 +12,13 @@ import json
 import pytest
 import torch
 from conftest import Spy, write
-from hubfixture import SKYREELS_REPO, install_tiny_skyreels, offline_env
+from hubfixture import (
+    SKYREELS_REPO,
+    assert_frames_close,
+    install_tiny_skyreels,
+    offline_env,
+    pipeline_frames,
+)
 
 from longvid.backends.skyreels_df import SkyReelsDFBackend
 from longvid.generate import render_segments
@@ -258,3 +264,215 @@ def test_gpu_out_of_memory_names_the_stage_and_a_lower_vram(hub_cache, tmp_path,
     assert caught.value.code == ExitCode.MISSING_RESOURCE
     assert f"out of memory in the {stage} stage under the policy for 12.0 GiB" in str(caught.value)
     assert "--vram 10" in caught.value.hint and "resumes" in caught.value.hint
+
+
+@pytest.mark.parametrize(("stage", "component", "method"), [
+    ("load", "AutoencoderKLWan", "from_pretrained"),
+    ("text encoder", "UMT5EncoderModel", "forward"),
+    ("transformer", "SkyReelsV2Transformer3DModel", "forward"),
+    ("vae", "AutoencoderKLWan", "decode"),
+])
+def test_out_of_memory_in_every_stage_is_exit_4_naming_it(hub_cache, tmp_path, cli, monkeypatch,
+                                                          stage, component, method):
+    """CUDA's own OOM raised by the library component a stage runs (load and prompt
+    encoding included) reaches the user as exit 4 with the stage, never exit 1."""
+    import diffusers
+    import transformers
+
+    def full(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    library = transformers if component == "UMT5EncoderModel" else diffusers
+    monkeypatch.setattr(getattr(library, component), method, full)
+    sb = write(tmp_path / "story.yaml", f"""\
+        version: 1
+        preset: {preset_file(tmp_path).name}
+        shots: [{{id: a, duration: 0.5s, prompt: a harbour}}]
+        """)
+    code, _, err = cli("render", sb)
+    assert code == 4, err
+    assert f"out of memory in the {stage} stage" in err and "--vram" in err
+
+
+@pytest.mark.parametrize(("key", "value"), [("prediction_type", "epsilon"),
+                                            ("use_flow_sigmas", False),
+                                            ("_class_name", "DDIMScheduler")])
+def test_a_snapshot_whose_scheduler_disagrees_is_exit_3_naming_the_setting(
+        hub_cache, tmp_path, cli, key, value):
+    config = next(hub_cache.glob("models--*/snapshots/*/scheduler/scheduler_config.json"))
+    data = json.loads(config.read_text())
+    config.resolve().write_text(json.dumps(data | {key: value}))  # the blob behind the link
+    sb = write(tmp_path / "story.yaml", f"""\
+        version: 1
+        preset: {preset_file(tmp_path).name}
+        shots: [{{id: a, duration: 0.5s, prompt: a harbour}}]
+        """)
+    code, _, err = cli("render", sb)
+    assert code == 3, err
+    assert f"the scheduler's {key} is {value!r}" in " ".join(err.split())
+
+
+def record_inputs(transformer):
+    """Every forward's (hidden_states, timestep), recorded by a hook on the diffusers
+    module; returns the list and the hook's handle."""
+    calls = []
+
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        calls.append((hidden.detach().clone(), kwargs["timestep"].detach().clone()))
+
+    return calls, transformer.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def test_addnoise_condition_matches_the_pipelines_timesteps_and_noise_scale(hub_cache,
+                                                                           tmp_path):
+    """The presets' conditioning noise (addnoise_condition 20): the history latents enter
+    every forward at timestep 20 as 0.98 x history + 0.02 x N(0, 1), as in diffusers'
+    SkyReelsV2DiffusionForcingPipeline (which draws that noise unseeded, so the noise is
+    checked by its statistics)."""
+    from diffusers import SkyReelsV2DiffusionForcingPipeline
+
+    sb_path = write(tmp_path / "one.yaml", """\
+        version: 1
+        seed: 11
+        shots: [{id: a, prompt: a lighthouse in fog, duration: 37f}]
+        """)
+    _, preset, plan = load_job(sb_path, str(preset_file(tmp_path, addnoise=20, memory=0)))
+    backend = SkyReelsDFBackend()
+    backend.load(preset)
+    spy = Spy(backend)
+    ours, handle = record_inputs(backend.transformer)
+    run = RunDir(tmp_path / "run")
+    run.open({"run_key": "k"})
+    list(render_segments(plan, spy, run, crf=18))
+    handle.remove()
+    history = spy.requests[1].context  # window 2's clean history: window 1's tail
+    assert history.shape == (1, 16, 2, 4, 4)
+
+    pipe = SkyReelsV2DiffusionForcingPipeline.from_pretrained(backend.folder)
+    theirs, handle = record_inputs(pipe.transformer)
+    pipe(prompt="a lighthouse in fog", height=32, width=32, num_frames=37,
+         num_inference_steps=3, guidance_scale=1.0,
+         generator=torch.Generator().manual_seed(plan.segments[0].seed), output_type="latent",
+         max_sequence_length=16, base_num_frames=17, overlap_history=5,
+         addnoise_condition=20, fps=24)
+    handle.remove()
+
+    def window_2(calls):  # the 3 steps of the first window with history
+        return [(h, t) for h, t in calls if t.shape[1] == 5 and t[0, 0] != t[0, -1]][:3]
+
+    for (our_h, our_t), (their_h, their_t) in zip(window_2(ours), window_2(theirs),
+                                                  strict=True):
+        torch.testing.assert_close(our_t, their_t, rtol=0, atol=0)
+        assert our_t[0, :2].tolist() == [20, 20]
+        for hidden in (our_h, their_h):
+            noise = (hidden[:, :, :2] - 0.98 * history) / 0.02  # the drawn N(0, 1)
+            assert abs(noise.mean().item()) < 0.2 and 0.8 < noise.std().item() < 1.2
+
+
+def test_recalled_keyframes_sit_before_the_context_as_clean_history(hub_cache, tmp_path):
+    from longvid.backends.base import SegmentRequest
+
+    _, preset, _ = load_job(write(tmp_path / "s.yaml", "shots: [{id: a, prompt: x, "
+                                  "duration: 1s}]\n"), str(preset_file(tmp_path)))
+    backend = SkyReelsDFBackend()
+    backend.load(preset)
+    backend.prepare(["a harbour"], "", 1.0)
+    g = torch.Generator().manual_seed(1)
+    memory, context = torch.randn((1, 16, 2, 4, 4), generator=g), torch.randn((1, 16, 2, 4, 4),
+                                                                            generator=g)
+    calls, handle = record_inputs(backend.transformer)
+    backend.generate(SegmentRequest(
+        prompt="a harbour", negative_prompt="", num_latents=3, context=context, width=32,
+        height=32, seed=5, steps=3, guidance_scale=1.0, fps=24, memory=memory),
+        lambda i, n: None)
+    handle.remove()
+    assert len(calls) == 3
+    for hidden, timestep in calls:  # window = [memory | context | new]
+        assert hidden.shape[2] == 2 + 2 + 3
+        torch.testing.assert_close(hidden[:, :, :2], memory)
+        torch.testing.assert_close(hidden[:, :, 2:4], context)
+        assert timestep[0, :4].tolist() == [0, 0, 0, 0] and (timestep[0, 4:] > 0).all()
+
+
+def test_segment_frames_are_the_pipelines_decode_of_the_window_less_the_context(hub_cache,
+                                                                               tmp_path):
+    """Each segment's frames are what diffusers' pipeline would decode from the window's
+    latents ([context | new], de-normalized, postprocessed to uint8), less the context's
+    leading frames: the last 4n frames, never the first."""
+    from diffusers import SkyReelsV2DiffusionForcingPipeline
+
+    sb_path = write(tmp_path / "one.yaml", """\
+        version: 1
+        seed: 4
+        shots: [{id: a, prompt: a lighthouse in fog, duration: 37f}]
+        """)
+    _, preset, plan = load_job(sb_path, str(preset_file(tmp_path, memory=0)))
+    backend = SkyReelsDFBackend()
+    backend.load(preset)
+    spy = Spy(backend)
+    run = RunDir(tmp_path / "run")
+    run.open({"run_key": "k"})
+    list(render_segments(plan, spy, run, crf=18))
+    pipe = SkyReelsV2DiffusionForcingPipeline.from_pretrained(backend.folder)
+    for request, output in zip(spy.requests, spy.outputs, strict=True):
+        assert_frames_close(output.frames, pipeline_frames(pipe, request.context,
+                                                           output.latents))
+
+
+def test_first_frame_image_matches_diffusers_skyreels_image_to_video(hub_cache, tmp_path):
+    """A shot's image enters as the take's first latent, clean (timestep 0) and returned
+    exactly: the window equals SkyReelsV2DiffusionForcingImageToVideoPipeline's."""
+    import numpy as np
+    from diffusers import SkyReelsV2DiffusionForcingImageToVideoPipeline
+    from PIL import Image
+
+    from longvid.backends.base import SegmentRequest, ShotImages
+
+    backend = SkyReelsDFBackend()
+    backend.load(load_preset(str(preset_file(tmp_path))))
+    backend.prepare(["a lighthouse in fog"], "", 1.0)
+    y, x = np.mgrid[0:32, 0:32]
+    image = np.stack([x * 7, y * 7, 255 - x * 4], -1).astype(np.uint8)  # (32, 32, 3)
+    first = backend.encode_frames(image[None])  # (1, 16, 1, 4, 4)
+
+    def run(images):
+        return backend.generate(SegmentRequest(
+            prompt="a lighthouse in fog", negative_prompt="", num_latents=3, context=None,
+            width=32, height=32, seed=4, steps=3, guidance_scale=1.0, fps=24,
+            images=images), lambda i, n: None)
+
+    plain, started = run(None), run(ShotImages(first_latent=first))
+    assert started.latents.shape == (1, 16, 3, 4, 4) and started.frames.shape[0] == 9
+    assert torch.equal(started.latents[:, :, :1], first.float())
+    assert (started.latents[:, :, 1:] - plain.latents[:, :, 1:]).abs().max() > 1e-4
+
+    pipe = SkyReelsV2DiffusionForcingImageToVideoPipeline.from_pretrained(backend.folder)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(image=Image.fromarray(image), prompt="a lighthouse in fog", height=32,
+                  width=32, num_frames=9, num_inference_steps=3, guidance_scale=1.0,
+                  generator=torch.Generator().manual_seed(4), output_type="latent",
+                  max_sequence_length=16, addnoise_condition=0, fps=24).frames
+    torch.testing.assert_close(started.latents, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_lora_applies_and_weight_zero_is_the_models_own_output(hub_cache, tmp_path):
+    from loratools import write_lora_for
+
+    from longvid.backends.base import LoraWeight, SegmentRequest
+
+    backend = SkyReelsDFBackend()
+    backend.load(load_preset(str(preset_file(tmp_path))))
+    backend.prepare(["a lighthouse in fog"], "", 1.0)
+    path = str(write_lora_for(backend.transformer, tmp_path / "style.safetensors"))
+
+    def run(weight):
+        loras = None if weight is None else (LoraWeight("style", path, "style", weight),)
+        return backend.generate(SegmentRequest(
+            prompt="a lighthouse in fog", negative_prompt="", num_latents=3, context=None,
+            width=32, height=32, seed=4, steps=3, guidance_scale=1.0, fps=24, loras=loras),
+            lambda i, n: None).latents
+
+    base = run(None)
+    assert (run(1.0) - base).abs().max() > 1e-4
+    assert torch.equal(run(0.0), base)

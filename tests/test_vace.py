@@ -16,8 +16,10 @@ import torch
 from conftest import write
 from hubfixture import (
     VACE_REPO,
+    assert_frames_close,
     install_tiny_vace,
     offline_env,
+    pipeline_frames,
     storage_of,
     tiny_vace_components,
     write_gguf,
@@ -122,8 +124,10 @@ def test_window_matches_diffusers_vace_pipeline(hub_cache, tmp_path, guidance):
     cont = backend.generate(request(6, 3, context, memory, guidance), no_progress)
     assert cont.latents.shape == (1, 16, 3, 4, 4) and cont.frames.shape == (12, 32, 32, 3)
 
-    with torch.no_grad():  # the K = 5 context frames, in [0, 1]
-        kept = vae.decode(context * std + mean, return_dict=False)[0].clamp(-1, 1)
+    with torch.no_grad():  # the K = 5 context frames, in [0, 1]: the last 5 of the two
+        # context latents' 8, decoded as a continuation (a copy of the first warms the cache)
+        warm = torch.cat([context[:, :, :1], context], dim=2)
+        kept = vae.decode(warm * std + mean, return_dict=False)[0][:, :, -5:].clamp(-1, 1)
     kept = ((kept + 1) / 2).permute(0, 2, 1, 3, 4)  # (1, 5, 3, 32, 32)
     video = torch.cat([kept, torch.full((1, 12, 3, 32, 32), 0.5)], dim=1)  # 17 frames
     mask = torch.ones_like(video)
@@ -270,3 +274,94 @@ def test_real_preset_needs_a_gpu_on_a_cpu_machine(hub_cache):
     with pytest.raises(Exception, match="runs on a CUDA GPU") as info:
         WanVACEBackend().load(load_preset("wan-vace-1.3b"))
     assert info.value.code == 4 and "--preset tiny" in info.value.hint
+
+
+def test_context_frames_decode_as_the_continuation_the_previous_segment_showed(hub_cache,
+                                                                              tmp_path):
+    """The context is mid-take: decoded as a fresh sequence its first latent would be read
+    as a take's 1-frame image latent. Decoded as a continuation, the kept frames are close
+    to the frames the previous segment really output."""
+    backend = loaded(tmp_path)
+    first = backend.generate(request(5, 5), no_progress)
+    shown = torch.from_numpy(first.frames[-5:]).float().permute(3, 0, 1, 2)[None] / 127.5 - 1
+    context = first.latents[:, :, -2:]
+    kept = backend.context_frames(context)  # (1, 3, 5, 32, 32)
+    fresh = backend.vae.decode_float(context).clamp(-1, 1)  # a take's start: 1 + 4 frames
+    assert kept.shape == fresh.shape == shown.shape == (1, 3, 5, 32, 32)
+    error, fresh_error = (kept - shown).abs().mean(), (fresh - shown).abs().mean()
+    assert error < fresh_error / 2, (error, fresh_error)
+    first_frame = (kept[:, :, 0] - shown[:, :, 0]).abs().mean()
+    assert first_frame < (fresh[:, :, 0] - shown[:, :, 0]).abs().mean() / 2
+
+
+def test_frames_are_the_pipelines_decode_behind_the_true_context(hub_cache, tmp_path):
+    """A continuation's frames: diffusers' decode of [the context carried in | the new
+    latents], less the context's frames (not decoded behind VACE's re-synthesized copy
+    of the context, and the last 4n frames, not the first)."""
+    from diffusers import WanVACEPipeline
+
+    backend = loaded(tmp_path)
+    pipe = WanVACEPipeline.from_pretrained(backend.folder)
+    first = backend.generate(request(5, 5), no_progress)
+    assert_frames_close(first.frames, pipeline_frames(pipe, None, first.latents))
+    context = first.latents[:, :, -2:]
+    cont = backend.generate(request(6, 3, context), no_progress)
+    assert_frames_close(cont.frames, pipeline_frames(pipe, context, cont.latents))
+
+
+def test_reference_images_match_diffusers_vace_pipeline(hub_cache, tmp_path):
+    """Storyboard `refs` enter as WanVACEPipeline's `reference_images`: fitted inside the
+    frame on a white canvas, one latent each, in front of the window."""
+    from diffusers import WanVACEPipeline
+    from PIL import Image
+
+    from longvid.backends.base import ShotImages
+
+    backend = loaded(tmp_path)
+    pipe = WanVACEPipeline.from_pretrained(backend.folder)
+    pipe.set_progress_bar_config(disable=True)
+    ys, xs = torch.meshgrid(torch.arange(24), torch.arange(40), indexing="ij")
+    wide = torch.stack([xs * 6, ys * 10, 255 - xs * 6], dim=-1).to(torch.uint8)  # 40x24
+    tall = wide.transpose(0, 1).flip(0).contiguous()  # 24x40
+    refs = (wide.numpy(), tall.numpy())
+    ours = backend.generate(request(5, 5, images=ShotImages(refs=refs)), no_progress)
+    alone = backend.generate(request(5, 5), no_progress)
+    assert ours.latents.shape == (1, 16, 5, 4, 4) and differs(ours.latents, alone.latents)
+
+    generator = torch.Generator().manual_seed(5)
+    noise = torch.randn((1, 16, 5, 4, 4), generator=generator)
+    noise = torch.cat([torch.randn((1, 16, 2, 4, 4), generator=generator), noise], dim=2)
+    theirs = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, height=32, width=32, num_frames=17,
+                  num_inference_steps=3, guidance_scale=1.0, output_type="latent",
+                  max_sequence_length=16, latents=noise,
+                  reference_images=[Image.fromarray(r) for r in refs[::-1]]).frames  # last first
+    assert theirs.shape == (1, 16, 7, 4, 4)
+    torch.testing.assert_close(ours.latents, theirs[:, :, 2:], rtol=1e-5, atol=1e-5)
+
+
+def test_first_frame_image_matches_diffusers_vace_image_to_video(hub_cache, tmp_path):
+    """A shot's image is VACE's image-to-video: the control video's first frame, kept
+    (mask 0), as WanVACEPipeline(video=[image, blanks], mask=[black, white]) does."""
+    from diffusers import WanVACEPipeline
+
+    from longvid.backends.base import ShotImages
+
+    backend = loaded(tmp_path)
+    pipe = WanVACEPipeline.from_pretrained(backend.folder)
+    pipe.set_progress_bar_config(disable=True)
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    image = torch.stack([xs * 8, ys * 8, 255 - xs * 4], dim=-1).to(torch.uint8)  # (32, 32, 3)
+    ours = backend.generate(request(5, 5, images=ShotImages(first_frame=image.numpy())),
+                            no_progress)
+    alone = backend.generate(request(5, 5), no_progress)
+    assert ours.latents.shape == (1, 16, 5, 4, 4) and differs(ours.latents, alone.latents)
+
+    video = torch.full((1, 17, 3, 32, 32), 0.5)  # [0, 1]; blank frames are mid-grey
+    video[0, 0] = image.permute(2, 0, 1).float() / 255
+    mask = torch.ones_like(video)
+    mask[:, 0] = 0
+    theirs = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, height=32, width=32, num_frames=17,
+                  num_inference_steps=3, guidance_scale=1.0, output_type="latent",
+                  max_sequence_length=16, video=video, mask=mask,
+                  generator=torch.Generator().manual_seed(5)).frames
+    torch.testing.assert_close(ours.latents, theirs, rtol=1e-5, atol=1e-5)

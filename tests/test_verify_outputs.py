@@ -123,3 +123,20 @@ def test_a_join_short_of_the_plan_does_not_replace_the_video(rendered, tmp_path)
         concat(videos[:-1], out, fps=16, total_frames=88, list_file=tmp_path / "list.txt")
     assert out.read_bytes() == before
     assert not list(folder.glob(".small.*tmp*"))
+
+
+def test_extend_repairs_its_damaged_clip_and_initial_state(cli, tmp_path):
+    from conftest import ffmpeg_make_clip
+
+    clip = ffmpeg_make_clip(tmp_path / "clip.mp4", seconds=1)
+    assert cli("extend", clip, "-s", "1", "-q")[0] == 0
+    out, run = tmp_path / "clip_extended.mp4", tmp_path / "clip_extended.run"
+    reference = frames_of(out)
+    for damaged, resumed in ((run / "clip.mp4", 1), (run / "segments" / "init.memory.safetensors",
+                                                    0)):
+        data = damaged.read_bytes()
+        damaged.write_bytes(data[:len(data) // 2])
+        code, text, err = cli("extend", clip, "-s", "1", "--json")
+        assert code == 0, err
+        assert json.loads(text)["resumed_segments"] == resumed
+        assert np.array_equal(frames_of(out), reference)

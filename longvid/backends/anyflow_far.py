@@ -36,6 +36,7 @@ from longvid.backends.base import (
     StepCallback,
 )
 from longvid.backends.wan_hub import WanHubBackend, WanHubOptions
+from longvid.errors import ResourceError
 
 NATIVE_FPS = 16
 VAE_STRIDE_T = 4  # pixel frames per latent frame (the first latent of a take holds 1)
@@ -54,6 +55,32 @@ def chunk_partition(memory: int, context: int, new: int, chunk: int) -> list[int
         return head + [chunk] * (rest // chunk) + ([rest % chunk] if rest % chunk else [])
 
     return [1] * memory + split(context, True) + split(new, context == 0)
+
+
+FUSED_PROBE_TOKENS = 256  # above the kernel's block sizes, so its real tiling compiles
+
+
+def check_fused_attention(device: Any, dtype: Any, head_dim: int) -> None:
+    """Compile flex attention once, at the model's head size and dtype, on `device`: a
+    GPU whose shared memory is too small for the kernel's tiling (consumer cards before
+    Hopper, with torch's default configs), a missing Triton or a compiler failure is
+    exit 4 now, not an out-of-memory error when a window runs it uncompiled."""
+    import torch
+    from torch.nn.attention.flex_attention import flex_attention
+
+    q = torch.zeros(1, 1, FUSED_PROBE_TOKENS, head_dim, device=device, dtype=dtype)
+    try:
+        torch.compile(flex_attention)(q, q, q)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the compiler stops the preset
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ResourceError(
+            "anyflow-far needs torch.compile's fused flex attention, and it cannot run here "
+            f"({type(exc).__name__}: {first_line})",
+            "use skyreels-df-1.3b or wan-vace-1.3b on this GPU (uncompiled, anyflow-far "
+            "holds ~10 GiB attention score matrices: set the option `compile_blocks: false` "
+            "only on a card with 24 GiB or more)") from None
 
 
 class AnyFlowFARBackend(WanHubBackend):
@@ -81,13 +108,17 @@ class AnyFlowFARBackend(WanHubBackend):
         from longvid.backends import wan_parts
 
         transformer = self._load_models(preset, policy, AnyFlowFARTransformer3DModel)
+        wan_parts.check_scheduler(self.folder, "FlowMapEulerDiscreteScheduler", {})
         scheduler = FlowMapEulerDiscreteScheduler.from_pretrained(self.folder,
                                                                   subfolder="scheduler")
-        wan_parts.place_transformer(transformer, self.device, policy)
+        with self.on_gpu("load"):
+            wan_parts.place_transformer(transformer, self.device, policy)
         if self.device.type == "cuda" and self.options.compile_blocks:
             # FAR attention runs through flex_attention, which uncompiled materializes fp32
             # score matrices (~5 GiB each for a 480p chunk against its cache); compiled
             # blocks use the fused kernel. Not on the CPU: compiling takes minutes there.
+            check_fused_attention(self.device, self.dtype,
+                                  transformer.config.attention_head_dim)
             transformer.compile_repeated_blocks(fullgraph=False)
         # the pipeline without its text encoder: it runs on cached embeddings
         self.pipe = AnyFlowFARPipeline(tokenizer=None, text_encoder=None,

@@ -7,9 +7,10 @@ without importing torch. Tensors cross this seam typed as `Any`; shapes are in c
 storyboard into windows) and optional parts a backend declares only when it has the
 ability: taking recalled keyframes (`memory`), following the storyboard camera
 (`camera`), drawing one latent frame per forward (`per_frame`), keeping a take's
-first latents as an attention sink (`sink`). `SegmentRequest` mirrors that: core
-fields every backend reads, and parts filled in only for a backend that declared the
-matching ability (`memory`, `view`, `sink`).
+first latents as an attention sink (`sink`), starting a take from a storyboard image or
+taking reference images (`images`), applying LoRAs (`lora`). `SegmentRequest` mirrors
+that: core fields every backend reads, and parts filled in only for a backend that
+declared the matching ability (`memory`, `view`, `sink`, `images`, `loras`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,25 @@ class SinkCaps:
 
 
 @dataclass(frozen=True)
+class ImageCaps:
+    """The backend takes storyboard images. `first_frame`: a shot's `image:` enters as the
+    take's first latent, held clean like context, so the take continues from it. `refs`:
+    `refs:` enter as reference images (VACE's reference frames)."""
+
+    first_frame: bool = False
+    refs: bool = False
+
+
+@dataclass(frozen=True)
+class LoraCaps:
+    """The backend applies LoRAs to its transformer through diffusers' LoRA loading
+    (longvid/backends/lora.py); `family` names the checkpoint layout LoRAs are converted
+    from ("wan": diffusers, original Wan/ComfyUI and musubi key names)."""
+
+    family: str
+
+
+@dataclass(frozen=True)
 class BackendCaps:
     """What a backend can do, declared once and read by the planner.
 
@@ -78,6 +98,8 @@ class BackendCaps:
     camera: CameraCaps | None = None
     per_frame: PerFrameWork | None = None
     sink: SinkCaps | None = None
+    images: ImageCaps | None = None
+    lora: LoraCaps | None = None
     # opt-outs, for backends whose pictures are not prompted diffusion (procworld)
     reads_prompts: bool = True  # False: prompts change nothing (plan warns)
     corrects_drift: bool = True  # False: anti-drift stays off (it would alter exact pixels)
@@ -157,6 +179,29 @@ class ViewPath:
 
 
 @dataclass(frozen=True)
+class ShotImages:
+    """Storyboard images for a backend with `caps.images`."""
+
+    # caps.images.first_frame: normalized latent (1, C, 1, H/8, W/8) of the shot's `image:`
+    # (scaled and centre-cropped to the frame) in the first segment of its take, else None;
+    # it is the first of the segment's new latents and stays exactly as given
+    first_latent: Any = None
+    first_frame: Any = None  # the same image as uint8 (H, W, 3) pixels, for a backend that
+    # conditions on frames rather than latents (VACE keeps it as its control video's first)
+    refs: tuple[Any, ...] = ()  # caps.images.refs: uint8 (h, w, 3) images as read from disk
+
+
+@dataclass(frozen=True)
+class LoraWeight:
+    """One LoRA of the plan and this segment's weight of it (0: off)."""
+
+    name: str  # as the storyboard or preset names it, for messages
+    path: str  # local .safetensors file
+    key: str  # identity of its content (sha256, or repo@revision:file)
+    weight: float
+
+
+@dataclass(frozen=True)
 class SegmentRequest:
     prompt: str  # style and camera already folded in
     negative_prompt: str
@@ -175,6 +220,10 @@ class SegmentRequest:
     view: ViewPath | None = None  # caps.camera: the camera path of this segment
     # caps.sink: None, or the take's first latents (1, C, s, H/8, W/8) the context lacks
     sink: Any = None
+    images: ShotImages | None = None  # caps.images: the shot's image and reference images
+    # caps.lora: every LoRA of the plan with this segment's weight (empty: none; a backend
+    # switches off LoRAs a previous storyboard loaded)
+    loras: tuple[LoraWeight, ...] | None = None
 
     def conditioning(self, embed: Callable[[str], Any]) -> Any:
         """The prompt's embeddings, mixed with blend_prompt's as (1-w)*e(prompt) + w*e(blend)

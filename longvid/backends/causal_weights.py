@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from longvid.errors import InputError, ResourceError
+from longvid.rundir import file_sha256
 
 CONVERTER_VERSION = "1"
 DONE = "longvid-conversion.json"  # written last: its presence marks a complete conversion
@@ -126,7 +127,7 @@ def convert(ckpt: CausalCheckpoint, sources: list[Path], config_folder: Path,
     with open(tmp / "transformer" / "config.json", "w") as f:
         json.dump(dict(config), f, indent=2)
     record = {"repo": ckpt.repo, "revision": ckpt.revision, "converter": CONVERTER_VERSION,
-              "sources": {name: sha256_of(path) for name, path in zip(ckpt.files, sources,
+              "sources": {name: file_sha256(path) for name, path in zip(ckpt.files, sources,
                                                                      strict=True)},
               "state_keys": list(ckpt.state_keys), "lora_scale": ckpt.lora_scale}
     (tmp / "transformer" / DONE).write_text(json.dumps(record, indent=2))
@@ -203,9 +204,3 @@ def merge_lora(state: dict[str, Any], lora: Any, scale: float, name: str) -> Non
         state[target] = state[target] + scale * delta
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -1,8 +1,10 @@
 """Prompt embeddings encoded once per distinct text, kept on disk, mixed for transitions.
 
 Shared by the Hub backends: `prepare` loads what is cached and creates the text
-encoder only when something is missing, then drops it, so it is gone before the
-first denoising step. The cache lives in $LONGVID_HOME/cache/prompt-embeddings (or
+encoder only when something is missing, encodes the missing texts in batches (one
+pass of a streamed encoder serves PROMPTS_PER_PASS prompts), then drops it and
+returns its GPU blocks to the driver, so it is gone before the first denoising step.
+The cache lives in $LONGVID_HOME/cache/prompt-embeddings (or
 ~/.cache/longvid/prompt-embeddings), one safetensors file per (weights, text).
 """
 
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from longvid.backends.base import SegmentRequest
+
+PROMPTS_PER_PASS = 4  # activations of 4 x 512 tokens stay within the planned 0.5 GiB
 
 
 def embeddings_cache_dir() -> Path:
@@ -35,26 +39,29 @@ class PromptCache:
         return embeddings_cache_dir() / f"{digest}.safetensors"
 
     def prepare(self, texts: list[str], max_sequence_length: int,
-                text_pipeline: Callable[[], Any]) -> None:
-        """Load every text's embeddings; encode the missing ones with a diffusers pipeline
-        that holds only a tokenizer and text encoder (its own cleaning and padding)."""
+                text_pipeline: Callable[[], Any], device: Any) -> None:
+        """Load every text's embeddings; encode the missing ones on `device` with a
+        diffusers pipeline that holds only a tokenizer and text encoder (its own cleaning
+        and padding)."""
         from safetensors.torch import load_file, save_file
 
-        missing = [t for t in texts if not self.path(t).exists()]
+        missing = list(dict.fromkeys(t for t in texts if not self.path(t).exists()))
         if missing:
             encoder = text_pipeline()
             embeddings_cache_dir().mkdir(parents=True, exist_ok=True)
-            for text in missing:
-                embeds, _ = encoder.encode_prompt(
-                    prompt=text, do_classifier_free_guidance=False,
-                    max_sequence_length=max_sequence_length,
-                    device=encoder.text_encoder.device)
-                path = self.path(text)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                save_file({"embeds": embeds.float().cpu().contiguous()}, str(tmp))
-                os.replace(tmp, path)
-            del encoder
-            gc.collect()  # the text encoder is gone before the first denoising step
+            for start in range(0, len(missing), PROMPTS_PER_PASS):
+                batch = missing[start:start + PROMPTS_PER_PASS]
+                embeds, _ = encoder.encode_prompt(  # (B, L, D), each row padded alone
+                    prompt=batch, do_classifier_free_guidance=False,
+                    max_sequence_length=max_sequence_length, device=device)
+                for row, text in enumerate(batch):
+                    path = self.path(text)
+                    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                    save_file({"embeds": embeds[row:row + 1].float().cpu().contiguous()},
+                              str(tmp))
+                    os.replace(tmp, path)
+            del encoder, embeds
+            release_gpu_memory()  # the text encoder is gone before the first denoising step
         for text in texts:
             self._embeds[text] = load_file(str(self.path(text)))["embeds"]
 
@@ -67,3 +74,13 @@ class PromptCache:
         cond = request.conditioning(self._embeds.__getitem__)
         uncond = self._embeds[request.negative_prompt] if request.guidance_scale > 1 else None
         return cond, uncond
+
+
+def release_gpu_memory() -> None:
+    """Collect what was dropped and hand the CUDA allocator's freed blocks back to the
+    driver, so the next stage starts from what is really resident."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -8,6 +8,11 @@ scheduler. This is the synchronous schedule of diffusers'
 so that prompts can change per window and every window can be committed and
 resumed; tests check it against that pipeline numerically.
 
+A shot that starts from an image (`request.images.first_latent`) enters the same
+way as context: the encoded image is the take's first latent, clean at timestep 0,
+never stepped, and returned as the first new latent: one window is then that of
+diffusers' `SkyReelsV2DiffusionForcingImageToVideoPipeline` (tests check it).
+
 Memory: prompts are encoded once (`prepare`), cached on disk, and the text encoder
 is released before the transformer runs; each window is decoded on its own (VAE
 tiling on a GPU) and streamed to the encoder, so nothing holds the whole video.
@@ -23,6 +28,8 @@ from pydantic import Field
 
 from longvid.backends.base import (
     BackendCaps,
+    ImageCaps,
+    LoraCaps,
     MemoryCaps,
     SegmentOutput,
     SegmentRequest,
@@ -40,6 +47,7 @@ class SkyReelsDFBackend(WanHubBackend):
         native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=4, max_latents=25,
         context_latents=5, size_multiple=16, max_side=1280, takes_context=True,
         tokens_per_latent_px=8 * 8 * 2 * 2, memory=MemoryCaps(latents=2),
+        images=ImageCaps(first_frame=True), lora=LoraCaps(family="wan"),
     )  # windows of 97 frames with 17 frames of history: the 540P model's training setup
 
     class Options(WanHubOptions):
@@ -57,7 +65,8 @@ class SkyReelsDFBackend(WanHubBackend):
 
         self.transformer = self._load_models(preset, policy, SkyReelsV2Transformer3DModel)
         self.scheduler = wan_parts.unipc_scheduler(self.folder, self.options.flow_shift)
-        wan_parts.place_transformer(self.transformer, self.device, policy)
+        with self.on_gpu("load"):
+            wan_parts.place_transformer(self.transformer, self.device, policy)
 
     # -- generation --------------------------------------------------------------------------
 
@@ -65,8 +74,11 @@ class SkyReelsDFBackend(WanHubBackend):
         import torch
 
         t0 = time.perf_counter()
+        self.lora_stack.apply(request.loras)
         context = request.context  # (1, 16, c, h, w) or None
         memory = request.memory  # (1, 16, m, h, w) recalled keyframes, or None
+        first = request.images.first_latent if request.images is not None else None
+        f = 0 if first is None else 1  # the shot's image: the first new latent, kept clean
         c = 0 if context is None else context.shape[2]
         m = 0 if memory is None else memory.shape[2]
         z = self.vae.z_dim
@@ -75,10 +87,13 @@ class SkyReelsDFBackend(WanHubBackend):
         latents = torch.randn(shape, generator=generator, dtype=torch.float32)
         if c:
             latents[:, :, :c] = context
+        if f:
+            latents[:, :, c:c + 1] = first.float()
         if m:  # window = [memory | context | new]; memory is clean history like the context
             latents = torch.cat([memory.float(), latents], dim=2)
         with self.on_gpu("transformer"):
-            latents = self._denoise(latents.to(self.device), m + c, request, generator, on_step)
+            latents = self._denoise(latents.to(self.device), m + c + f, request, generator,
+                                    on_step)
         t1 = time.perf_counter()
         with self.on_gpu("vae"):  # the memory is not part of this take's picture: not decoded
             frames = self.vae.decode(latents[:, :, m:], drop=4 * c - 3 if c else 0)

@@ -12,6 +12,11 @@ leaves latent space. Recalled keyframes from the memory bank go in front of the
 context the same way: window = [memory | context | new]. Each segment is decoded
 with the context as warm-up for the VAE's causal cache, and the warm-up frames are
 dropped; the memory is not decoded.
+
+A shot that starts from an image (`request.images.first_latent`) is clean history
+in the same way: the encoded image is the take's first latent, re-imposed at every
+step like context and returned exactly; the loop then shows the image itself as
+the first frame. LoRAs go through longvid/backends/lora.py, as on the Hub models.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pydantic import Field
 from longvid.backends.base import (
     BackendCaps,
     BackendOptions,
+    ImageCaps,
+    LoraCaps,
     MemoryCaps,
     SegmentOutput,
     SegmentRequest,
@@ -39,7 +46,8 @@ class TinyWanBackend:
     caps: ClassVar[BackendCaps] = BackendCaps(
         native_fps=16, any_fps=True, latent_stride_t=4, max_latents=9, context_latents=2,
         size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        memory=MemoryCaps(latents=2),
+        memory=MemoryCaps(latents=2), images=ImageCaps(first_frame=True),
+        lora=LoraCaps(family="wan"),
     )
 
     class Options(BackendOptions):
@@ -63,6 +71,8 @@ class TinyWanBackend:
         )
         from transformers import T5Config, T5EncoderModel
 
+        from longvid.backends.lora import LoraStack
+
         self.options = preset.options
         seed = self.options.weights_seed
         self.tokenizer = _byte_tokenizer()
@@ -76,6 +86,7 @@ class TinyWanBackend:
             patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=16,
             out_channels=16, text_dim=32, freq_dim=64, ffn_dim=64, num_layers=2,
             cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64).eval()
+        self.loras = LoraStack(self.transformer)
         torch.manual_seed(seed + 2)
         self.vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1],
                                     num_res_blocks=1, temperal_downsample=[False, True, True]
@@ -120,25 +131,29 @@ class TinyWanBackend:
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         t0 = time.perf_counter()
+        self.loras.apply(request.loras)
         cond = request.conditioning(self._embed)
         uncond = self._embed(request.negative_prompt) if request.guidance_scale > 1 else None
-        prefix = [x for x in (request.memory, request.context) if x is not None]
-        context = torch.cat(prefix, dim=2).float() if prefix else None  # (1, 16, m + c, h, w)
+        first = request.images.first_latent if request.images is not None else None
+        # clean latents at the head of the window: [memory | context | first], re-imposed
+        parts = [x for x in (request.memory, request.context, first) if x is not None]
+        clean = torch.cat(parts, dim=2).float() if parts else None  # (1, 16, k, h, w)
         m = 0 if request.memory is None else request.memory.shape[2]
-        c = 0 if context is None else context.shape[2]
+        c = 0 if request.context is None else request.context.shape[2]
+        k = 0 if clean is None else clean.shape[2]
         h, w = request.height // 8, request.width // 8
         generator = torch.Generator().manual_seed(request.seed)
-        noise = torch.randn((1, 16, c - m + request.num_latents, h, w), generator=generator)
+        noise = torch.randn((1, 16, c + request.num_latents, h, w), generator=generator)
         if m:  # drawn after, so the same seed gives the same noise with or without memory
             noise = torch.cat([torch.randn((1, 16, m, h, w), generator=generator), noise], dim=2)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         scheduler.set_timesteps(request.steps)
-        latents = noise.clone()  # (1, 16, c + n, h, w)
+        latents = noise.clone()  # (1, 16, m + c + n, h, w)
         with torch.no_grad():
             for i, t in enumerate(scheduler.timesteps):
-                if c:  # re-impose the context at this step's noise level
+                if k:  # re-impose the clean latents at this step's noise level
                     sigma = scheduler.sigmas[i]
-                    latents[:, :, :c] = (1 - sigma) * context + sigma * noise[:, :, :c]
+                    latents[:, :, :k] = (1 - sigma) * clean + sigma * noise[:, :, :k]
                 step_t = t.expand(1)
                 velocity = self.transformer(latents, timestep=step_t,
                                             encoder_hidden_states=cond, return_dict=False)[0]
@@ -148,13 +163,13 @@ class TinyWanBackend:
                     velocity = base + request.guidance_scale * (velocity - base)
                 latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
                 on_step(i + 1, request.steps)
-            if c:
-                latents[:, :, :c] = context
+            if k:
+                latents[:, :, :k] = clean
             t1 = time.perf_counter()
-            c_own = c - m  # the memory is not part of this take's picture: not decoded
-            frames = self._decode(latents[:, :, m:], drop=4 * c_own - 3 if c_own else 0)
+            # the memory is not part of this take's picture: not decoded
+            frames = self._decode(latents[:, :, m:], drop=4 * c - 3 if c else 0)
         t2 = time.perf_counter()
-        return SegmentOutput(latents=latents[:, :, c:].clone(), frames=frames,
+        return SegmentOutput(latents=latents[:, :, m + c:].clone(), frames=frames,
                              seconds={"denoise": t1 - t0, "decode": t2 - t1})
 
     def _decode(self, latents: Any, drop: int) -> Any:

@@ -6,9 +6,11 @@ backend file keeps its own caps, options and generation; this base holds the res
 - `_load_models`: the CUDA check (before any download), the quantization packages,
   the snapshot, the transformer as the preset stores it, the VAE;
 - `prepare`: every prompt encoded once through the checkpoint's own diffusers
-  pipeline (`text_pipeline_class`), cached on disk, the encoder freed;
-- `on_gpu(stage)`: CUDA out-of-memory becomes an error naming the stage and the
-  `--vram` to try next.
+  pipeline (`text_pipeline_class`), cached on disk, the encoder freed; on a GPU the
+  encoder is resident or streamed through it, as the LoadPolicy says, never run on
+  the CPU (a CPU without AVX-512-BF16 takes hours per prompt in bf16);
+- `on_gpu(stage)`: CUDA out-of-memory in any stage (load, text encoder,
+  transformer, vae) becomes an error naming the stage and the `--vram` to try next.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from longvid.backends.base import BackendOptions
+from longvid.backends.lora import LoraStack
 from longvid.backends.prompt_cache import PromptCache
 from longvid.errors import ResourceError
 
@@ -40,12 +43,16 @@ class WanHubBackend:
 
     def _load_models(self, preset: Any, policy: Any, transformer_cls: Any) -> Any:
         """Set options, device and dtype, load the VAE; return the transformer (not placed)."""
+        self.preset, self.policy = preset, policy
+        self.options = preset.options
+        with gpu_stage("load", policy):
+            return self._load_weights(preset, policy, transformer_cls)
+
+    def _load_weights(self, preset: Any, policy: Any, transformer_cls: Any) -> Any:
         import torch
 
         from longvid.backends import wan_parts
 
-        self.preset, self.policy = preset, policy
-        self.options = preset.options
         cuda = torch.cuda.is_available()
         if preset.min_vram_gib > 0 and not cuda:  # before any download
             raise ResourceError(
@@ -59,6 +66,7 @@ class WanHubBackend:
         transformer = wan_parts.load_transformer(
             transformer_cls, self.weights, preset.quantization, self.dtype).eval()
         self.vae = wan_parts.WanVAE(self.folder, self.device)
+        self.lora_stack = LoraStack(transformer)  # `generate` applies each segment's weights
         return transformer
 
     def versions(self) -> dict[str, str]:
@@ -75,32 +83,38 @@ class WanHubBackend:
         texts = prompts + ([negative_prompt] if guidance_scale > 1 else [])
         length = self.options.max_sequence_length
         self.prompts = PromptCache(self.weights.prompt_cache_key(self.preset, length))
-        self.prompts.prepare(texts, length, self._text_pipeline)
+        with self.on_gpu("text encoder"):
+            self.prompts.prepare(texts, length, self._text_pipeline, self.device)
 
     def _text_pipeline(self) -> Any:
+        """The encoder where the policy puts it: resident on the GPU, streamed through it,
+        or (no GPU) on the CPU in fp32."""
         import diffusers
-        import torch
 
         from longvid.backends import wan_parts
 
-        on_gpu = self.policy is None or self.policy.text_encoder == "gpu"
-        # else it encodes on the CPU, once per prompt
+        streamed = (self.device.type == "cuda" and self.policy is not None
+                    and self.policy.text_encoder == "group offload")
         return wan_parts.text_pipeline(getattr(diffusers, self.text_pipeline_class),
                                        self.folder, self.preset.quantization, self.dtype,
-                                       self.device if on_gpu else torch.device("cpu"))
+                                       self.device, streamed=streamed)
 
     # -- a full GPU ---------------------------------------------------------------------------
 
-    @contextmanager
-    def on_gpu(self, stage: str) -> Iterator[None]:
-        """Run a stage ("vae", "transformer"); CUDA out-of-memory becomes a ResourceError
-        (exit 4) that names the stage and what to try, with the render resumable."""
-        import torch
+    def on_gpu(self, stage: str) -> Any:
+        """Run a stage ("load", "text encoder", "transformer", "vae"); CUDA out-of-memory
+        becomes a ResourceError (exit 4) that names the stage and what to try."""
+        return gpu_stage(stage, self.policy)
 
-        try:
-            yield
-        except torch.cuda.OutOfMemoryError:
-            raise out_of_memory(stage, self.policy) from None
+
+@contextmanager
+def gpu_stage(stage: str, policy: Any) -> Iterator[None]:
+    import torch
+
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise out_of_memory(stage, policy) from None
 
 
 def out_of_memory(stage: str, policy: Any) -> ResourceError:

@@ -62,10 +62,8 @@ class Weights:
     def resolve(cls, preset: Any) -> Weights:
         """From the Hub cache, or downloaded (longvid.hub decides; offline: exit 4)."""
         from longvid import hub
-        from longvid.presets import available_presets
 
-        named = available_presets().get(preset.name) == Path(preset.source)
-        label = preset.name if named else preset.source  # for `longvid models pull LABEL`
+        label = preset.cli_name  # for `longvid models pull LABEL`
         folder = hub.resolve(preset.hub, label)
         if (gguf := preset.transformer_gguf) is None:
             return cls(folder)
@@ -158,21 +156,57 @@ def load_text_encoder(folder: Path, quant: Quantization, dtype: Any, device: Any
 
 
 def text_pipeline(pipeline_cls: Any, folder: Path, quant: Quantization, dtype: Any,
-                  device: Any) -> Any:
+                  device: Any, *, streamed: bool = False) -> Any:
     """A `pipeline_cls` (e.g. WanVACEPipeline) holding only the tokenizer and the text
-    encoder, for diffusers' own prompt cleaning and padding rules."""
+    encoder, for diffusers' own prompt cleaning and padding rules. `streamed`: the
+    encoder's weights stay in CPU memory and pass through `device` (a GPU) a block at a
+    time on a CUDA stream (diffusers' block-level group offload of UMT5's 24 blocks);
+    the shared embedding and final norm are on `device` for the whole pass."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    text_encoder = load_text_encoder(folder, quant, dtype, device)
+    if streamed:
+        import torch
+        from diffusers.hooks import apply_group_offloading
+
+        text_encoder = load_text_encoder(folder, quant, dtype, torch.device("cpu"))
+        # the blocks sit under `encoder` (UMT5Stack), not at the top: name it a block module
+        apply_group_offloading(text_encoder, onload_device=device, offload_type="block_level",
+                               num_blocks_per_group=1, use_stream=True, low_cpu_mem_usage=True,
+                               block_modules=["encoder"])
+    else:
+        text_encoder = load_text_encoder(folder, quant, dtype, device)
     return pipeline_cls(tokenizer=tokenizer, text_encoder=text_encoder, transformer=None,
                         vae=None, scheduler=None)
 
 
+# What sampling depends on and a preset does not set: a snapshot whose scheduler says
+# otherwise (another prediction type, sigmas not from the flow) samples noise silently.
+FLOW_UNIPC = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
+
+
+def check_scheduler(folder: Path, class_name: str, expected: dict[str, Any]) -> None:
+    """The snapshot's scheduler is `class_name` with `expected` settings; else exit 3."""
+    import json
+
+    path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    found = {"_class_name": config.get("_class_name")} | {k: config.get(k) for k in expected}
+    for key, want in ({"_class_name": class_name} | expected).items():
+        if found[key] != want:
+            raise InputError(
+                f"{path}: the scheduler's {key} is {found[key]!r}, and this backend samples "
+                f"with {want!r}: the download is not the checkpoint the preset names",
+                "check the preset's `hub.repo` and `revision`, or remove the snapshot with "
+                "`longvid models rm` and pull it again")
+
+
 def unipc_scheduler(folder: Path, flow_shift: float | None) -> Any:
-    """The snapshot's UniPC scheduler, with the preset's `flow_shift` when it sets one."""
+    """The snapshot's UniPC scheduler, checked to sample flow predictions, with the
+    preset's `flow_shift` when it sets one (the preset's choice, whatever the snapshot's)."""
     from diffusers import UniPCMultistepScheduler
 
+    check_scheduler(folder, "UniPCMultistepScheduler", FLOW_UNIPC)
     scheduler = UniPCMultistepScheduler.from_pretrained(folder, subfolder="scheduler")
     if flow_shift is None:
         return scheduler

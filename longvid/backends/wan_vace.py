@@ -1,14 +1,14 @@
 """`wan-vace`: Wan2.1 VACE from the Hub; continuation through VACE's video + mask inputs.
 
 Each segment is one VACE window of N = 4(c+n)-3 frames. The c context latents (the
-previous segment's tail) are decoded to their K = 4c-3 frames and given as the
-kept part of VACE's control video (mask 0); the other 4n frames are blank and
-generated (mask 1). This is the continuation recipe of diffusers' `WanVACEPipeline`
-(`video` = last K frames + blanks, `mask` = black K + white), written out here on
-tensors so the context never round-trips through PIL, prompts can change per
-window and a window's new latents feed the next one; tests check it against the
-pipeline numerically. The re-synthesized copy of the context is dropped: the
-segment returns its n new latents and their 4n frames.
+previous segment's tail) are decoded, as a continuation, to their last K = 4c-3
+frames and given as the kept part of VACE's control video (mask 0); the other 4n
+frames are blank and generated (mask 1). This is the continuation recipe of
+diffusers' `WanVACEPipeline` (`video` = last K frames + blanks, `mask` = black K +
+white), written out here on tensors so the context never round-trips through PIL,
+prompts can change per window and a window's new latents feed the next one; tests
+check it against the pipeline numerically. The re-synthesized copy of the context
+is dropped: the segment returns its n new latents and their 4n frames.
 
 Memory: recalled keyframe latents (`request.memory`) enter where VACE puts its
 `reference_images`: each one an extra latent frame in front of the window, in the
@@ -17,6 +17,16 @@ encodes a reference image to exactly such a normalized latent; a recalled latent
 one already and goes in as is (one taken from mid-take encodes four frames rather
 than one still; whether a decode/encode round trip to a still helps is unmeasured).
 Reference latents are dropped from the output, as the pipeline drops them.
+
+A shot that starts from an image (`request.images.first_frame`) is VACE's
+image-to-video: the image is the control video's first frame, kept (mask 0), the
+rest blank and generated; the loop then shows the image itself as the first frame.
+
+Reference images (`refs:` of the storyboard, `request.images.refs`) are VACE's
+reference images as trained: each one fitted inside the frame (aspect kept,
+bilinear) on a white canvas, VAE-encoded to one latent and placed in front of the
+recalled keyframes, exactly as `WanVACEPipeline(reference_images=...)` prepares
+them (its `preprocess_conditions` and `prepare_video_latents`).
 
 Text: prompts are encoded once (`prepare`), cached on disk and the text encoder is
 released before the transformer runs; `blend_prompt` mixes two cached embeddings.
@@ -32,6 +42,8 @@ from pydantic import Field
 
 from longvid.backends.base import (
     BackendCaps,
+    ImageCaps,
+    LoraCaps,
     MemoryCaps,
     SegmentOutput,
     SegmentRequest,
@@ -51,6 +63,7 @@ class WanVACEBackend(WanHubBackend):
         native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=VAE_STRIDE_T, max_latents=21,
         context_latents=5, size_multiple=16, max_side=1280, takes_context=True,
         tokens_per_latent_px=8 * 8 * 2 * 2, memory=MemoryCaps(latents=2),
+        images=ImageCaps(first_frame=True, refs=True), lora=LoraCaps(family="wan"),
     )  # windows of 81 frames (the model's training length) keeping 17 frames of context
 
     class Options(WanHubOptions):
@@ -68,7 +81,8 @@ class WanVACEBackend(WanHubBackend):
 
         self.transformer = self._load_models(preset, policy, WanVACETransformer3DModel)
         self.scheduler = wan_parts.unipc_scheduler(self.folder, self.options.flow_shift)
-        wan_parts.place_transformer(self.transformer, self.device, policy)
+        with self.on_gpu("load"):
+            wan_parts.place_transformer(self.transformer, self.device, policy)
 
     # -- generation --------------------------------------------------------------------------
 
@@ -76,9 +90,11 @@ class WanVACEBackend(WanHubBackend):
         import torch
 
         t0 = time.perf_counter()
+        self.lora_stack.apply(request.loras)
         context = request.context  # (1, 16, c, h, w) or None
         c = 0 if context is None else context.shape[2]
-        m = 0 if request.memory is None else request.memory.shape[2]
+        images = request.images.refs if request.images is not None else ()
+        m = len(images) + (0 if request.memory is None else request.memory.shape[2])
         z = self.vae.z_dim
         h, w = request.height // VAE_STRIDE_PX, request.width // VAE_STRIDE_PX
         generator = torch.Generator().manual_seed(request.seed)
@@ -87,7 +103,9 @@ class WanVACEBackend(WanHubBackend):
             refs = torch.randn((1, z, m, h, w), generator=generator)
             noise = torch.cat([refs, noise], dim=2)  # (1, 16, m+c+n, h, w): refs first
         with self.on_gpu("vae"):
-            control = self._control(context, request.memory, request)  # (1, 96, m+c+n, h, w)
+            memory = self._references(images, request.memory, request)  # (1, 16, m, h, w)
+            first = request.images.first_frame if request.images is not None else None
+            control = self._control(context, memory, request, first)  # (1, 96, m+c+n, h, w)
         t1 = time.perf_counter()
         with self.on_gpu("transformer"):
             latents = self._denoise(noise.to(self.device), control, request, on_step)
@@ -102,9 +120,35 @@ class WanVACEBackend(WanHubBackend):
                              seconds={"condition": t1 - t0, "denoise": t2 - t1,
                                       "decode": time.perf_counter() - t2})
 
-    def _control(self, context: Any, memory: Any, request: SegmentRequest) -> Any:
+    def _references(self, images: tuple[Any, ...], memory: Any, request: SegmentRequest) -> Any:
+        """[reference images | recalled keyframes] as normalized latents (1, 16, m, h, w),
+        or None. Each image (h, w, 3) uint8 is fitted into the frame as the pipeline does."""
+        import torch
+        from diffusers.video_processor import VideoProcessor
+        from PIL import Image
+
+        processor = VideoProcessor(vae_scale_factor=VAE_STRIDE_PX)
+        latents = []
+        for image in images:
+            pixels = processor.preprocess(Image.fromarray(image), None, None)  # (1, 3, H', W')
+            ih, iw = pixels.shape[-2:]
+            scale = min(request.height / ih, request.width / iw)
+            nh, nw = int(ih * scale), int(iw * scale)
+            fitted = torch.nn.functional.interpolate(pixels, size=(nh, nw), mode="bilinear",
+                                                     align_corners=False)[0]
+            canvas = torch.ones(3, request.height, request.width)  # white around the image
+            top, left = (request.height - nh) // 2, (request.width - nw) // 2
+            canvas[:, top:top + nh, left:left + nw] = fitted
+            latents.append(self.vae.encode(canvas[None, :, None]).float().cpu())
+        if memory is not None:
+            latents.append(memory.float().cpu())
+        return torch.cat(latents, dim=2) if latents else None
+
+    def _control(self, context: Any, memory: Any, request: SegmentRequest,
+                 first: Any = None) -> Any:
         """VACE's control input (1, 96, m+c+n, h, w): [inactive 16 | reactive 16 | mask 64],
-        as `WanVACEPipeline.prepare_video_latents` and `prepare_masks` build it."""
+        as `WanVACEPipeline.prepare_video_latents` and `prepare_masks` build it. `first`:
+        uint8 (H, W, 3), a take's first frame, kept (mask 0) as VACE's image-to-video."""
         import torch
 
         c = 0 if context is None else context.shape[2]
@@ -113,8 +157,11 @@ class WanVACEBackend(WanHubBackend):
         video = torch.zeros(1, 3, num_frames, request.height, request.width)  # [-1, 1]
         mask = torch.ones(1, 1, num_frames, request.height, request.width)  # 1: generate
         if c:
-            video[:, :, :kept] = self.vae.decode_float(context).clamp(-1, 1)
+            video[:, :, :kept] = self.context_frames(context)
             mask[:, :, :kept] = 0
+        elif first is not None:
+            video[0, :, 0] = torch.from_numpy(first).permute(2, 0, 1).float() / 127.5 - 1
+            mask[:, :, 0] = 0
         inactive = self.vae.encode(video * (1 - mask))  # (1, 16, c+n, h, w)
         reactive = self.vae.encode(video * mask)
         latents = torch.cat([inactive, reactive], dim=1)  # (1, 32, c+n, h, w)
@@ -129,6 +176,19 @@ class WanVACEBackend(WanHubBackend):
                                 dim=2)
             mask8 = torch.cat([torch.zeros_like(mask8[:, :, :refs.shape[2]]), mask8], dim=2)
         return torch.cat([latents, mask8], dim=1)
+
+    def context_frames(self, context: Any) -> Any:
+        """The last K = 4c-3 frames the c context latents stand for, (1, 3, K, H, W) in
+        [-1, 1]. Context latents come from mid-take, 4 frames each; decoded alone, the
+        VAE would take the first for a take's 1-frame image latent. A copy of it in front
+        warms the VAE's causal cache, so each context latent decodes as a continuation,
+        as the previous segment's frames were."""
+        import torch
+
+        warm = torch.cat([context[:, :, :1], context], dim=2)  # (1, 16, 1+c, h, w)
+        frames = self.vae.decode_float(warm)  # (1, 3, 1+4c, H, W)
+        kept = VAE_STRIDE_T * context.shape[2] - 3
+        return frames[:, :, -kept:].clamp(-1, 1)
 
     def _denoise(self, latents: Any, control: Any, request: SegmentRequest,
                  on_step: StepCallback) -> Any:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from longvid import __version__
+from longvid.budget import ALLOCATOR_CONF
 from longvid.cli import doctor, extend, models, plan, presets, render, report
 from longvid.cli.bench import bench_app
 from longvid.errors import Terminated
@@ -54,6 +55,9 @@ def main() -> None:
     # segment ~50 % slower on 2 cores (benchmarks/scaling.py). numpy's work here is
     # small, so it gets one thread. Set before numpy loads; a user's own value wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # the CUDA allocator the VRAM plan is measured under (longvid.budget); read by torch
+    # when CUDA starts, so set before any backend loads; a user's own value wins
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", ALLOCATOR_CONF)
     # SIGTERM (Slurm at a time limit, `kill`, a container stop) ends a render as Ctrl-C
     # does: the segment in progress is abandoned and the run stays resumable
     signal.signal(signal.SIGTERM, _terminate)

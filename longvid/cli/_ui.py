@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import typer
 
 from longvid.errors import ExitCode, LongvidError, Terminated
+from longvid.terminal import plain
 
 _ROOM = ("free disk space there, or write elsewhere (-o, LONGVID_HOME), then run the same "
          "command again: committed segments are kept")
@@ -58,9 +59,9 @@ def report(exc: BaseException, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"error": err}), flush=True)
     else:
-        print(f"error: {err['message']}", file=sys.stderr)
+        print(f"error: {plain(err['message'])}", file=sys.stderr)
         if err["hint"]:
-            print(f"  hint: {err['hint']}", file=sys.stderr)
+            print(f"  hint: {plain(err['hint'])}", file=sys.stderr)
     return err["code"]
 
 

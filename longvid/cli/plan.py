@@ -29,14 +29,17 @@ def plan(
         from longvid.render import load_job
         from longvid.vram import plan_policy
 
-        _, chosen, p = load_job(storyboard, preset)
+        sb, chosen, p = load_job(storyboard, preset)
         policy = plan_policy(chosen, p, vram)
+        # which negative prompt applies: the storyboard's when it sets one, else the preset's
+        source = "storyboard" if sb.negative_prompt is not None else "preset"
         if as_json:
-            print(json.dumps(p.to_dict() | {"policy": asdict(policy) if policy else None},
+            print(json.dumps(p.to_dict() | {"negative_prompt_source": source,
+                                            "policy": asdict(policy) if policy else None},
                              indent=2))
         else:
             from longvid.cli.plan_view import show_plan
 
-            show_plan(p, policy)
+            show_plan(p, policy, source)
 
     guarded(body, as_json)

@@ -2,50 +2,53 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from longvid.budget import LoadPolicy
 from longvid.plan import Plan
+from longvid.terminal import for_rich
 from longvid.timecode import timecode
 
+NEGATIVE_SHOWN_CHARS = 60
 
-def show_plan(p: Plan, policy: LoadPolicy | None = None) -> None:
+
+def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = "") -> None:
     console = Console()
     tc = lambda f: timecode(max(f, 0), p.fps)  # noqa: E731
-    console.print(f"[bold]{p.title}[/]  {p.width}x{p.height} @ {p.fps} fps, "
-                  f"{p.total_frames} frames ({p.duration_s:.2f}s), preset {p.preset} "
+    console.print(f"[bold]{for_rich(p.title)}[/]  {p.width}x{p.height} @ {p.fps} fps, "
+                  f"{p.total_frames} frames ({p.duration_s:.2f}s), preset {for_rich(p.preset)} "
                   f"(backend {p.backend})")
     shots = Table("shot", "start", "end", "frames", "take", "transition", "recall",
                   title="Shots", title_justify="left")
     for s in p.shots:
         trans = s.transition + (f" {s.transition_frames}f" if s.transition_frames else "")
-        shots.add_row(s.id, tc(s.start_frame), tc(s.end_frame), str(s.end_frame - s.start_frame),
-                      str(s.take), trans, ", ".join(s.recall))
+        shots.add_row(for_rich(s.id), tc(s.start_frame), tc(s.end_frame),
+                      str(s.end_frame - s.start_frame), str(s.take), trans,
+                      for_rich(", ".join(s.recall)))
     console.print(shots)
-    segs = Table("seg", "take", "shot", "start", "frames", "latents", "context", "remembers",
-                 "prompt mix", "seed", title="Segments", title_justify="left")
-    for g in p.segments:
-        note = f" (+{g.hold_frames} held)" if g.hold_frames else ""
-        note += f" ({g.blend_frames} dissolved)" if g.blend_frames else ""
-        mix = f"{g.blend_weight:.0%} of the other" if g.blend_prompt else ""
-        segs.add_row(str(g.index), str(g.take), g.shot_id, tc(g.start_frame),
-                     f"{g.emit_frames}{note}", str(g.num_latents), str(g.context_latents),
-                     _remembers(g, p), mix, str(g.seed))
-    console.print(segs)
+    console.print(_segments_table(p, console.width))
     sw = Table("shot", "asked at", "takes effect", "moved", "prompt",
                title="Prompt switches", title_justify="left")
     for s in p.switches:
         moved = "dropped: a later prompt snaps to the same frame" if s.dropped else (
             f"{s.frame - s.requested_frame:+d}f" if s.frame != s.requested_frame else "exact")
-        sw.add_row(s.shot_id, tc(s.requested_frame), tc(s.frame), moved, s.text[:48])
+        sw.add_row(for_rich(s.shot_id), tc(s.requested_frame), tc(s.frame), moved,
+                   for_rich(s.text[:48]))
     console.print(sw)
+    for line in _inputs(p):
+        console.print(for_rich(line))
     for warning in p.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {for_rich(warning)}")
     if p.memory_latents:
         console.print(f"memory: up to {p.memory_latents} recalled keyframe latent(s) per segment;"
                       " `recall` is known now, the anchor and retrieved keyframes at render time"
                       + ("; anti-drift on" if p.anti_drift else "; anti-drift off"))
+    if p.guidance_scale > 1:  # the negative prompt steers only under guidance
+        text = p.negative_prompt if len(p.negative_prompt) <= NEGATIVE_SHOWN_CHARS else \
+            p.negative_prompt[:NEGATIVE_SHOWN_CHARS] + "..."
+        console.print(f"negative prompt (from the {negative_source}): {text or '(empty)'}")
     cfg = " x 2 (guidance)" if p.guidance_scale > 1 else ""
     units = p.forwards // (p.steps * (2 if cfg else 1))  # a forward per segment or per frame
     unit = "segments" if units == len(p.segments) else "latent frames (one per forward)"
@@ -56,9 +59,55 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None) -> None:
         console.print(f"GPU policy for {policy.vram_gib:g} GiB ({verdict}, peak "
                       f"{policy.peak_gib:.1f} GiB): " + "; ".join(
                           f"{s.name} ({s.storage}, {s.weights_gib:.1f} GiB) on {s.placement}"
-                          + (f" ~{s.peak_gib:.1f} GiB" if s.placement != "cpu" else "")
+                          f" ~{s.peak_gib:.1f} GiB"
                           for s in policy.stages)
                       + "; VAE tiled")
+
+
+def _segments_table(p: Plan, width: int) -> Table:
+    """One row per segment, readable at 80 columns: light borders, cells that never wrap,
+    seeds (19 digits) shortened to fit when the terminal is narrow (`--json` has them)."""
+    tc = lambda f: timecode(max(f, 0), p.fps)  # noqa: E731
+    narrow = width < 120
+    segs = Table(title="Segments" + (" (seeds shortened; --json has them in full)"
+                                     if narrow else ""), title_justify="left",
+                 box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for name in ("seg", "take", "shot", "start", "frames", "ctx+new", "recalls", "mix"):
+        segs.add_column(name, no_wrap=True, overflow="ellipsis")
+    segs.add_column("seed", no_wrap=True, overflow="ellipsis", max_width=8 if narrow else None)
+    for g in p.segments:
+        note = f" +{g.hold_frames} held" if g.hold_frames else ""
+        note += f" {g.blend_frames} faded" if g.blend_frames else ""
+        mix = f"{g.blend_weight:.0%}" if g.blend_prompt else ""
+        segs.add_row(str(g.index), str(g.take), for_rich(g.shot_id), tc(g.start_frame),
+                     f"{g.emit_frames}{note}", f"{g.context_latents}+{g.num_latents}",
+                     for_rich(_remembers(g, p)), mix, str(g.seed))
+    if any(g.blend_prompt for g in p.segments):
+        segs.caption = "mix: share of the neighbouring prompt's embeddings in a `continue`"
+        segs.caption_justify = "left"
+    return segs
+
+
+def _inputs(p: Plan) -> list[str]:
+    """One line per storyboard image and LoRA a segment takes."""
+    from pathlib import Path
+
+    lines = [f"image: segment {g.index} (shot {g.shot_id}) starts from "
+             f"{Path(g.image.path).name} ({g.image.width}x{g.image.height} px, scaled, "
+             "cropped)" for g in p.segments if g.image is not None]
+    refs: dict[str, tuple[str, ...]] = {}
+    for g in p.segments:
+        if g.refs:
+            refs.setdefault(g.shot_id, tuple(Path(r.path).name for r in g.refs))
+    lines += [f"refs: shot {shot}: {', '.join(names)}" for shot, names in refs.items()]
+    for i, lora in enumerate(p.loras):
+        other: dict[str, float] = {}
+        for g in p.segments:
+            if g.lora_weights[i] != lora.weight:
+                other.setdefault(g.shot_id, g.lora_weights[i])
+        lines.append(f"LoRA {lora.name}: weight {lora.weight:g}" + "".join(
+            f", shot {shot} {w:g}" for shot, w in other.items()))
+    return lines
 
 
 def _remembers(g, p: Plan) -> str:  # noqa: ANN001 - a plan.Segment

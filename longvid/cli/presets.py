@@ -106,7 +106,7 @@ def _plain(value: Any) -> Any:
 
     if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)
-    return list(value) if isinstance(value, tuple) else value
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value
 
 
 def human(value: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -14,13 +15,21 @@ def report(
     target: Annotated[Path, typer.Argument(help="A video longvid rendered, or its .run folder.")],
     out_dir: Annotated[Path | None, typer.Option(
         "--out-dir", help="Where to write the PNGs (default: beside the video).")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the run directory and the PNG paths as JSON.")] = False,
 ) -> None:
     """Draw a contact sheet (one row per shot) and a drift plot of a render."""
     def body() -> None:
         from longvid.report import find_run, write_report
 
-        result = write_report(find_run(target), out_dir)
-        print(result.contact_sheet)
-        print(result.drift_plot)
+        run = find_run(target)
+        result = write_report(run, out_dir)
+        if as_json:
+            print(json.dumps({"run_dir": str(run.resolve()),
+                              "contact_sheet": str(result.contact_sheet),
+                              "drift_plot": str(result.drift_plot)}, indent=2))
+        else:
+            print(result.contact_sheet)
+            print(result.drift_plot)
 
-    guarded(body, as_json=False)
+    guarded(body, as_json)

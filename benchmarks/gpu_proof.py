@@ -1,0 +1,395 @@
+"""The 12 GiB proof: every Hub preset at real size, random weights, under a hard cap.
+
+    python benchmarks/gpu_proof.py --group 1 --json proof-1.json   # about 4.4 min, one H100
+    python benchmarks/gpu_proof.py --group 2 --json proof-2.json   # about 4.6 min
+    python benchmarks/gpu_proof.py --list                          # the groups, estimates
+    python benchmarks/gpu_proof.py --tiny                          # CPU, tiny models, all
+    python benchmarks/gpu_proof.py --preset NAME [--tiny]          # one preset, this process
+
+Covers every preset with a `hub:` section, found through the preset list, so a preset
+added later is in it. A preset whose backend has no random-weight recipe in
+checkpoints.py is named in the table and the JSON as NOT COVERED (today: the
+causal-wan presets, longlive-1.3b and self-forcing-1.3b), never silently left out;
+groups hold only the presets it can build. For each preset, in a process of its own:
+
+1. builds the models on the meta device and fills them in place on the GPU (no CPU
+   random init), and writes only the files the preset's load path reads (no GGUF
+   preset's transformer safetensors) into a Hub cache on RAM-backed storage
+   (/dev/shm when it has room), blobs named without SHA-256; the work folder is deleted
+   when the preset is done, whatever happens;
+2. caps PyTorch's allocator at CAP_GIB (12 GiB less the CUDA context and a desktop),
+   plans with that cap exactly as `render --vram 11.4` does, with the allocator set as
+   the CLI sets it (budget.ALLOCATOR_CONF), and checks once that the cap is enforced;
+3. loads through the real `backend.load`, then `prepare` encodes the prompts where the
+   plan puts the text encoder, with the transformer and VAE already resident;
+4. renders two windows of PROOF_STEPS steps (a few-step preset: its own steps): a
+   take's first full window, then a full window with context and the planned maximum
+   of memory latents (the plan's largest sequence);
+5. times a bare transformer forward on the second window for the overhead ratio.
+
+Per stage (load, text encoder, transformer, vae) it reports the allocator's allocated
+and reserved peaks, the driver-level peak (sampled `mem_get_info`: the CUDA context,
+kernels and library handles the cap does not see), allocator retries and OOMs. The
+transformer stage runs to the last step's callback, so for wan-vace it includes the
+VAE encode of the control video before the first step. Seconds per step are the
+median of steps 2-3 of the second window (the few-step presets: every chunk step
+after the first); `window_s_at_preset_steps` extrapolates them to the preset's steps.
+
+Estimated seconds per preset on one H100 (import ~10, build/write ~10 of which UMT5
+~8, load ~15, prompts ~5, two windows and decodes, bare forward, cleanup):
+    anyflow-far-1.3b          170  (compile of the repeated blocks ~60-120 of it)
+    skyreels-df-1.3b           85  (55k tokens: 3 steps x 2 forwards x ~1.4 s a window)
+    skyreels-df-1.3b-gguf-q8   95  (Q8_0 quantized on the GPU, ~3)
+    skyreels-df-1.3b-lowvram   95  (bitsandbytes quantizes UMT5 while loading, ~10)
+    wan-vace-1.3b              95  (36k tokens, 2 control encodes per window)
+A preset without an entry counts DEFAULT_ESTIMATE_S. Groups are packed from these,
+largest first, into GROUP_BUDGET_S each, so one failing command loses no other; with
+today's presets: group 1 = anyflow-far-1.3b, skyreels-df-1.3b-gguf-q8 (~265 s), group 2 =
+skyreels-df-1.3b-lowvram, wan-vace-1.3b, skyreels-df-1.3b (~275 s). Give each command
+`timeout_s` 330, and run group 2 right after group 1 (the machine idles out in 30 s).
+
+`--tiny` runs the same code with tiny models (2-layer configs, 32x32) on the CPU in
+under 3 minutes for all presets; memory figures are reported only on CUDA. On a GPU
+machine without diffusers, bitsandbytes or gguf, carry the wheels that
+benchmarks/gpu_wheels.sh builds (the exact device commands: docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proof_report import Meter, table, worst  # noqa: E402
+
+CAP_GIB = 11.4  # a 12 GiB card less ~0.6 GiB of CUDA context and desktop
+FIT_GIB = 11.5  # what a preset's every peak must stay under
+PROOF_STEPS = 3  # the peak is at the first forward; steps 2-3 give s/step
+FEW_STEP_PRESET = 4  # presets of at most this many steps run all of them
+ESTIMATE_S = {"anyflow-far-1.3b": 170, "skyreels-df-1.3b": 85, "skyreels-df-1.3b-gguf-q8": 95,
+              "skyreels-df-1.3b-lowvram": 95, "wan-vace-1.3b": 95}
+DEFAULT_ESTIMATE_S = 150
+GROUP_BUDGET_S = 290  # under 5 minutes per command
+SHM = Path("/dev/shm")
+WORK_GIB = 20  # real size: UMT5 11.4 GB + a transformer 2.9-4.3 GB + VAE + headroom
+GIB = 2**30
+
+
+def hub_presets() -> list[Any]:
+    """Every preset that downloads from the Hub, by name."""
+    from longvid.presets import available_presets, load_preset
+
+    return [p for p in (load_preset(n) for n in available_presets()) if p.hub is not None]
+
+
+def not_covered(preset: Any) -> str | None:
+    """Why the proof cannot build `preset`'s models with random weights, or None."""
+    from checkpoints import FAMILIES
+
+    if preset.backend in FAMILIES:
+        return None
+    return (f"NOT COVERED: no random-weight recipe for backend {preset.backend!r} in "
+            "benchmarks/checkpoints.py (FAMILIES, REAL_TRANSFORMER, TINY_TRANSFORMER)")
+
+
+def groups(names: list[str]) -> list[list[str]]:
+    """First-fit decreasing by estimated seconds into groups of GROUP_BUDGET_S."""
+    packed: list[list[str]] = []
+    for name in sorted(names, key=lambda n: (-ESTIMATE_S.get(n, DEFAULT_ESTIMATE_S), n)):
+        cost = ESTIMATE_S.get(name, DEFAULT_ESTIMATE_S)
+        for group in packed:
+            if sum(ESTIMATE_S.get(n, DEFAULT_ESTIMATE_S) for n in group) + cost <= GROUP_BUDGET_S:
+                group.append(name)
+                break
+        else:
+            packed.append([name])
+    return packed
+
+
+def work_root(tiny: bool) -> Path:
+    """RAM-backed storage when it has room for a preset's files, else the temp dir."""
+    need = 0.1 if tiny else WORK_GIB
+    if SHM.is_dir() and shutil.disk_usage(SHM).free >= need * GIB:
+        return SHM
+    return Path(tempfile.gettempdir())
+
+
+def tiny_preset(preset: Any, work: Path) -> Any:
+    """The preset at test size: same backend, hub sources, quantization and steps."""
+    import yaml
+
+    from longvid.presets import load_preset
+
+    data = yaml.safe_load(Path(preset.source).read_text())
+    data.update(resolution="32x32", min_vram_gib=0)
+    data["options"] = data.get("options", {}) | {"max_sequence_length": 16, "max_latents": 5,
+                                                 "context_latents": 2}
+    path = work / f"{preset.name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_preset(str(path))
+
+
+def proof_plan(preset: Any, work: Path) -> Any:
+    """The plan of two full windows, a take's first and a continuation, as `render` makes
+    it: its largest sequence (context, new and memory latents) is the one the proof runs."""
+    from longvid.backends import caps_of
+    from longvid.render import load_job
+
+    caps = caps_of(preset)
+    latents = caps.max_latents + (caps.max_latents - caps.context_latents)
+    storyboard = work / "proof.yaml"
+    storyboard.write_text("version: 1\nshots: [{id: a, prompt: a harbour at dusk, "
+                          f"duration: {caps.latent_stride_t * (latents - 1) + 1}f}}]\n")
+    return load_job(storyboard, str(preset.source))[2]
+
+
+def bare_forward(backend: Any, request: Any) -> Any:
+    """The backend's transformer called on `request`'s whole window as one step calls it;
+    None where no stand-alone call does a step's work (a causal chunk against a KV cache)."""
+    import torch
+
+    m = 0 if request.memory is None else request.memory.shape[2]
+    window = m + request.context.shape[2] + request.num_latents
+    h, w = request.height // 8, request.width // 8
+    dev, dtype, model = backend.device, backend.dtype, backend.transformer
+    emb = backend.prompts[request.prompt].to(dev, dtype)
+    x = torch.randn(1, 16, window, h, w, device=dev, dtype=dtype)
+    if backend.name == "skyreels-df":
+        ts = torch.full((1, window), 500, dtype=torch.long, device=dev)
+        return lambda: model(x, timestep=ts, encoder_hidden_states=emb,
+                             enable_diffusion_forcing=True, fps=[1], return_dict=False)
+    if backend.name == "wan-vace":
+        control = torch.randn(1, model.config.vace_in_channels, window, h, w, device=dev,
+                              dtype=dtype)
+        scale = torch.ones(len(model.config.vace_layers), device=dev, dtype=dtype)
+        t = torch.tensor([500.0], device=dev)
+        return lambda: model(hidden_states=x, timestep=t, encoder_hidden_states=emb,
+                             control_hidden_states=control, control_hidden_states_scale=scale,
+                             return_dict=False)
+    return None
+
+
+def measure(name: str, tiny: bool) -> dict:
+    """One preset, in this process; its work folder is gone when this returns."""
+    work = Path(tempfile.mkdtemp(prefix=f"longvid-proof-{name}-", dir=work_root(tiny)))
+    try:
+        os.environ.update(HF_HUB_CACHE=str(work / "hub"), HF_HUB_OFFLINE="1",
+                          LONGVID_HOME=str(work / "home"))
+        return _measure(name, tiny, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(name: str, tiny: bool, work: Path) -> dict:
+    import torch
+    from checkpoints import install_preset, storage_of
+
+    from longvid.backends import backend_class, caps_of
+    from longvid.backends.base import SegmentRequest
+    from longvid.presets import load_preset
+    from longvid.vram import choose_policy, plan_policy
+
+    preset = load_preset(name)
+    if gap := not_covered(preset):
+        raise RuntimeError(gap)
+    if tiny:
+        preset = tiny_preset(preset, work)
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+
+    # 1. random weights, built on the device, written where the load path reads them
+    t0 = time.perf_counter()
+    (work / "hub").mkdir()
+    install_preset(work / "hub", preset, tiny=tiny, device=device, work=work)
+    build_s = time.perf_counter() - t0
+
+    # 2. the cap, checked once; the plan for it, as render makes it
+    cap_enforced = None
+    if cuda:
+        torch.cuda.empty_cache()
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(CAP_GIB * GIB / total)
+        try:
+            torch.empty(int((CAP_GIB + 0.25) * GIB), dtype=torch.uint8, device="cuda")
+            cap_enforced = False
+        except torch.cuda.OutOfMemoryError:
+            cap_enforced = True
+        torch.cuda.empty_cache()
+    caps = caps_of(preset)
+    window, ctx, mem = caps.max_latents, caps.context_latents, caps.memory_latents
+    plan = proof_plan(preset, work)
+    planned = plan_policy(preset, plan, CAP_GIB)  # the figures `plan --vram 11.4` prints
+    assert planned is not None  # every Hub preset has `memory:` figures
+    policy = choose_policy(preset, plan, CAP_GIB) if cuda else None  # exit 4 if it cannot fit
+
+    meter, stages = Meter(cuda), {}
+    try:
+        # 3. load, then the prompts with the transformer and VAE resident
+        backend = backend_class(preset.backend)()
+        meter.start()
+        t0 = time.perf_counter()
+        backend.load(preset, policy)
+        load_s = time.perf_counter() - t0
+        stages["load"] = meter.stop()
+        prompts = ["a harbour at dusk", "the harbour at night, lanterns on the water"]
+        meter.start()
+        t0 = time.perf_counter()
+        backend.prepare(prompts, plan.negative_prompt, preset.guidance_scale)
+        prepare_s = time.perf_counter() - t0
+        stages["text encoder"] = meter.stop()
+
+        # 4. two windows: a take's first, then context + the planned memory
+        steps = preset.steps if preset.steps <= FEW_STEP_PRESET else PROOF_STEPS
+        out, window_s, marks, transformer, vae = None, [], [], None, None
+        requests = []
+        for k, prompt in enumerate(prompts):
+            context = None if out is None else out.latents[:, :, -ctx:]
+            memory = out.latents[:, :, :mem] if out is not None and mem else None
+            request = SegmentRequest(
+                prompt=prompt, negative_prompt=plan.negative_prompt,
+                num_latents=window - (ctx if context is not None else 0), context=context,
+                width=plan.width, height=plan.height, seed=k, steps=steps,
+                guidance_scale=preset.guidance_scale, fps=plan.fps, memory=memory)
+            requests.append(request)
+            marks = []
+            peaks: dict[str, Any] = {}
+
+            def on_step(i: int, n: int, marks: list = marks, peaks: dict = peaks) -> None:
+                if cuda:
+                    torch.cuda.synchronize()
+                marks.append(time.perf_counter())
+                if i == n:
+                    peaks["transformer"], peaks["n"] = meter.stop(), n
+                    meter.start()
+
+            meter.start()
+            t0 = time.perf_counter()
+            out = backend.generate(request, on_step)
+            window_s.append(time.perf_counter() - t0)
+            transformer, vae = worst(transformer, peaks["transformer"]), worst(vae, meter.stop())
+        stages |= {"transformer": transformer, "vae": vae}
+        per_step = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+        step_s = statistics.median(per_step) if per_step else window_s[-1] / steps
+
+        # 5. the bare transformer on the second window, once warm
+        bare_s = None
+        if forward := bare_forward(backend, requests[-1]):
+            with torch.no_grad():
+                forward()
+                if cuda:
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                forward()
+                if cuda:
+                    torch.cuda.synchronize()
+            bare_s = (time.perf_counter() - t0) * (2 if preset.guidance_scale > 1 else 1)
+    finally:
+        meter.close()
+    worst_gib = max((v for s in stages.values() for k, v in s.items()
+                     if k in ("reserved_gib", "driver_gib") and v is not None), default=None)
+    return {
+        "benchmark": "gpu_proof", "date": time.strftime("%Y-%m-%d"), "preset": name,
+        "backend": preset.backend, "tiny": tiny,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "torch": torch.__version__, "cap_gib": CAP_GIB if cuda else None,
+        "cap_enforced": cap_enforced, "work_dir": str(work.parent),
+        "quantization": {"text_encoder": preset.quantization.text_encoder,
+                         "transformer": preset.quantization.transformer_storage},
+        "transformer_storage": storage_of(backend.transformer),
+        "resolution": f"{plan.width}x{plan.height}", "window_tokens": plan.max_tokens,
+        "memory_latents": mem, "steps_run": steps, "preset_steps": preset.steps,
+        "policy": {"text_encoder": planned.text_encoder, "transformer": planned.transformer,
+                   "stages_gib": {s.name: round(s.peak_gib, 2) for s in planned.stages}},
+        "stages": stages, "build_s": round(build_s, 1), "load_s": round(load_s, 1),
+        "prepare_s": round(prepare_s, 2), "window_s": [round(s, 2) for s in window_s],
+        "s_per_step": round(step_s, 4),
+        "window_s_at_preset_steps": round(step_s * peaks["n"] * preset.steps / steps, 1),
+        "bare_s_per_step": round(bare_s, 4) if bare_s else None,
+        "overhead_ratio": round(step_s / bare_s, 3) if bare_s else None,
+        "peak_gib": worst_gib, "fits": None if worst_gib is None else worst_gib < FIT_GIB,
+    }
+
+
+def run_child(name: str, tiny: bool, timeout_s: float) -> dict:
+    """One preset in a fresh process: no allocator state or peak carried over."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run.json"
+        cmd = [sys.executable, __file__, "--preset", name, "--json", str(out)]
+        try:
+            done = subprocess.run(cmd + (["--tiny"] if tiny else []), timeout=timeout_s,
+                                  stdout=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return {"preset": name, "error": f"timed out after {timeout_s:.0f} s"}
+        if done.returncode == 0:
+            return json.loads(out.read_text())
+        return {"preset": name, "error": f"exit {done.returncode} (traceback above)"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--group", type=int, help="run one group of presets (see --list)")
+    parser.add_argument("--preset", help="run one preset in this process")
+    parser.add_argument("--tiny", action="store_true", help="tiny models, every preset")
+    parser.add_argument("--list", action="store_true", help="print the groups and exit")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    from longvid.budget import ALLOCATOR_CONF
+
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", ALLOCATOR_CONF)  # as the CLI sets it
+    if args.preset:
+        result = measure(args.preset, args.tiny)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+        return
+    presets = hub_presets()
+    gaps = {p.name: gap for p in presets if (gap := not_covered(p))}
+    names = [p.name for p in presets]
+    packed = groups([n for n in names if n not in gaps])
+    if args.list:
+        for k, group in enumerate(packed, 1):
+            cost = sum(ESTIMATE_S.get(n, DEFAULT_ESTIMATE_S) for n in group)
+            print(f"group {k} (~{cost} s): {', '.join(group)}")
+        for name, gap in gaps.items():
+            print(f"{name}: {gap}")
+        return
+    if args.group is None and not args.tiny:
+        parser.error("choose --group N (see --list), --preset NAME or --tiny")
+    chosen = names if args.group is None else packed[args.group - 1]
+    runs = []
+    for name in names:
+        if name in gaps:  # named in the table and the JSON, never silently left out
+            runs.append({"preset": name, "error": gaps[name]})
+            continue
+        if name not in chosen:
+            group = next(k for k, g in enumerate(packed, 1) if name in g)
+            runs.append({"preset": name, "error": f"not run: in group {group}"})
+            continue
+        budget = 170 if args.tiny else 2 * ESTIMATE_S.get(name, DEFAULT_ESTIMATE_S)
+        try:
+            runs.append(run_child(name, args.tiny, budget))
+        except Exception as exc:  # noqa: BLE001 - one preset's failure is a row of the table
+            traceback.print_exc()
+            runs.append({"preset": name, "error": f"{type(exc).__name__}: {exc}"})
+    result = {"benchmark": "gpu_proof", "tiny": args.tiny, "group": args.group,
+              "cap_gib": CAP_GIB, "runs": runs}
+    print(table(runs))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if any("error" in r and not r["error"].startswith(("not run", "NOT COVERED"))
+           for r in runs):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

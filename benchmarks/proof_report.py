@@ -1,0 +1,84 @@
+"""What gpu_proof.py measures per stage and how it prints it.
+
+`Meter`: peak GPU memory of one stage of a render, three ways: what PyTorch's
+allocator handed out (allocated), what it held from the driver (reserved), and what
+the driver reports in use (sampled on a thread: the CUDA context, kernels and library
+handles included, which an allocator cap does not see). Inert without CUDA.
+`table`: one Markdown row per preset, beside the plan's figures."""
+
+from __future__ import annotations
+
+import threading
+
+GIB = 2**30
+
+
+class Meter:
+    """Peaks of one stage: allocator allocated/reserved, driver-level used (sampled every
+    2 ms on a thread), allocator retries and OOMs. Inert without CUDA."""
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda, self.driver_peak, self._stop = cuda, 0, threading.Event()
+        if cuda:
+            threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        import torch
+
+        while not self._stop.wait(0.002):
+            free, total = torch.cuda.mem_get_info()
+            self.driver_peak = max(self.driver_peak, total - free)
+
+    def start(self) -> None:
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            free, total = torch.cuda.mem_get_info()
+            self.driver_peak = total - free
+
+    def stop(self) -> dict[str, float | None]:
+        import torch
+
+        if not self.cuda:
+            return {"allocated_gib": None, "reserved_gib": None, "driver_gib": None}
+        torch.cuda.synchronize()
+        free, total = torch.cuda.mem_get_info()
+        stats = torch.cuda.memory_stats()
+        return {"allocated_gib": round(torch.cuda.max_memory_allocated() / GIB, 3),
+                "reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 3),
+                "driver_gib": round(max(self.driver_peak, total - free) / GIB, 3),
+                "alloc_retries": stats.get("num_alloc_retries", 0),
+                "ooms": stats.get("num_ooms", 0)}
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def worst(a: dict | None, b: dict) -> dict:
+    return b if a is None else {k: max(a[k], b[k]) if a[k] is not None else None for k in a}
+
+
+def table(runs: list[dict]) -> str:
+    def gib(stage: dict | None, key: str) -> str:
+        v = (stage or {}).get(key)
+        return "-" if v is None else f"{v:.2f}"
+
+    lines = ["| preset | TE / DiT | plan TE, DiT | TE res/drv GiB | DiT res/drv GiB "
+             "| VAE res/drv GiB | planned GiB | s/step | bare | ratio | fits |",
+             "|---" * 11 + "|"]
+    for r in runs:
+        if "error" in r:
+            lines.append(f"| {r['preset']} | {r['error']} |" + " |" * 9)
+            continue
+        s, p, q = r["stages"], r["policy"], r["quantization"]
+        cells = [f"{gib(s[k], 'reserved_gib')} / {gib(s[k], 'driver_gib')}"
+                 for k in ("text encoder", "transformer", "vae")]
+        planned = " / ".join(f"{p['stages_gib'][k]:.2f}" for k in p["stages_gib"])
+        lines.append(
+            f"| {r['preset']} | {q['text_encoder']} / {q['transformer']} | "
+            f"{p['text_encoder']}, {p['transformer']} | {' | '.join(cells)} | {planned} | "
+            f"{r['s_per_step']} | {r['bare_s_per_step'] or '-'} | {r['overhead_ratio'] or '-'} "
+            f"| {'-' if r['fits'] is None else ('yes' if r['fits'] else 'NO')} |")
+    return "\n".join(lines)

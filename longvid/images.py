@@ -1,0 +1,93 @@
+"""Storyboard images (`image:`, `refs:`): checked when the storyboard loads, read when a
+segment needs them.
+
+Pillow and numpy are imported inside the functions, so `longvid plan` stays light
+(it checks the files but never imports torch). A shot's first frame is its image
+scaled (Lanczos) until it covers the frame, then centre-cropped to the frame: the
+aspect ratio is kept and the overhanging sides are cut off equally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from longvid.yamlsrc import YamlDoc
+
+MIN_SIDE_PX = 16  # smaller images carry too little to condition a shot on
+MAX_PIXELS = 64 * 2**20  # Pillow's decompression-bomb guard sits near here too
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    path: str  # absolute
+    sha256: str  # of the file's bytes: a changed image is a different render
+    width: int
+    height: int
+
+
+class ImageProblem(ValueError):
+    """Why a file cannot be used as a storyboard image: (message, hint)."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+def inspect_image(path: Path) -> ImageFile:
+    """Check that `path` exists, decodes as an image and has a usable size."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise ImageProblem(f"image file not found: {path}",
+                           "image paths are relative to the storyboard file")
+    data = path.read_bytes()
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise ImageProblem(f"image {path.name} is {width}x{height} px, more than "
+                                   f"{MAX_PIXELS // 2**20} megapixels",
+                                   "scale it down; a frame is at most a few hundred pixels a side")
+            img.load()  # decodes the pixels: a truncated file fails here
+    except ImageProblem:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageProblem(f"cannot decode {path.name} as an image ({exc})",
+                           "use a PNG, JPEG or WebP file") from None
+    if min(width, height) < MIN_SIDE_PX:
+        raise ImageProblem(f"image {path.name} is {width}x{height} px; at least {MIN_SIDE_PX} "
+                           "px a side are needed", "use a larger image")
+    return ImageFile(str(path.resolve()), hashlib.sha256(data).hexdigest(), width, height)
+
+
+def checked_image(doc: YamlDoc, loc: tuple[str | int, ...], path: Path) -> ImageFile:
+    """`inspect_image`, its problem as an error at the storyboard key `loc` (exit 3)."""
+    try:
+        return inspect_image(path)
+    except ImageProblem as exc:
+        raise doc.error(loc, exc.message, exc.hint) from None
+
+
+def read_rgb(path: str | Path) -> Any:
+    """The image as uint8 (H, W, 3); an alpha channel is dropped, greyscale expanded."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB")).copy()
+
+
+def fit_frame(image: Any, width: int, height: int) -> Any:
+    """uint8 (h, w, 3) -> uint8 (height, width, 3): scaled to cover, centre-cropped."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = max(width / w, height / h)
+    sw, sh = max(width, round(w * scale)), max(height, round(h * scale))
+    scaled = Image.fromarray(image).resize((sw, sh), Image.Resampling.LANCZOS)
+    left, top = (sw - width) // 2, (sh - height) // 2
+    return np.asarray(scaled.crop((left, top, left + width, top + height))).copy()
