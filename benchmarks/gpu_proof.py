@@ -313,7 +313,7 @@ def _measure(name: str, tiny: bool, work: Path) -> dict:
         "stages": stages, "build_s": round(build_s, 1), "load_s": round(load_s, 1),
         "prepare_s": round(prepare_s, 2), "window_s": [round(s, 2) for s in window_s],
         "s_per_step": round(step_s, 4),
-        "window_s_at_preset_steps": round(step_s * peaks["n"] * preset.steps / steps, 1),
+        "window_s_at_preset_steps": round(step_s * peaks["n"] * preset.steps / steps, 3),
         "bare_s_per_step": round(bare_s, 4) if bare_s else None,
         "overhead_ratio": round(step_s / bare_s, 3) if bare_s else None,
         "peak_gib": worst_gib, "fits": None if worst_gib is None else worst_gib < FIT_GIB,
