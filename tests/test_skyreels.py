@@ -266,6 +266,15 @@ def test_gpu_out_of_memory_names_the_stage_and_a_lower_vram(hub_cache, tmp_path,
     assert "--vram 10" in caught.value.hint and "resumes" in caught.value.hint
 
 
+def half_second_story(tmp_path):
+    """A storyboard of one half-second shot on the test preset, beside it."""
+    return write(tmp_path / "story.yaml", f"""\
+        version: 1
+        preset: {preset_file(tmp_path).name}
+        shots: [{{id: a, duration: 0.5s, prompt: a harbour}}]
+        """)
+
+
 @pytest.mark.parametrize(("stage", "component", "method"), [
     ("load", "AutoencoderKLWan", "from_pretrained"),
     ("text encoder", "UMT5EncoderModel", "forward"),
@@ -284,12 +293,7 @@ def test_out_of_memory_in_every_stage_is_exit_4_naming_it(hub_cache, tmp_path, c
 
     library = transformers if component == "UMT5EncoderModel" else diffusers
     monkeypatch.setattr(getattr(library, component), method, full)
-    sb = write(tmp_path / "story.yaml", f"""\
-        version: 1
-        preset: {preset_file(tmp_path).name}
-        shots: [{{id: a, duration: 0.5s, prompt: a harbour}}]
-        """)
-    code, _, err = cli("render", sb)
+    code, _, err = cli("render", half_second_story(tmp_path))
     assert code == 4, err
     assert f"out of memory in the {stage} stage" in err and "--vram" in err
 
@@ -302,12 +306,7 @@ def test_a_snapshot_whose_scheduler_disagrees_is_exit_3_naming_the_setting(
     config = next(hub_cache.glob("models--*/snapshots/*/scheduler/scheduler_config.json"))
     data = json.loads(config.read_text())
     config.resolve().write_text(json.dumps(data | {key: value}))  # the blob behind the link
-    sb = write(tmp_path / "story.yaml", f"""\
-        version: 1
-        preset: {preset_file(tmp_path).name}
-        shots: [{{id: a, duration: 0.5s, prompt: a harbour}}]
-        """)
-    code, _, err = cli("render", sb)
+    code, _, err = cli("render", half_second_story(tmp_path))
     assert code == 3, err
     assert f"the scheduler's {key} is {value!r}" in " ".join(err.split())
 
