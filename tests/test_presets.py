@@ -50,6 +50,17 @@ def test_a_wrong_type_is_exit_3_naming_the_key(tmp_path, cli):
 
 
 @pytest.mark.parametrize(("option", "message"), [
+    ("flow_shift: 1e400", "finite number"),  # YAML reads it as infinity
+    ("flow_shift: .nan", "finite number"),
+    ("flow_shift: true", "valid number"),  # a YAML boolean is no number
+    ("max_latents: 2.5", "valid integer"),
+])
+def test_values_a_yaml_file_would_coerce_are_refused(tmp_path, cli, option, message):
+    code, _, err = plan_with_option(tmp_path, cli, option)
+    assert code == 3 and "typo.yaml:8" in err and message in err, err
+
+
+@pytest.mark.parametrize(("option", "message"), [
     ("max_latents: 99", "allows at most 9"),
     ("context_latents: 9", "allows at most 2"),
     ("max_latents: 2\n  context_latents: 2", "leaves no room"),

@@ -122,7 +122,8 @@ class BackendOptions(BaseModel):
     subclasses this; these three shrink the backend's window or memory (unset: the
     backend's own)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's `true` is no number and 1 no switch; finite: no .nan or 1e400
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     max_latents: int | None = Field(
         None, ge=1, description="latent frames per window, context included (at most the "

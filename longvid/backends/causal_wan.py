@@ -58,6 +58,7 @@ class CausalWanBackend(WanHubBackend):
         lora_file: str | None = Field("models/lora.pt", description="a PEFT LoRA .pt merged "
                                       "at conversion (unset: none)")
         state_keys: tuple[str, ...] = Field(("generator", "generator_ema", "model"),
+                                            strict=False,  # a YAML list is fine here
                                             description="checkpoint entries holding the "
                                             "generator, first present wins")
         lora_scale: float = Field(1.0, description="lora_alpha / r")
