@@ -28,7 +28,7 @@ MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit on the JSON header
 class LoraIn(BaseModel):
     """One entry of `loras:` in a preset or a storyboard."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     path: str | None = Field(None, min_length=1)
     repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")

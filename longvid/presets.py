@@ -82,7 +82,7 @@ class Preset:
 
 
 class _HubIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
     revision: str = "main"
     files: list[str] = Field(min_length=1)
@@ -90,7 +90,7 @@ class _HubIn(BaseModel):
 
 
 class _GgufIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
     revision: str = "main"
     file: str = Field(pattern=r"^[^*?\[]+\.gguf$")  # one file, no glob
@@ -99,13 +99,13 @@ class _GgufIn(BaseModel):
 
 
 class _QuantIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     text_encoder: Literal[TEXT_ENCODER_QUANTS] = "bf16"  # type: ignore[valid-type]
     transformer: Literal[TRANSFORMER_QUANTS] = "bf16"  # type: ignore[valid-type]
 
 
 class _MemoryIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     text_encoder_gib: float = Field(ge=0)
     text_encoder_act_gib: float = Field(default=0.5, ge=0)
     transformer_gib: float = Field(gt=0)
@@ -119,7 +119,7 @@ class _MemoryIn(BaseModel):
 
 
 class _PresetIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     name: str
     description: str = ""
     backend: str

@@ -130,3 +130,15 @@ def test_docs_option_tables_match_the_backends_options():
         expected = {field: [type_name(f.annotation), human(f.default), f.description]
                     for field, f in cls.Options.model_fields.items()}
         assert tables[name] == expected, name
+
+
+@pytest.mark.parametrize(("line", "message"), [("fps: true", "valid integer"),
+                                               ("guidance_scale: .inf", "finite number")])
+def test_a_presets_own_keys_are_not_coerced_either(tmp_path, cli, line, message):
+    text = (PRESET % "flow_shift: 3.0").replace("fps: 16\n", "fps: 16\n" + line + "\n") \
+        if line.startswith("guidance") else (PRESET % "flow_shift: 3.0").replace("fps: 16", line)
+    write(tmp_path / "typo.yaml", text)
+    write(tmp_path / "sb.yaml", STORYBOARD)
+    code, _, err = cli("plan", tmp_path / "sb.yaml")
+    assert code == 3 and message in err and line.split(":")[0] in err, err
+
