@@ -12,6 +12,7 @@ converters do (`write_gguf`), for gpu_proof.py and the tests alike.
 from __future__ import annotations
 
 import fnmatch
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from hubcache import write_hub_snapshot
 UMT5_XXL = {"d_model": 4096, "d_ff": 10240, "d_kv": 64, "num_heads": 64, "num_layers": 24,
             "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
             "feed_forward_proj": "gated-gelu", "vocab_size": 256384}
-# Wan2.1-T2V-1.3B's DiT: the backbone of all three 1.3B presets
+# Wan2.1-T2V-1.3B's DiT: the backbone of every 1.3B preset
 WAN_1_3B = {"patch_size": (1, 2, 2), "num_attention_heads": 12, "attention_head_dim": 128,
             "in_channels": 16, "out_channels": 16, "text_dim": 4096, "freq_dim": 256,
             "ffn_dim": 8960, "num_layers": 30, "cross_attn_norm": True, "eps": 1e-6}
@@ -43,6 +44,8 @@ REAL_TRANSFORMER = {
     "anyflow-far": WAN_1_3B | {"compressed_patch_size": (1, 4, 4), "full_chunk_limit": 3,
                                "gate_value": 0.25, "deltatime_type": "r",
                                "chunk_partition": (1, 3, 3, 3, 3, 3, 3, 2)},
+    # Wan-AI/Wan2.1-T2V-1.3B-Diffusers: the network LongLive and Self-Forcing fine-tune
+    "causal-wan": WAN_1_3B | QK_NORM,
 }
 TINY_UMT5 = {"d_model": 64, "d_ff": 64, "d_kv": 16, "num_heads": 4, "num_layers": 2,
              "relative_attention_num_buckets": 8, "feed_forward_proj": "gated-gelu"}
@@ -54,6 +57,7 @@ TINY_TRANSFORMER = {
     "wan-vace": TINY_WAN | QK_NORM | {"num_layers": 3, "vace_layers": [0, 2],
                                       "vace_in_channels": 96},
     "anyflow-far": TINY_WAN,
+    "causal-wan": TINY_WAN | QK_NORM,
 }
 TINY_VAE = {"base_dim": 3, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1}  # real: the defaults
 FLOW_UNIPC = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
@@ -67,7 +71,12 @@ FAMILIES = {
     # the repo's scheduler_config.json (irrelevant to memory and step time)
     "anyflow-far": ("AnyFlowFARPipeline", "AnyFlowFARTransformer3DModel",
                     "FlowMapEulerDiscreteScheduler", {"shift": 5.0}),
+    # the Wan2.1 snapshot; the generator itself is an upstream .pt (write_causal_generator)
+    "causal-wan": ("WanPipeline", "WanTransformer3DModel", "FlowMatchEulerDiscreteScheduler",
+                   {"shift": 5.0}),
 }
+# PEFT LoRA rank of the causal generator's LoRA: LongLive's 0.7 GB file at real size
+LORA_RANK = {False: 256, True: 4}
 
 
 def build_pipeline(backend: str, *, tiny: bool, device: str = "cpu", seed: int = 0) -> Any:
@@ -147,6 +156,9 @@ def install_preset(cache: Path, preset: Any, *, tiny: bool, device: str = "cpu",
             write_gguf(folder / gguf.files[0], pipe.transformer,
                        qtype=preset.quantization.gguf_type)
             write_hub_snapshot(cache, gguf.repo, folder, gguf.revision, fast=fast)
+        if preset.backend == "causal-wan":
+            write_causal_generator(cache, preset.options, pipe.transformer, Path(tmp),
+                                   tiny=tiny)
         snapshot = Path(tmp) / "snapshot"
         pipe.save_config(snapshot)  # model_index.json
         components = pipe.components
@@ -165,6 +177,45 @@ def install_preset(cache: Path, preset: Any, *, tiny: bool, device: str = "cpu",
             if not any(fnmatch.fnmatch(name, pattern) for pattern in preset.hub.files):
                 path.unlink()
         write_hub_snapshot(cache, preset.hub.repo, snapshot, preset.hub.revision, fast=fast)
+
+
+def write_causal_generator(cache: Path, options: Any, transformer: Any, tmp: Path, *,
+                           tiny: bool) -> None:
+    """`transformer`'s weights as the upstream causal checkpoint the preset's options name,
+    in the layout longvid/backends/causal_weights.py reads: a `.pt` of
+    `{state_keys[0]: {"model." + original Wan key: tensor}}` (bf16 at real size, as
+    released), and where the options name a LoRA file, PEFT pairs for every attention
+    and FFN matrix of each block under `generator_lora` (LongLive's layout)."""
+    import torch
+
+    folder = tmp / "generator"
+    state = {"model." + original_key(k): v for k, v in transformer.state_dict().items()}
+    base = folder / options.checkpoint_file
+    base.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({options.state_keys[0]: state}, base)
+    del state
+    if options.lora_file:
+        rank, lora = LORA_RANK[tiny], {}
+        generator = torch.Generator(transformer.device).manual_seed(1)
+        for key, weight in transformer.state_dict().items():
+            target = original_key(key)
+            parts = target.split(".")
+            if parts[0] != "blocks" or weight.ndim != 2 or \
+                    parts[2] not in ("self_attn", "cross_attn", "ffn"):
+                continue
+            module = target.removesuffix(".weight")
+            out_f, in_f = weight.shape
+            for part, shape in (("lora_A", (rank, in_f)), ("lora_B", (out_f, rank))):
+                lora[f"base_model.model.{module}.{part}.weight"] = torch.empty(
+                    shape, device=weight.device, dtype=weight.dtype).normal_(
+                        0.0, 0.02, generator=generator)
+        path = folder / options.lora_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"generator_lora": lora}, path)
+        del lora
+    write_hub_snapshot(cache, options.checkpoint_repo, folder, options.checkpoint_revision,
+                       fast=not tiny)
+    shutil.rmtree(folder)
 
 
 def storage_of(model: Any) -> dict[str, int]:

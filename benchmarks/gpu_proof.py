@@ -1,16 +1,19 @@
 """The 12 GiB proof: every Hub preset at real size, random weights, under a hard cap.
 
-    python benchmarks/gpu_proof.py --group 1 --json proof-1.json   # about 4.4 min, one H100
-    python benchmarks/gpu_proof.py --group 2 --json proof-2.json   # about 4.6 min
+    python benchmarks/gpu_proof.py --group 1 --json proof-1.json   # about 4.8 min, one H100
+    python benchmarks/gpu_proof.py --group 2 --json proof-2.json   # about 4.8 min
+    python benchmarks/gpu_proof.py --group 3 --json proof-3.json   # about 3.2 min
     python benchmarks/gpu_proof.py --list                          # the groups, estimates
     python benchmarks/gpu_proof.py --tiny                          # CPU, tiny models, all
     python benchmarks/gpu_proof.py --preset NAME [--tiny]          # one preset, this process
 
 Covers every preset with a `hub:` section, found through the preset list, so a preset
 added later is in it. A preset whose backend has no random-weight recipe in
-checkpoints.py is named in the table and the JSON as NOT COVERED (today: the
-causal-wan presets, longlive-1.3b and self-forcing-1.3b), never silently left out;
-groups hold only the presets it can build. For each preset, in a process of its own:
+checkpoints.py is named in the table and the JSON as NOT COVERED (today: none), never
+silently left out; groups hold only the presets it can build. For the causal-wan
+presets the recipe writes the Wan2.1 snapshot and the upstream generator `.pt` (and
+LongLive's PEFT LoRA) in the layout causal_weights.py reads, so their load includes
+the one-time conversion to safetensors. For each preset, in a process of its own:
 
 1. builds the models on the meta device and fills them in place on the GPU (no CPU
    random init), and writes only the files the preset's load path reads (no GGUF
@@ -24,7 +27,7 @@ groups hold only the presets it can build. For each preset, in a process of its 
    plan puts the text encoder, with the transformer and VAE already resident;
 4. renders two windows of PROOF_STEPS steps (a few-step preset: its own steps): a
    take's first full window, then a full window with context and the planned maximum
-   of memory latents (the plan's largest sequence);
+   of memory latents (the plan's largest sequence), and a causal preset's sink;
 5. times a bare transformer forward on the second window for the overhead ratio.
 
 Per stage (load, text encoder, transformer, vae) it reports the allocator's allocated
@@ -42,11 +45,16 @@ Estimated seconds per preset on one H100 (import ~10, build/write ~10 of which U
     skyreels-df-1.3b-gguf-q8   95  (Q8_0 quantized on the GPU, ~3)
     skyreels-df-1.3b-lowvram   95  (bitsandbytes quantizes UMT5 while loading, ~10)
     wan-vace-1.3b              95  (36k tokens, 2 control encodes per window)
+    longlive-1.3b             120  (.pt + LoRA written ~5, converted on the CPU ~25;
+                                    11 blocks x 4 steps of 4.7k tokens a window)
+    self-forcing-1.3b         110  (as longlive-1.3b without the LoRA)
 A preset without an entry counts DEFAULT_ESTIMATE_S. Groups are packed from these,
 largest first, into GROUP_BUDGET_S each, so one failing command loses no other; with
-today's presets: group 1 = anyflow-far-1.3b, skyreels-df-1.3b-gguf-q8 (~265 s), group 2 =
-skyreels-df-1.3b-lowvram, wan-vace-1.3b, skyreels-df-1.3b (~275 s). Give each command
-`timeout_s` 330, and run group 2 right after group 1 (the machine idles out in 30 s).
+today's presets (780 s in all, so three commands): group 1 = anyflow-far-1.3b,
+longlive-1.3b (~290 s), group 2 = self-forcing-1.3b, skyreels-df-1.3b-gguf-q8,
+skyreels-df-1.3b (~290 s), group 3 = skyreels-df-1.3b-lowvram, wan-vace-1.3b (~190 s).
+The causal presets' estimates are not yet measured. Give each command `timeout_s` 330,
+and run each group right after the one before (the machine idles out in 30 s).
 
 `--tiny` runs the same code with tiny models (2-layer configs, 32x32) on the CPU in
 under 3 minutes for all presets; memory figures are reported only on CUDA. On a GPU
@@ -77,11 +85,14 @@ FIT_GIB = 11.5  # what a preset's every peak must stay under
 PROOF_STEPS = 3  # the peak is at the first forward; steps 2-3 give s/step
 FEW_STEP_PRESET = 4  # presets of at most this many steps run all of them
 ESTIMATE_S = {"anyflow-far-1.3b": 170, "skyreels-df-1.3b": 85, "skyreels-df-1.3b-gguf-q8": 95,
-              "skyreels-df-1.3b-lowvram": 95, "wan-vace-1.3b": 95}
+              "skyreels-df-1.3b-lowvram": 95, "wan-vace-1.3b": 95, "longlive-1.3b": 120,
+              "self-forcing-1.3b": 110}
 DEFAULT_ESTIMATE_S = 150
 GROUP_BUDGET_S = 290  # under 5 minutes per command
 SHM = Path("/dev/shm")
-WORK_GIB = 20  # real size: UMT5 11.4 GB + a transformer 2.9-4.3 GB + VAE + headroom
+# real size: UMT5 11.4 GB + a transformer 2.9-4.3 GB (causal-wan: .pt, LoRA and the
+# converted safetensors, 6.3 GB) + VAE + headroom
+WORK_GIB = 22
 GIB = 2**30
 
 
@@ -255,11 +266,14 @@ def _measure(name: str, tiny: bool, work: Path) -> dict:
         for k, prompt in enumerate(prompts):
             context = None if out is None else out.latents[:, :, -ctx:]
             memory = out.latents[:, :, :mem] if out is not None and mem else None
+            # the take's first latents, as the render loop carries them for a cache's sink
+            sink = out.latents[:, :, :min(caps.sink.latents, window - ctx)] \
+                if out is not None and caps.sink is not None else None
             request = SegmentRequest(
                 prompt=prompt, negative_prompt=plan.negative_prompt,
                 num_latents=window - (ctx if context is not None else 0), context=context,
                 width=plan.width, height=plan.height, seed=k, steps=steps,
-                guidance_scale=preset.guidance_scale, fps=plan.fps, memory=memory)
+                guidance_scale=preset.guidance_scale, fps=plan.fps, memory=memory, sink=sink)
             requests.append(request)
             marks = []
             peaks: dict[str, Any] = {}
