@@ -110,13 +110,10 @@ def _audio(path: Path, offset_s: float, warnings: list[str]) -> None:
 
 def _gpu(preset: Preset) -> None:
     if preset.min_vram_gib <= 0:
-        return
+        return  # no torch import for a CPU preset
     from longvid.vram import detected_vram_gib
 
-    if detected_vram_gib() is None:
-        raise ResourceError(
-            f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} GiB)"
-            " and this machine has none", "try the tool on the CPU with --preset tiny")
+    preset.check_gpu(detected_vram_gib() is not None)
 
 
 def _weights(preset: Preset) -> None:

@@ -29,7 +29,7 @@ from longvid.budget import (
     MemorySpec,
     Quantization,
 )
-from longvid.errors import InputError
+from longvid.errors import InputError, ResourceError
 from longvid.hub import HubSource
 from longvid.loras import LoraIn, LoraRef, lora_refs
 from longvid.yamlsrc import YamlDoc
@@ -63,6 +63,14 @@ class Preset:
                                                      verified=False))
                       for lo in self.loras if lo.repo is not None)
         return tuple((role, src) for role, src in roles if src is not None) + loras
+
+    def check_gpu(self, cuda: bool, cpu_preset: str = "tiny") -> None:
+        """A GPU preset on a machine without CUDA is exit 4, said before any download."""
+        if self.min_vram_gib > 0 and not cuda:
+            raise ResourceError(
+                f"preset {self.name!r} runs on a CUDA GPU (at least {self.min_vram_gib:g} "
+                "GiB) and this machine has none",
+                f"try the tool on the CPU with --preset {cpu_preset}")
 
     @property
     def cli_name(self) -> str:

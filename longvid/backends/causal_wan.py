@@ -33,7 +33,6 @@ from longvid.backends.tiny_causal import (
     CausalOptions,
 )
 from longvid.backends.wan_hub import WanHubBackend, WanHubOptions
-from longvid.errors import ResourceError
 
 NATIVE_FPS = 16
 BLOCKS_PER_SEGMENT = 8  # 96 frames: commits stay rare beside the blocks' generation
@@ -83,11 +82,7 @@ class CausalWanBackend(WanHubBackend):
         self.preset, self.policy = preset, policy
         self.options = preset.options
         cuda = torch.cuda.is_available()
-        if preset.min_vram_gib > 0 and not cuda:  # before any download
-            raise ResourceError(
-                f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
-                "GiB) and this machine has none", "try the tool on the CPU with "
-                "--preset tiny-causal")
+        preset.check_gpu(cuda, cpu_preset="tiny-causal")  # before any download
         wan_parts.check_installed(preset.quantization, WanTransformer3DModel)
         self.weights = wan_parts.Weights.resolve(preset)  # text encoder, tokenizer, VAE
         self.folder = self.weights.folder

@@ -54,10 +54,7 @@ class WanHubBackend:
         from longvid.backends import wan_parts
 
         cuda = torch.cuda.is_available()
-        if preset.min_vram_gib > 0 and not cuda:  # before any download
-            raise ResourceError(
-                f"preset {preset.name!r} runs on a CUDA GPU (at least {preset.min_vram_gib:g} "
-                "GiB) and this machine has none", "try the tool on the CPU with --preset tiny")
+        preset.check_gpu(cuda)  # before any download
         wan_parts.check_installed(preset.quantization, transformer_cls)
         self.weights = wan_parts.Weights.resolve(preset)
         self.folder = self.weights.folder
