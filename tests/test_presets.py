@@ -83,7 +83,9 @@ def test_preset_key_is_the_options_as_written():
     preset = load_preset("skyreels-df-1.3b")
     assert preset.options.model_dump(mode="json", exclude_unset=True) == {
         "flow_shift": 8.0, "addnoise_condition": 20, "max_sequence_length": 512}
-    assert preset.sha256 == load_preset("skyreels-df-1.3b").sha256
+    # the keys of presets whose settings did not change, as longvid 0ac87f4 computed them
+    assert load_preset("tiny").sha256.startswith("98abdfd5b74d")
+    assert load_preset("procworld-window").sha256.startswith("81ce9b10bd6f")
 
 
 def test_every_shipped_preset_validates_against_its_backend():
