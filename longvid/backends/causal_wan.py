@@ -62,12 +62,13 @@ class CausalWanBackend(WanHubBackend):
                                             "generator, first present wins")
         lora_scale: float = Field(1.0, description="lora_alpha / r")
 
-    def checkpoint(self) -> Any:
-        from longvid.backends.causal_weights import CausalCheckpoint
+        def checkpoint(self) -> Any:
+            """The upstream generator: where `models pull` fetches it, how it converts."""
+            from longvid.backends.causal_weights import CausalCheckpoint
 
-        o = self.options
-        return CausalCheckpoint(o.checkpoint_repo, o.checkpoint_revision, o.checkpoint_file,
-                                o.lora_file, tuple(o.state_keys), o.lora_scale)
+            return CausalCheckpoint(self.checkpoint_repo, self.checkpoint_revision,
+                                    self.checkpoint_file, self.lora_file,
+                                    tuple(self.state_keys), self.lora_scale)
 
     # -- models --------------------------------------------------------------------------
 
@@ -87,7 +88,7 @@ class CausalWanBackend(WanHubBackend):
         self.weights = wan_parts.Weights.resolve(preset)  # text encoder, tokenizer, VAE
         self.folder = self.weights.folder
         label = self.weights_label(preset)
-        self.converted = converted_transformer(self.checkpoint(), self.folder, label)
+        self.converted = converted_transformer(self.options.checkpoint(), self.folder, label)
         self.device = torch.device("cuda" if cuda else "cpu")
         self.dtype = torch.bfloat16 if cuda else torch.float32
         transformer = wan_parts.load_transformer(
