@@ -24,6 +24,7 @@ from longvid.backends.base import (
     SegmentRequest,
     SinkCaps,
     StepCallback,
+    StreamCaps,
 )
 from longvid.backends.tiny_causal import (
     BLOCK_LATENTS,
@@ -36,6 +37,11 @@ from longvid.backends.wan_hub import WanHubBackend, WanHubOptions
 
 NATIVE_FPS = 16
 BLOCKS_PER_SEGMENT = 8  # 96 frames: commits stay rare beside the blocks' generation
+# Wan2.1-T2V-1.3B's transformer (its transformer/config.json): 30 layers, 12 heads of 128.
+# The window figures are the presets' (CausalOptions.stream_caps reshapes them).
+WAN_1_3B_STREAM = StreamCaps(block_latents=BLOCK_LATENTS, sink_latents=SINK_LATENTS,
+                             cached_latents=11, attended_latents=12, layers=30,
+                             kv_width=12 * 128)
 
 
 class CausalWanBackend(WanHubBackend):
@@ -45,7 +51,8 @@ class CausalWanBackend(WanHubBackend):
         native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=4,
         max_latents=CONTEXT_LATENTS + BLOCKS_PER_SEGMENT * BLOCK_LATENTS,
         context_latents=CONTEXT_LATENTS, size_multiple=16, max_side=832, takes_context=True,
-        tokens_per_latent_px=8 * 8 * 2 * 2, sink=SinkCaps(SINK_LATENTS))
+        tokens_per_latent_px=8 * 8 * 2 * 2, sink=SinkCaps(SINK_LATENTS),
+        stream=WAN_1_3B_STREAM)
 
     class Options(WanHubOptions, CausalOptions):
         checkpoint_repo: str = Field("Efficient-Large-Model/LongLive-1.3B",
