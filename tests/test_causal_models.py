@@ -114,3 +114,19 @@ def test_offline_and_not_cached_pull_is_exit_4_with_the_pull_command(tmp_path, m
         assert "longvid models pull longlive-1.3b" in err and "Traceback" not in err
     assert "models/longlive_base.pt of Efficient-Large-Model/LongLive-1.3B" in err
     assert not (tmp_path / "home" / "cache" / "converted").exists()
+
+
+def test_an_offline_render_without_the_generator_stops_before_writing_anything(
+        tmp_path, monkeypatch, cli):
+    from conftest import write
+
+    cache = tmp_path / "hf" / "hub"
+    install_wan(cache)  # the Wan2.1 snapshot only
+    offline_env(monkeypatch, cache, tmp_path / "home")
+    out = tmp_path / "out"
+    sb = write(out / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 1s}]\n")
+    code, _, err = cli("render", sb, "--preset", "longlive-1.3b", "--vram", "12")
+    assert code == 4, err
+    assert "longvid models pull longlive-1.3b" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["s.yaml"]  # no run directory, no video
+    assert not (tmp_path / "home" / "cache" / "converted").exists()

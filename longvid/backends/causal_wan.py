@@ -44,6 +44,13 @@ WAN_1_3B_STREAM = StreamCaps(block_latents=BLOCK_LATENTS, sink_latents=SINK_LATE
                              kv_width=12 * 128)
 
 
+def preset_checkpoint(preset: Any) -> Any:
+    """The upstream pickle generator (a causal_weights.CausalCheckpoint) that a preset on
+    this backend converts, or None for a preset on another backend."""
+    options = preset.options
+    return options.checkpoint() if isinstance(options, CausalWanBackend.Options) else None
+
+
 class CausalWanBackend(WanHubBackend):
     name: ClassVar[str] = "causal-wan"
     text_pipeline_class: ClassVar[str] = "WanPipeline"

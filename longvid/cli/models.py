@@ -26,10 +26,9 @@ def _hub_preset(name: str):
 
 def _generator(preset):  # noqa: ANN001, ANN202 - a Preset -> CausalCheckpoint | None
     """The upstream pickle generator a causal preset converts at pull, or None."""
-    from longvid.backends.causal_wan import CausalWanBackend
+    from longvid.backends.causal_wan import preset_checkpoint
 
-    options = preset.options
-    return options.checkpoint() if isinstance(options, CausalWanBackend.Options) else None
+    return preset_checkpoint(preset)
 
 
 @models_app.command("pull")
