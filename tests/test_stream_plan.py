@@ -63,6 +63,33 @@ def test_plan_counts_the_forwards_the_engine_runs(tmp_path):
     assert max(seen) * tokens_per_latent == plan.max_tokens
 
 
+def test_an_extend_plans_the_forwards_the_engine_runs(tmp_path):
+    """A take continuing a clip has no sink to replay: the loop carries none."""
+    from longvid.extend import extend_clip
+    from longvid.progress import PlainProgress
+    from longvid.render import BackendPool, render_storyboard
+
+    pool = BackendPool()
+    clip_sb = write(tmp_path / "clip.yaml", "version: 1\npreset: tiny-causal\nresolution: "
+                    "32x32\nshots: [{id: a, prompt: a pier, duration: 0.5s}]\n")
+    render_storyboard(clip_sb, output=tmp_path / "clip.mp4", preset_name=None, crf=18,
+                      fresh=True, pool=pool, progress=PlainProgress(quiet=True))
+    backend = next(iter(pool.loaded.values()))
+    seen = []
+    hook = backend.transformer.register_forward_pre_hook(lambda m, a: seen.append(1))
+    progress = PlainProgress(quiet=True)
+    try:
+        extend_clip(tmp_path / "clip.mp4", seconds=7.0, prompt=None, preset_name="tiny-causal",
+                    output=tmp_path / "longer.mp4", seed=1, crf=18, fresh=True, pool=pool,
+                    progress=progress)
+    finally:
+        hook.remove()
+    plan = progress.plan
+    assert plan is not None and plan.stream is not None and len(plan.segments) >= 2
+    assert any(s.first_latent > s.context_latents for s in plan.segments)  # a sink were there one
+    assert len(seen) == plan.forwards
+
+
 def test_the_planned_kv_cache_is_what_the_engine_holds(tmp_path):
     from longvid.backends.causal_engine import FewStepSchedule, stream_segment
     from longvid.backends.tiny_causal import TinyCausalBackend
