@@ -10,7 +10,8 @@ component (resident, or the blocks in flight when streamed) + activations + what
 else is resident on the GPU in that stage + 1 GiB of allocator and workspace
 overhead. The backends load the transformer and VAE before the text encoder runs,
 so the text-encoder stage holds them too; the text encoder is freed (and its blocks
-returned to the driver) before the first denoising step.
+returned to the driver) before the first denoising step. A streaming backend's KV
+cache (`KVCacheBudget`) is on the GPU in the transformer and VAE stages only.
 
 A text encoder never runs on the CPU when there is a GPU: in bf16 a desktop CPU
 without AVX-512-BF16 computes at ~1 GFLOPS (docs/performance.md), hours for one
@@ -20,7 +21,8 @@ a bitsandbytes one is resident.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 OVERHEAD_GIB = 1.0  # allocator fragmentation, cuBLAS/cuDNN workspaces
 # The CUDA allocator configuration these figures assume; the CLI sets it (unless the
@@ -104,12 +106,26 @@ class Stage:
     storage: str = "bf16"  # "bf16" | "nf4" | "int8" | "fp8" | "gguf Q8_0" | "fp32"
 
 
+KV_STORAGE = {2: "bf16", 1: "fp8"}  # bytes per cached key/value element -> its name
+
+
+@dataclass(frozen=True)
+class KVCacheBudget:
+    """A streaming backend's KV cache (caps.stream): on the GPU from the first block to the
+    segment's decode, so in the transformer and VAE stages; the text encoder runs before."""
+
+    gib: float  # the cache at its fullest, and one layer's working copies
+    latents: int  # latent frames it holds
+    storage: str  # "bf16" | "fp8"
+
+
 @dataclass(frozen=True)
 class LoadPolicy:
     vram_gib: float
     text_encoder: str  # "gpu" | "group offload"
     transformer: str  # "gpu" | "group offload"
     stages: tuple[Stage, ...]
+    kv_cache: KVCacheBudget | None = None  # a streaming backend's, in the stages' peaks
 
     @property
     def peak_gib(self) -> float:
@@ -118,6 +134,13 @@ class LoadPolicy:
     @property
     def fits(self) -> bool:
         return self.peak_gib <= self.vram_gib
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON data; `kv_cache` only for a backend that has one."""
+        data = asdict(self)
+        if self.kv_cache is None:
+            del data["kv_cache"]
+        return data
 
 
 def streamed_gib(weights_gib: float, blocks: int, always_on_gib: float = 0.0) -> float:
@@ -134,18 +157,21 @@ def text_encoder_placements(quant: Quantization) -> tuple[str, ...]:
 
 
 def policy_for(vram_gib: float, memory: MemorySpec, max_tokens: int,
-               quant: Quantization = NO_QUANTIZATION) -> LoadPolicy:
+               quant: Quantization = NO_QUANTIZATION,
+               kv: KVCacheBudget | None = None) -> LoadPolicy:
     """The fastest placement whose every stage fits in `vram_gib` (the transformer, which
     runs every step, resident before the text encoder, which runs once); the leanest
-    placement, not fitting, when none does."""
+    placement, not fitting, when none does. `kv`: a streaming backend's KV cache, which
+    stays on the GPU while blocks are made and decoded."""
     candidates = [(te, tr) for tr in ("gpu", "group offload")
                   for te in text_encoder_placements(quant)]
-    policies = [_policy(vram_gib, memory, max_tokens, quant, te, tr) for te, tr in candidates]
+    policies = [_policy(vram_gib, memory, max_tokens, quant, te, tr, kv)
+                for te, tr in candidates]
     return next((p for p in policies if p.fits), policies[-1])
 
 
 def _policy(vram_gib: float, memory: MemorySpec, max_tokens: int, quant: Quantization,
-            te_placement: str, tr_placement: str) -> LoadPolicy:
+            te_placement: str, tr_placement: str, kv: KVCacheBudget | None) -> LoadPolicy:
     act = max_tokens * memory.act_bytes_per_token / 2**30
     te_weights = text_encoder_weights_gib(memory, quant)
     tr_weights = transformer_weights_gib(memory, quant)
@@ -158,8 +184,10 @@ def _policy(vram_gib: float, memory: MemorySpec, max_tokens: int, quant: Quantiz
                + vae_resident + OVERHEAD_GIB, te_weights, quant.text_encoder)
     tr_gpu = tr_weights if tr_placement == "gpu" else streamed_gib(
         tr_weights, memory.transformer_blocks)
-    tr = Stage("transformer", tr_placement, tr_gpu + act + vae_resident + OVERHEAD_GIB,
-               tr_weights, quant.transformer_storage)
-    vae = Stage("vae", "gpu", vae_resident + memory.vae_decode_gib + tr_resident + OVERHEAD_GIB,
-                memory.vae_gib, "fp32")  # the VAE always tiles
-    return LoadPolicy(vram_gib, te_placement, tr_placement, (te, tr, vae))
+    kv_gib = kv.gib if kv is not None else 0.0
+    tr = Stage("transformer", tr_placement,
+               tr_gpu + act + kv_gib + vae_resident + OVERHEAD_GIB, tr_weights,
+               quant.transformer_storage)
+    vae = Stage("vae", "gpu", vae_resident + memory.vae_decode_gib + tr_resident + kv_gib
+                + OVERHEAD_GIB, memory.vae_gib, "fp32")  # the VAE always tiles
+    return LoadPolicy(vram_gib, te_placement, tr_placement, (te, tr, vae), kv)

@@ -90,6 +90,21 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class StreamWork:
+    """The transformer forwards of a streaming backend (`caps.stream`), as its engine runs
+    them: per block, one forward per step and one clean pass at t = 0; per segment that
+    continues a take, clean passes replaying the take's sink (one forward) and its context
+    latents (one per block) to rebuild the KV cache."""
+
+    block_latents: int
+    blocks: int  # blocks denoised (a segment's last one may be shorter)
+    forwards_per_block: int  # steps + 1 (the clean pass)
+    replay_forwards: int  # cache rebuilds, all segments together
+    cached_latents: int  # latent frames the KV cache holds at most
+    kv_gib_per_latent: float  # its keys and values per latent frame at the plan's size
+
+
+@dataclass(frozen=True)
 class Plan:
     title: str
     storyboard: str
@@ -116,13 +131,18 @@ class Plan:
     warnings: tuple[str, ...] = ()
     seed: int = 0  # the storyboard's seed (procworld: which world)
     loras: tuple[LoraRef, ...] = ()  # the preset's, then the storyboard's
+    stream: StreamWork | None = None  # a streaming backend's forwards and KV cache
 
     @property
     def duration_s(self) -> float:
         return self.total_frames / self.fps
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"duration_s": self.duration_s}
+        """The plan as JSON data; an optional part (`stream`) only where it applies."""
+        data = asdict(self) | {"duration_s": self.duration_s}
+        if self.stream is None:
+            del data["stream"]
+        return data
 
 
 def segment_seed(base_seed: int, index: int) -> int:
@@ -163,12 +183,29 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
     tokens_per_latent = width * height // caps.tokens_per_latent_px
     warnings = []
     recalling = [s.id for s in sb.shots if s.recall]
-    if recalling and caps.memory_latents == 0:
+    if recalling and caps.stream is not None and caps.memory_latents == 0:
+        warnings.append(f"`recall` (shot(s) {', '.join(recalling)}) has no effect with preset "
+                        f"{preset.name!r}: its causal model was not trained to take recalled "
+                        "frames, so a shot continues only from its own take's KV cache (until "
+                        "a trained memory for causal models lands); to bring a place back, "
+                        "describe it again in the prompt")
+    elif recalling and caps.memory_latents == 0:
         warnings.append(f"backend {preset.backend!r} takes no memory: `recall` of shot(s) "
                         f"{', '.join(recalling)} will be ignored")
     if not caps.reads_prompts:
         warnings.append(f"backend {preset.backend!r} ignores prompts: the storyboard's seed "
                         "picks its world and `camera` moves through it")
+    stream = None if caps.stream is None else _stream_work(
+        segments, caps, preset.steps, tokens_per_latent, continues)
+    if stream is not None:
+        forwards = stream.blocks * stream.forwards_per_block + stream.replay_forwards
+        max_tokens = _stream_max_latents(segments, caps, continues) * tokens_per_latent
+    else:
+        forwards = (sum(s.num_latents for s in segments) if caps.per_frame
+                    else len(segments)) * preset.steps * cfg
+        max_tokens = caps.per_frame.tokens_per_forward if caps.per_frame else (
+            max((s.context_latents + s.num_latents) for s in segments) * tokens_per_latent
+            + (caps.memory_latents + max(len(s.refs) for s in segments)) * tokens_per_latent)
     return Plan(
         title=sb.title, storyboard=sb.path, content_sha256=sb.content_sha256,
         preset=preset.name, backend=preset.backend, fps=fps, width=width, height=height,
@@ -178,13 +215,42 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         switches=tuple(switches), context_latents=caps.context_latents,
         latent_stride_t=caps.latent_stride_t, memory_latents=caps.memory_latents,
         anti_drift=anti_drift_for(sb, preset) and caps.corrects_drift,
-        forwards=(sum(s.num_latents for s in segments) if caps.per_frame
-                  else len(segments)) * preset.steps * cfg,
-        max_tokens=caps.per_frame.tokens_per_forward if caps.per_frame else (
-            max((s.context_latents + s.num_latents) for s in segments) * tokens_per_latent
-            + (caps.memory_latents + max(len(s.refs) for s in segments)) * tokens_per_latent),
-        warnings=tuple(warnings + input_warnings), seed=sb.seed, loras=loras,
+        forwards=forwards, max_tokens=max_tokens,
+        warnings=tuple(warnings + input_warnings), seed=sb.seed, loras=loras, stream=stream,
     )
+
+
+def _sink_replayed(seg: Segment, caps: BackendCaps, continues: bool) -> int:
+    """Latents of the take's sink a segment replays before its context (0: none). The loop
+    carries a take's first latents only from a take it started (not one continuing a
+    clip, `extend`), and passes those in front of where the segment's context begins."""
+    assert caps.stream is not None
+    before_context = seg.first_latent - seg.context_latents
+    if (not seg.context_latents or caps.sink is None or not caps.stream.sink_latents
+            or (continues and seg.take == 0) or before_context <= 0):
+        return 0
+    return min(before_context, caps.sink.latents, caps.stream.sink_latents)
+
+
+def _stream_work(segments: list[Segment], caps: BackendCaps, steps: int,
+                 tokens_per_latent: int, continues: bool) -> StreamWork:
+    stream = caps.stream
+    assert stream is not None
+    block = stream.block_latents
+    blocks = sum(-(-s.num_latents // block) for s in segments)
+    replay = sum(-(-s.context_latents // block) + (1 if _sink_replayed(s, caps, continues)
+                                                   else 0) for s in segments)
+    return StreamWork(block_latents=block, blocks=blocks, forwards_per_block=steps + 1,
+                      replay_forwards=replay, cached_latents=stream.cached_latents,
+                      kv_gib_per_latent=stream.kv_bytes_per_latent(tokens_per_latent) / 2**30)
+
+
+def _stream_max_latents(segments: list[Segment], caps: BackendCaps, continues: bool) -> int:
+    """The most latents one forward of a stream takes: a block, or the sink replayed whole."""
+    assert caps.stream is not None
+    block = caps.stream.block_latents
+    return max(max(min(block, s.num_latents), min(block, s.context_latents),
+                   _sink_replayed(s, caps, continues)) for s in segments)
 
 
 def negative_prompt_for(sb: Storyboard, preset: Preset) -> str:

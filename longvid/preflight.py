@@ -127,3 +127,9 @@ def _weights(preset: Preset) -> None:
         return  # online, a missing file is downloaded when the model loads
     for _, source in preset.hub_sources:
         resolve(source, preset.cli_name, download=False)
+    from longvid.backends.causal_wan import preset_checkpoint
+    from longvid.backends.causal_weights import hub_file
+
+    ckpt = preset_checkpoint(preset)  # a causal preset's upstream .pt generator
+    for name in ckpt.files if ckpt is not None else ():
+        hub_file(ckpt, name, preset.cli_name)  # offline: found in the cache, or exit 4

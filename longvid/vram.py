@@ -10,7 +10,7 @@ for a storyboard of one full window, and the one `render` refuses with.
 from __future__ import annotations
 
 from longvid.backends import caps_of
-from longvid.budget import LoadPolicy, policy_for
+from longvid.budget import KV_STORAGE, KVCacheBudget, LoadPolicy, policy_for
 from longvid.errors import ResourceError
 from longvid.plan import Plan, make_plan
 from longvid.presets import Preset
@@ -31,7 +31,19 @@ def plan_policy(preset: Preset, plan: Plan, vram_gib: float) -> LoadPolicy | Non
     `memory:` figures (a CPU backend)."""
     if preset.memory is None:
         return None
-    return policy_for(vram_gib, preset.memory, plan.max_tokens, preset.quantization)
+    return policy_for(vram_gib, preset.memory, plan.max_tokens, preset.quantization,
+                      kv_cache_budget(preset, plan))
+
+
+def kv_cache_budget(preset: Preset, plan: Plan) -> KVCacheBudget | None:
+    """A streaming backend's KV cache at the plan's size (None for other backends)."""
+    caps = caps_of(preset)
+    if caps.stream is None:
+        return None
+    tokens_per_latent = plan.width * plan.height // caps.tokens_per_latent_px
+    return KVCacheBudget(caps.stream.kv_bytes(tokens_per_latent) / 2**30,
+                         caps.stream.cached_latents,
+                         KV_STORAGE[caps.stream.kv_bytes_per_element])
 
 
 def window_plan(preset: Preset) -> Plan:

@@ -6,9 +6,10 @@ without importing torch. Tensors cross this seam typed as `Any`; shapes are in c
 `BackendCaps` has a core every backend fills in (what the planner needs to cut a
 storyboard into windows) and optional parts a backend declares only when it has the
 ability: taking recalled keyframes (`memory`), following the storyboard camera
-(`camera`), drawing one latent frame per forward (`per_frame`), keeping a take's
-first latents as an attention sink (`sink`), starting a take from a storyboard image or
-taking reference images (`images`), applying LoRAs (`lora`). `SegmentRequest` mirrors
+(`camera`), drawing one latent frame per forward (`per_frame`), streaming blocks
+through a KV cache (`stream`), keeping a take's first latents as an attention sink
+(`sink`), starting a take from a storyboard image or taking reference images
+(`images`), applying LoRAs (`lora`). `SegmentRequest` mirrors
 that: core fields every backend reads, and parts filled in only for a backend that
 declared the matching ability (`memory`, `view`, `sink`, `images`, `loras`).
 """
@@ -58,6 +59,37 @@ class SinkCaps:
 
 
 @dataclass(frozen=True)
+class StreamCaps:
+    """The backend streams a segment block by block through a KV cache of past latent
+    frames (causal-wan, tiny-causal). Each block of `block_latents` is denoised in one
+    forward per step, then one clean forward writes its keys and values; a segment that
+    continues a take first replays its sink (one forward) and its context (a forward per
+    block) to rebuild the cache. The planner counts those forwards; the VRAM budget keeps
+    the cache on the GPU beside the transformer. A preset's options shape it
+    (`caps_for` calls their `stream_caps`)."""
+
+    block_latents: int  # latent frames denoised together, one forward per step
+    sink_latents: int  # a take's first latents, replayed in one forward as the cache's sink
+    cached_latents: int  # latent frames the cache holds per layer, at most
+    attended_latents: int  # latent frames one block attends to (cache seen + itself)
+    layers: int  # transformer blocks, each caching its own keys and values
+    kv_width: int  # elements of one token's key (or value) in one layer: heads x head dim
+    kv_bytes_per_element: int = 2  # bf16; set from the options (kv_bytes_per_element())
+
+    def kv_bytes_per_latent(self, tokens_per_latent: int) -> int:
+        """Keys and values of one latent frame in every layer: 1560 tokens x 1536 x 2
+        (K, V) x 30 layers x 2 B = 287.5 MB for Wan-1.3B at 832x480 in bf16."""
+        return tokens_per_latent * self.kv_width * 2 * self.layers * self.kv_bytes_per_element
+
+    def kv_bytes(self, tokens_per_latent: int) -> int:
+        """The cache at its fullest, plus the copies one layer's attention makes while it
+        runs (the frames it attends to, gathered, and the cache grown by the block before
+        eviction): about two attended windows of one layer."""
+        per_layer = self.kv_bytes_per_latent(tokens_per_latent) // self.layers
+        return per_layer * (self.cached_latents * self.layers + 2 * self.attended_latents)
+
+
+@dataclass(frozen=True)
 class ImageCaps:
     """The backend takes storyboard images. `first_frame`: a shot's `image:` enters as the
     take's first latent, held clean like context, so the take continues from it. `refs`:
@@ -97,6 +129,7 @@ class BackendCaps:
     memory: MemoryCaps | None = None
     camera: CameraCaps | None = None
     per_frame: PerFrameWork | None = None
+    stream: StreamCaps | None = None
     sink: SinkCaps | None = None
     images: ImageCaps | None = None
     lora: LoraCaps | None = None
@@ -145,7 +178,11 @@ def caps_for(caps: BackendCaps, options: BaseModel) -> BackendCaps:
     memory = getattr(options, "memory_latents", None)
     if memory is not None:
         changes["memory"] = MemoryCaps(memory) if memory else None
-    return replace(caps, **changes)
+    shaped = replace(caps, **changes)
+    stream_caps = getattr(options, "stream_caps", None)  # options of a streaming backend
+    if caps.stream is not None and stream_caps is not None:
+        shaped = replace(shaped, stream=stream_caps(caps.stream, shaped.max_latents))
+    return shaped
 
 
 def check_window(caps: BackendCaps, options: BaseModel) -> tuple[str, str, str] | None:

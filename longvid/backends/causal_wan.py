@@ -24,6 +24,7 @@ from longvid.backends.base import (
     SegmentRequest,
     SinkCaps,
     StepCallback,
+    StreamCaps,
 )
 from longvid.backends.tiny_causal import (
     BLOCK_LATENTS,
@@ -36,6 +37,18 @@ from longvid.backends.wan_hub import WanHubBackend, WanHubOptions
 
 NATIVE_FPS = 16
 BLOCKS_PER_SEGMENT = 8  # 96 frames: commits stay rare beside the blocks' generation
+# Wan2.1-T2V-1.3B's transformer (its transformer/config.json): 30 layers, 12 heads of 128.
+# The window figures are the presets' (CausalOptions.stream_caps reshapes them).
+WAN_1_3B_STREAM = StreamCaps(block_latents=BLOCK_LATENTS, sink_latents=SINK_LATENTS,
+                             cached_latents=11, attended_latents=12, layers=30,
+                             kv_width=12 * 128)
+
+
+def preset_checkpoint(preset: Any) -> Any:
+    """The upstream pickle generator (a causal_weights.CausalCheckpoint) that a preset on
+    this backend converts, or None for a preset on another backend."""
+    options = preset.options
+    return options.checkpoint() if isinstance(options, CausalWanBackend.Options) else None
 
 
 class CausalWanBackend(WanHubBackend):
@@ -45,7 +58,8 @@ class CausalWanBackend(WanHubBackend):
         native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=4,
         max_latents=CONTEXT_LATENTS + BLOCKS_PER_SEGMENT * BLOCK_LATENTS,
         context_latents=CONTEXT_LATENTS, size_multiple=16, max_side=832, takes_context=True,
-        tokens_per_latent_px=8 * 8 * 2 * 2, sink=SinkCaps(SINK_LATENTS))
+        tokens_per_latent_px=8 * 8 * 2 * 2, sink=SinkCaps(SINK_LATENTS),
+        stream=WAN_1_3B_STREAM)
 
     class Options(WanHubOptions, CausalOptions):
         checkpoint_repo: str = Field("Efficient-Large-Model/LongLive-1.3B",
@@ -62,12 +76,13 @@ class CausalWanBackend(WanHubBackend):
                                             "generator, first present wins")
         lora_scale: float = Field(1.0, description="lora_alpha / r")
 
-    def checkpoint(self) -> Any:
-        from longvid.backends.causal_weights import CausalCheckpoint
+        def checkpoint(self) -> Any:
+            """The upstream generator: where `models pull` fetches it, how it converts."""
+            from longvid.backends.causal_weights import CausalCheckpoint
 
-        o = self.options
-        return CausalCheckpoint(o.checkpoint_repo, o.checkpoint_revision, o.checkpoint_file,
-                                o.lora_file, tuple(o.state_keys), o.lora_scale)
+            return CausalCheckpoint(self.checkpoint_repo, self.checkpoint_revision,
+                                    self.checkpoint_file, self.lora_file,
+                                    tuple(self.state_keys), self.lora_scale)
 
     # -- models --------------------------------------------------------------------------
 
@@ -87,7 +102,7 @@ class CausalWanBackend(WanHubBackend):
         self.weights = wan_parts.Weights.resolve(preset)  # text encoder, tokenizer, VAE
         self.folder = self.weights.folder
         label = self.weights_label(preset)
-        self.converted = converted_transformer(self.checkpoint(), self.folder, label)
+        self.converted = converted_transformer(self.options.checkpoint(), self.folder, label)
         self.device = torch.device("cuda" if cuda else "cpu")
         self.dtype = torch.bfloat16 if cuda else torch.float32
         transformer = wan_parts.load_transformer(

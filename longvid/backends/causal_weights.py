@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from longvid.errors import InputError, ResourceError
+from longvid.hub import HubSource
 from longvid.rundir import file_sha256
 
 CONVERTER_VERSION = "1"
@@ -52,6 +53,60 @@ def converted_root() -> Path:
     return base / "converted"
 
 
+def generator_source(ckpt: CausalCheckpoint) -> HubSource:
+    """The checkpoint's files as a Hub download (`longvid models pull`); they are pickles,
+    so only `convert` reads them, with weights_only=True."""
+    return HubSource(ckpt.repo, ckpt.revision, ckpt.files, verified=True)
+
+
+def conversion_folder(ckpt: CausalCheckpoint, sources: list[Path]) -> Path:
+    """Where the conversion of these downloaded source files lives (converted or not)."""
+    # Hub blobs are named by their content's sha256 (or git hash): a cheap identity
+    blobs = [Path(os.path.realpath(p)).name for p in sources]
+    key = hashlib.sha256("|".join([ckpt.repo, *ckpt.files, *blobs, *ckpt.state_keys,
+                                   str(ckpt.lora_scale), CONVERTER_VERSION]).encode())
+    return converted_root() / f"{_repo_prefix(ckpt)}{key.hexdigest()[:16]}"
+
+
+def _repo_prefix(ckpt: CausalCheckpoint) -> str:
+    return f"{ckpt.repo.replace('/', '--')}--"
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A finished conversion in longvid's cache."""
+
+    folder: Path
+    bytes: int  # the safetensors and config on disk
+    sources_sha256: dict[str, str]  # repo path of each source .pt -> its sha256
+    converter: str
+
+
+def conversions(ckpt: CausalCheckpoint) -> list[Conversion]:
+    """Every finished conversion of the checkpoint's repo (older revisions included)."""
+    found = []
+    root = converted_root()
+    for folder in sorted(root.glob(f"{_repo_prefix(ckpt)}*")) if root.is_dir() else ():
+        done = folder / "transformer" / DONE
+        if not done.is_file():
+            continue  # an interrupted conversion leaves only a hidden .tmp folder
+        record = json.loads(done.read_text())
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        found.append(Conversion(folder, size, dict(record.get("sources", {})),
+                                str(record.get("converter", ""))))
+    return found
+
+
+def remove_conversions(ckpt: CausalCheckpoint) -> list[Conversion]:
+    """Delete every conversion of the checkpoint's repo (finished or interrupted)."""
+    gone = conversions(ckpt)
+    root = converted_root()
+    for folder in root.glob(f"*{_repo_prefix(ckpt)}*") if root.is_dir() else ():
+        if folder.name.startswith((_repo_prefix(ckpt), f".{_repo_prefix(ckpt)}")):
+            shutil.rmtree(folder)
+    return gone
+
+
 def hub_file(ckpt: CausalCheckpoint, name: str, label: str) -> Path:
     """A file of the checkpoint's repo from the Hub cache; downloaded unless offline."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
@@ -66,9 +121,9 @@ def hub_file(ckpt: CausalCheckpoint, name: str, label: str) -> Path:
         raise ResourceError(
             f"{name} of {ckpt.repo}@{ckpt.revision} (preset {label!r}) is not in the Hub cache "
             f"at {hub_cache_dir()}",
-            f"run `longvid render` once with network access (it fetches and converts the "
-            f"generator; `longvid models pull {label}` fetches only the Wan2.1 snapshot), or "
-            f"`hf download {ckpt.repo} {name} --revision {ckpt.revision}` (HF_HUB_OFFLINE is set)")
+            f"run `longvid models pull {label}` with network access (it fetches the generator "
+            f"and converts it once), or `hf download {ckpt.repo} {name} --revision "
+            f"{ckpt.revision}` (HF_HUB_OFFLINE is set)")
     try:
         return Path(hf_hub_download(ckpt.repo, name, revision=ckpt.revision,
                                     cache_dir=hub_cache_dir()))
@@ -83,11 +138,7 @@ def converted_transformer(ckpt: CausalCheckpoint, config_folder: Path, label: st
     this is the first time). `config_folder` is the diffusers snapshot whose
     `transformer/config.json` describes the network."""
     sources = [hub_file(ckpt, name, label) for name in ckpt.files]
-    # Hub blobs are named by their content's sha256 (or git hash): a cheap identity
-    blobs = [Path(os.path.realpath(p)).name for p in sources]
-    key = hashlib.sha256("|".join([ckpt.repo, *ckpt.files, *blobs, *ckpt.state_keys,
-                                   str(ckpt.lora_scale), CONVERTER_VERSION]).encode())
-    folder = converted_root() / f"{ckpt.repo.replace('/', '--')}--{key.hexdigest()[:16]}"
+    folder = conversion_folder(ckpt, sources)
     if not (folder / "transformer" / DONE).exists():
         convert(ckpt, sources, config_folder, folder)
     return folder

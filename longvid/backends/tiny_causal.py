@@ -23,6 +23,7 @@ they stay below the RoPE table's end however long the video.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -34,12 +35,17 @@ from longvid.backends.base import (
     SegmentRequest,
     SinkCaps,
     StepCallback,
+    StreamCaps,
 )
 from longvid.backends.tiny import TinyWanBackend
 
 BLOCK_LATENTS = 3
 CONTEXT_LATENTS = 9  # a LongLive window (12) less one block: everything a new block sees
 SINK_LATENTS = 3  # a take's first latents the loop carries for the cache's sink
+# The stream part before a preset's options shape it (CausalOptions.stream_caps); the
+# tiny transformer of `tiny`: 2 layers, 2 heads of 16.
+TINY_STREAM = StreamCaps(block_latents=BLOCK_LATENTS, sink_latents=SINK_LATENTS,
+                         cached_latents=11, attended_latents=12, layers=2, kv_width=2 * 16)
 # Context latents decoded before a segment's own, so the VAE's causal convolutions (which
 # keep 2 frames) start warm; decoding all 9 would cost as much again as the new frames.
 DECODE_WARMUP_LATENTS = 2
@@ -65,6 +71,25 @@ class CausalOptions(BackendOptions):
                              f"and a block of {block}: make it larger, or 0 for no window")
         return window
 
+    def kv_bytes_per_element(self) -> int:
+        """Bytes of one cached key or value element on the GPU: the one place the KV cache's
+        dtype enters the VRAM budget (bf16: 2; an fp8 KV option makes this 1)."""
+        return 2
+
+    def stream_caps(self, stream: StreamCaps, max_latents: int) -> StreamCaps:
+        """The backend's stream part shaped by these options: block, sink, and the frames the
+        cache holds. With a window w the cache keeps the sink and the w - sink - 1 latest
+        other frames (what a 1-frame block still sees: causal_cache.CachePolicy), so w - 1;
+        with no window, everything a segment replays and makes (sink + window of latents)."""
+        if self.window_latents:
+            cached, attended = self.window_latents - 1, self.window_latents
+        else:
+            cached = attended = self.sink_latents + max_latents
+        return replace(stream, block_latents=self.block_latents,
+                       sink_latents=self.sink_latents, cached_latents=cached,
+                       attended_latents=attended,
+                       kv_bytes_per_element=self.kv_bytes_per_element())
+
     def policy(self) -> Any:
         from longvid.backends.causal_cache import CachePolicy
 
@@ -78,7 +103,7 @@ class TinyCausalBackend(TinyWanBackend):
         native_fps=16, any_fps=True, latent_stride_t=4,
         max_latents=CONTEXT_LATENTS + 4 * BLOCK_LATENTS, context_latents=CONTEXT_LATENTS,
         size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        sink=SinkCaps(SINK_LATENTS))
+        sink=SinkCaps(SINK_LATENTS), stream=TINY_STREAM)
 
     class Options(CausalOptions):
         weights_seed: int = Field(0, description="seed of the random tiny weights")

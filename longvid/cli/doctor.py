@@ -6,7 +6,6 @@ import json
 import platform
 import shutil
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,7 +68,7 @@ def collect(vram_gib: float | None = None) -> dict[str, Any]:
             policy = preset_policy(p, budget)
             assert policy is not None
             entry |= {"fits": policy.fits and budget >= p.min_vram_gib,
-                      "policy": asdict(policy)}
+                      "policy": policy.to_dict()}
         presets[name] = entry
     info["presets"] = presets
     return info

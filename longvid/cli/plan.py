@@ -24,8 +24,6 @@ def plan(
     """Validate STORYBOARD and print its shots, segments, prompt switches and work estimate."""
 
     def body() -> None:
-        from dataclasses import asdict
-
         from longvid.render import load_job
         from longvid.vram import plan_policy
 
@@ -35,7 +33,7 @@ def plan(
         source = "storyboard" if sb.negative_prompt is not None else "preset"
         if as_json:
             print(json.dumps(p.to_dict() | {"negative_prompt_source": source,
-                                            "policy": asdict(policy) if policy else None},
+                                            "policy": policy.to_dict() if policy else None},
                              indent=2))
         else:
             from longvid.cli.plan_view import show_plan

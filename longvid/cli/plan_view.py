@@ -49,19 +49,33 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = 
         text = p.negative_prompt if len(p.negative_prompt) <= NEGATIVE_SHOWN_CHARS else \
             p.negative_prompt[:NEGATIVE_SHOWN_CHARS] + "..."
         console.print(f"negative prompt (from the {negative_source}): {text or '(empty)'}")
-    cfg = " x 2 (guidance)" if p.guidance_scale > 1 else ""
-    units = p.forwards // (p.steps * (2 if cfg else 1))  # a forward per segment or per frame
-    unit = "segments" if units == len(p.segments) else "latent frames (one per forward)"
-    console.print(f"work: {units} {unit} x {p.steps} steps{cfg} = {p.forwards} "
-                  f"transformer forwards of at most {p.max_tokens} tokens")
+    console.print(f"work: {_work(p)} = {p.forwards} transformer forwards of at most "
+                  f"{p.max_tokens} tokens")
     if policy is not None:
         verdict = "fits" if policy.fits else "DOES NOT FIT"
+        kv = policy.kv_cache
         console.print(f"GPU policy for {policy.vram_gib:g} GiB ({verdict}, peak "
                       f"{policy.peak_gib:.1f} GiB): " + "; ".join(
                           f"{s.name} ({s.storage}, {s.weights_gib:.1f} GiB) on {s.placement}"
                           f" ~{s.peak_gib:.1f} GiB"
                           for s in policy.stages)
-                      + "; VAE tiled")
+                      + "; VAE tiled" + ("" if kv is None else
+                                         f"; KV cache ({kv.storage}, {kv.latents} latent "
+                                         f"frames, {kv.gib:.2f} GiB) in the transformer and "
+                                         "vae stages"))
+
+
+def _work(p: Plan) -> str:
+    """How the forwards add up: per segment, per frame, or per streamed block."""
+    if p.stream is not None:
+        s = p.stream
+        return (f"{s.blocks} blocks of {s.block_latents} latent frames x ({p.steps} steps + 1 "
+                f"clean pass) + {s.replay_forwards} replay forwards (each segment rebuilds "
+                "its KV cache from the take's sink and its context)")
+    cfg = " x 2 (guidance)" if p.guidance_scale > 1 else ""
+    units = p.forwards // (p.steps * (2 if cfg else 1))  # a forward per segment or per frame
+    unit = "segments" if units == len(p.segments) else "latent frames (one per forward)"
+    return f"{units} {unit} x {p.steps} steps{cfg}"
 
 
 def _segments_table(p: Plan, width: int) -> Table:

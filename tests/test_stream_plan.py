@@ -1,0 +1,211 @@
+"""What `plan` says of a streaming (causal) backend against what its engine really does:
+the transformer forwards of a whole render, counted on the tiny model's forward, and the
+KV cache's size, read off the engine's cache; and the KV cache in the VRAM budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import write
+from mediacheck import frames_of
+
+from longvid.backends import caps_of
+from longvid.backends.base import StreamCaps
+from longvid.budget import policy_for
+from longvid.presets import load_preset
+from longvid.render import load_job
+from longvid.vram import plan_policy
+
+# Every way a segment starts: a take's first (no replay), later segments of a long take
+# (sink + context replayed), a prompt switch inside a block (a shorter last block), a
+# `continue`, a cut, a crossfade (lead and tail frames).
+STORYBOARD = """\
+version: 1
+preset: tiny-causal
+resolution: 32x32
+seed: 3
+shots:
+  - id: long
+    duration: 8.5s
+    prompts: [{at: 0s, text: a harbour}, {at: 6.1s, text: boats leave}]
+  - {id: on, duration: 1.5s, prompt: open water}
+  - {id: cut, duration: 2s, transition: cut, prompt: a market}
+  - {id: fade, duration: 2s, transition: {type: crossfade, seconds: 0.5}, prompt: dusk}
+"""
+
+
+def test_plan_counts_the_forwards_the_engine_runs(tmp_path):
+    from longvid.progress import PlainProgress
+    from longvid.render import BackendPool, render_storyboard
+
+    sb = write(tmp_path / "s.yaml", STORYBOARD)
+    _, preset, plan = load_job(sb, None)
+    assert plan.stream is not None and plan.stream.replay_forwards > 0
+    assert any(s.num_latents % plan.stream.block_latents for s in plan.segments)
+    pool = BackendPool()
+    backend = pool.get(preset)
+    seen = []  # latent frames of every forward of the real tiny transformer
+    hook = backend.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("hidden_states", args[0] if args
+                                                             else None).shape[2]),
+        with_kwargs=True)
+    try:
+        render_storyboard(sb, output=tmp_path / "o.mp4", preset_name=None, crf=18, fresh=True,
+                          pool=pool, progress=PlainProgress(quiet=True))
+    finally:
+        hook.remove()
+    assert len(seen) == plan.forwards
+    s = plan.stream
+    assert plan.forwards == s.blocks * s.forwards_per_block + s.replay_forwards
+    tokens_per_latent = plan.width * plan.height // caps_of(preset).tokens_per_latent_px
+    assert max(seen) * tokens_per_latent == plan.max_tokens
+
+
+def test_an_extend_plans_the_forwards_the_engine_runs(tmp_path):
+    """A take continuing a clip has no sink to replay: the loop carries none."""
+    from longvid.extend import extend_clip
+    from longvid.progress import PlainProgress
+    from longvid.render import BackendPool, render_storyboard
+
+    pool = BackendPool()
+    clip_sb = write(tmp_path / "clip.yaml", "version: 1\npreset: tiny-causal\nresolution: "
+                    "32x32\nshots: [{id: a, prompt: a pier, duration: 0.5s}]\n")
+    render_storyboard(clip_sb, output=tmp_path / "clip.mp4", preset_name=None, crf=18,
+                      fresh=True, pool=pool, progress=PlainProgress(quiet=True))
+    backend = next(iter(pool.loaded.values()))
+    seen = []
+    hook = backend.transformer.register_forward_pre_hook(lambda m, a: seen.append(1))
+    progress = PlainProgress(quiet=True)
+    try:
+        extend_clip(tmp_path / "clip.mp4", seconds=7.0, prompt=None, preset_name="tiny-causal",
+                    output=tmp_path / "longer.mp4", seed=1, crf=18, fresh=True, pool=pool,
+                    progress=progress)
+    finally:
+        hook.remove()
+    plan = progress.plan
+    assert plan is not None and plan.stream is not None and len(plan.segments) >= 2
+    assert any(s.first_latent > s.context_latents for s in plan.segments)  # a sink were there one
+    assert len(seen) == plan.forwards
+
+
+def test_the_planned_kv_cache_is_what_the_engine_holds(tmp_path):
+    from longvid.backends.causal_engine import FewStepSchedule, stream_segment
+    from longvid.backends.tiny_causal import TinyCausalBackend
+
+    preset = load_preset("tiny-causal")
+    stream = caps_of(preset).stream
+    assert stream is not None
+    backend = TinyCausalBackend()
+    backend.load(preset)
+    cond = torch.zeros(1, 8, 32)
+    stream_segment(backend.engine, None, None, 24, (16, 4, 4), cond,
+                   FewStepSchedule.warped(4, 5.0), seed=0, on_step=lambda i, n: None)
+    cache = backend.engine.cache
+    assert cache.cached_frames == stream.cached_latents == 11
+    tokens = 4 * 4 // 4  # (h/2) * (w/2) patches of one latent frame
+    elements = sum(t.numel() for t in cache.keys + cache.values if t is not None)
+    per_element = stream.kv_bytes_per_element
+    assert elements * per_element == stream.cached_latents * stream.kv_bytes_per_latent(tokens)
+    assert stream.layers == len(backend.transformer.blocks)
+    attn = backend.transformer.blocks[0].attn1
+    assert stream.kv_width == attn.to_k.out_features  # heads x head dim
+
+
+def test_longlive_s_kv_cache_is_287_5_mb_per_latent_frame_at_480p():
+    stream = caps_of(load_preset("longlive-1.3b")).stream
+    assert stream is not None
+    assert stream.kv_bytes_per_latent(832 * 480 // 256) == 287_539_200  # causal-wan.md §3.2
+    assert stream.cached_latents == 11 and stream.attended_latents == 12
+    assert stream.kv_bytes(1560) == 287_539_200 // 30 * (11 * 30 + 2 * 12)  # 3.39 GB
+
+
+def test_the_kv_element_size_comes_from_the_options_alone():
+    preset = load_preset("longlive-1.3b")
+    base = caps_of(preset).stream
+    assert base is not None and base.kv_bytes_per_element == 2  # bf16
+
+    class Fp8Kv(type(preset.options)):  # what an fp8 KV option changes: this one method
+        def kv_bytes_per_element(self) -> int:
+            return 1
+
+    fp8 = Fp8Kv(**preset.options.model_dump()).stream_caps(base, 33)
+    assert fp8.kv_bytes(1560) * 2 == base.kv_bytes(1560)
+
+
+def test_the_budget_holds_the_kv_cache_beside_the_transformer_and_the_decode(tmp_path):
+    sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 20s}]\n")
+    _, preset, plan = load_job(sb, "longlive-1.3b")
+    policy = plan_policy(preset, plan, 12.0)
+    assert policy is not None and policy.kv_cache is not None
+    kv_gib = caps_of(preset).stream.kv_bytes(1560) / 2**30
+    assert policy.kv_cache.gib == pytest.approx(kv_gib)
+    without = policy_for(12.0, preset.memory, plan.max_tokens, preset.quantization)
+    stages = {s.name: s for s in policy.stages}
+    bare = {s.name: s for s in without.stages}
+    assert stages["transformer"].peak_gib == pytest.approx(bare["transformer"].peak_gib + kv_gib)
+    assert stages["vae"].peak_gib == pytest.approx(bare["vae"].peak_gib + kv_gib)
+    assert stages["text encoder"].peak_gib == bare["text encoder"].peak_gib  # before any block
+    assert policy.fits and policy.transformer == "gpu"
+    # a block is 3 latent frames: its activations, not a 33-latent window's
+    assert plan.max_tokens == 3 * 1560
+
+
+def test_plan_shows_the_kv_cache_and_the_stream_s_forwards(tmp_path, cli):
+    sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 20s}]\n")
+    code, out, _ = cli("plan", sb, "--preset", "longlive-1.3b")
+    out = " ".join(out.split())  # as read, whatever the terminal's width
+    assert code == 0
+    assert "KV cache (bf16, 11 latent frames" in out
+    assert "x (4 steps + 1 clean pass)" in out and "replay" in out
+    code, out, _ = cli("plan", sb, "--preset", "longlive-1.3b", "--json")
+    data = json.loads(out)
+    assert data["stream"]["cached_latents"] == 11
+    assert data["policy"]["kv_cache"]["latents"] == 11
+    code, out, _ = cli("plan", sb, "--preset", "skyreels-df-1.3b", "--json")
+    assert "stream" not in json.loads(out) and "kv_cache" not in json.loads(out)["policy"]
+
+
+def test_a_stream_part_without_a_window_caches_the_whole_segment():
+    from longvid.backends.tiny_causal import TinyCausalBackend
+
+    options = TinyCausalBackend.Options(window_latents=0)
+    shaped = options.stream_caps(StreamCaps(3, 3, 11, 12, 2, 32), 21)
+    assert shaped.cached_latents == shaped.attended_latents == 3 + 21
+
+
+RECALL = """\
+version: 1
+preset: tiny-causal
+resolution: 32x32
+seed: 4
+shots:
+  - {id: pier, duration: 0.5s, prompt: a pier}
+  - {id: town, duration: 0.5s, transition: cut, prompt: a town}
+  - {id: back, duration: 0.5s, transition: cut, prompt: the pier again%s}
+"""
+
+
+@pytest.mark.parametrize("preset", ["tiny-causal", "longlive-1.3b", "self-forcing-1.3b"])
+def test_recall_on_a_causal_preset_is_warned_to_have_no_effect(tmp_path, cli, preset):
+    sb = write(tmp_path / "s.yaml", RECALL % ", recall: [pier]")
+    code, out, _ = cli("plan", sb, "--preset", preset, "--json")
+    [warning] = json.loads(out)["warnings"]
+    assert code == 0 and warning.startswith("`recall` (shot(s) back) has no effect with preset")
+    assert "not trained" in warning
+    code, out, _ = cli("plan", sb, "--preset", "tiny")  # a memory backend: no such warning
+    assert code == 0 and "has no effect" not in out
+
+
+def test_recall_on_a_causal_preset_changes_no_frame(tmp_path):
+    from longvid.progress import PlainProgress
+    from longvid.render import BackendPool, render_storyboard
+
+    pool, videos = BackendPool(), []
+    for name, recall in (("without", ""), ("with", ", recall: [pier]")):
+        sb = write(tmp_path / f"{name}.yaml", RECALL % recall)
+        render_storyboard(sb, output=tmp_path / f"{name}.mp4", preset_name=None, crf=18,
+                          fresh=True, pool=pool, progress=PlainProgress(quiet=True))
+        videos.append(frames_of(tmp_path / f"{name}.mp4"))
+    assert videos[0].shape == videos[1].shape and (videos[0] == videos[1]).all()
