@@ -160,24 +160,25 @@ class LivePreview:
     """`render --preview`: the preview kept current while the segment loop runs."""
 
     def __init__(self, output: Path, run: RunDir, plan: Plan, prefix_video: Path | None,
-                 done_before: int, progress: Progress) -> None:
+                 progress: Progress) -> None:
         self.output, self.run, self.plan, self.progress = output, run, plan, progress
-        self.done_before = done_before
         self.videos = [] if prefix_video is None else [prefix_video]
         self.frames = 0 if prefix_video is None else _frames(prefix_video)
         progress.message(f"preview: {preview_path(output)} (the segments done so far, "
                          "refreshed after each)")
 
     def committed(self, done: SegmentDone) -> None:
-        """After segment `done` is committed: join it in; write the preview after each
-        segment generated now, and once for those an earlier run committed."""
+        """After segment `done` (the loop yields them in order) is committed: join it in.
+        The preview is written after each segment generated now, and after one an earlier
+        run committed when the next is to be generated; not after the last segment, which
+        the final video follows at once."""
         seg = done.segment
         if seg.emit_frames:
             self.videos.append(self.run.video(seg.index))
             self.frames += seg.emit_frames
-        resumed_up_to_here = (done.skipped and seg.index == self.done_before - 1
-                              and self.done_before < len(self.plan.segments))
-        if not done.skipped or resumed_up_to_here:
+        if seg.index == len(self.plan.segments) - 1:
+            return
+        if not done.skipped or not self.run.is_done(seg.index + 1):
             self._write()
 
     def _write(self) -> None:

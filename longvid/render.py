@@ -189,8 +189,7 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh:
             progress.message(f"resuming {run.root}: {done_before} of {len(plan.segments)} "
                              "segments already done")
         records = []
-        live = LivePreview(out, run, plan, prefix_video, done_before, progress) if preview \
-            else None
+        live = LivePreview(out, run, plan, prefix_video, progress) if preview else None
         for done in render_segments(plan, backend, run, crf=crf, output_size=output_size,
                                     on_start=progress.segment_start, on_step=progress.step):
             if live is not None:

@@ -64,8 +64,9 @@ def test_the_preview_plays_after_each_segment_and_goes_with_the_final_video(tmp_
     render(sb, pool, watch, preview=True)
     final = frames_of(out)
     assert final.shape == (64, 32, 32, 3)
-    # after segment 1: its 33 frames; after 2: 44 (the 8 held for the crossfade come later)
-    assert [None if f is None else len(f) for f in watch.seen] == [33, 44, 64]
+    # after segment 1: its 33 frames; after 2: 44 (the 8 held for the crossfade come later);
+    # the last one is followed by the video itself
+    assert [None if f is None else len(f) for f in watch.seen] == [33, 44, 44]
     for seen in watch.seen:  # stream copies of the same segments: the final's first frames
         assert np.array_equal(seen, final[:len(seen)])
     assert not partial.exists(), "the preview is removed once the video is written"
@@ -97,9 +98,15 @@ def test_an_interrupted_render_leaves_a_playable_preview_and_preview_remakes_it(
     assert json.loads(stdout) == {"preview": str(partial), "run_dir": str(tmp_path / "s.run"),
                                   "frames": 33, "segments": 1}
 
+    partial.unlink()
+    resumed = Watch(out, stop_after=2)
+    with pytest.raises(KeyboardInterrupt):  # a resumed render writes it before it generates
+        render(sb, pool, resumed, preview=True)
+    assert [len(f) for f in resumed.seen] == [33, 44]
+    assert np.array_equal(resumed.seen[0], first)
     render(sb, pool, Watch(out))  # resumes without --preview: the preview still goes
     assert not partial.exists()
-    assert np.array_equal(frames_of(out)[:33], first)
+    assert np.array_equal(frames_of(out)[:44], resumed.seen[1])
 
 
 def test_preview_joins_only_sealed_segments(tmp_path, pool, cli):
