@@ -95,8 +95,8 @@ def committed(run_root: Path) -> Committed:
             record = json.loads(run.record_path(index).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             break
-        count = record.get("frames", 0) if isinstance(record, dict) else 0
-        if not isinstance(count, int) or count < 0:
+        count = record.get("frames") if isinstance(record, dict) else None
+        if not isinstance(count, int) or count < 0:  # not a record longvid wrote
             break
         if count:  # a segment that only holds frames for a crossfade writes no video
             video = run.video(index)

@@ -182,3 +182,16 @@ def test_the_preview_never_replaces_a_file_longvid_did_not_write_as_one(tmp_path
     assert code == 0, err
     assert f"preview: {partial}" in " ".join(err.split())
     assert not partial.exists()
+
+
+def test_the_preview_of_an_extend_run_starts_with_the_clip(tmp_path, cli):
+    clip = ffmpeg_make_clip(tmp_path / "clip.mp4", seconds=1, audio=True)
+    code, _, err = cli("extend", clip, "-s", "1", "-q")
+    assert code == 0, err
+    out = tmp_path / "clip_extended.mp4"
+    code, stdout, err = cli("preview", out, "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["frames"] == 32
+    partial = tmp_path / "clip_extended.partial.mp4"
+    assert np.array_equal(frames_of(partial), frames_of(out))
+    assert not probe(partial).has_audio  # the video's frames, not its sound
