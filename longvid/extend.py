@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from longvid.backends import caps_of
-from longvid.errors import InputError
+from longvid.errors import InputError, LongvidError, ResourceError
 from longvid.plan import make_plan
 from longvid.presets import load_preset
 from longvid.progress import Progress
@@ -23,6 +23,7 @@ from longvid.render import BackendPool, Job, Prefix, RenderResult, run_job
 from longvid.rundir import file_sha256
 from longvid.storyboard import Storyboard, one_shot
 from longvid.timecode import MAX_SECONDS
+from longvid.vram import choose_policy
 
 DEFAULT_PROMPT = "the same scene continues"
 SHOT_ID = "extend"
@@ -41,7 +42,7 @@ def generation_size(width: int, height: int, multiple: int, max_side: int) -> tu
 
 def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: str,
                 output: Path, seed: int, crf: int, fresh: bool, pool: BackendPool,
-                progress: Progress) -> RenderResult:
+                progress: Progress, vram_gib: float | None = None) -> RenderResult:
     from longvid.mux import probe
 
     if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_SECONDS:
@@ -78,10 +79,16 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
             tail = np.concatenate([tail[:1].repeat(tail_frames - len(tail), 0), tail])
         return {"context": backend.encode_frames(tail[-tail_frames:])}
 
+    found: list[LongvidError] = []  # reported with whatever else the preflight finds
+    policy = None
+    try:
+        policy = choose_policy(preset, plan, vram_gib)
+    except ResourceError as exc:
+        found.append(exc)
     job = Job(plan, preset, output.resolve(),
-              audio=(clip.resolve(), 0.0) if info.has_audio else None, policy=None,
+              audio=(clip.resolve(), 0.0) if info.has_audio else None, policy=policy,
               label=clip.name, prefix=Prefix(clip.resolve(), clip_sha, out_size, init_state))
-    return run_job(job, pool, progress, crf=crf, fresh=fresh)
+    return run_job(job, pool, progress, crf=crf, fresh=fresh, found=found)
 
 
 def _seed_bank(backend: Any, clip: Path, frames: int, size: tuple[int, int],

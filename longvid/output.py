@@ -6,7 +6,9 @@
 
 A render writes these three and nothing else, and never replaces a file it did not
 make: before any work, each of them must be absent or recognisably longvid's own,
-and none may be one of the job's inputs. A storyboard's `output:` stays in the
+and none may be one of the job's inputs. (With `--preview` it also keeps
+`scene.partial.mp4` until the video is written, claimed by the same rule in
+longvid/preview.py.) A storyboard's `output:` stays in the
 storyboard's folder (or below) and names an .mp4; `-o` on the command line may point
 anywhere but must name an .mp4 (or, for `render`, a folder).
 """

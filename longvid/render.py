@@ -116,7 +116,7 @@ def _check_length(sb: Storyboard, fps: int) -> None:
 
 def render_storyboard(path: Path, *, output: Path | None, preset_name: str | None, crf: int,
                       fresh: bool, pool: BackendPool, progress: Progress,
-                      vram_gib: float | None = None) -> RenderResult:
+                      vram_gib: float | None = None, preview: bool = False) -> RenderResult:
     sb, preset, plan = load_job(path, preset_name)
     out = (output or default_output(sb)).resolve()
     audio = (sb.audio.path, sb.audio.offset.to_seconds(plan.fps)) if sb.audio else None
@@ -126,7 +126,7 @@ def render_storyboard(path: Path, *, output: Path | None, preset_name: str | Non
     except ResourceError as exc:
         found.append(exc)  # reported with whatever else the preflight finds
     job = Job(plan, preset, out, audio, policy, label=Path(path).name)
-    return run_job(job, pool, progress, crf=crf, fresh=fresh, found=found)
+    return run_job(job, pool, progress, crf=crf, fresh=fresh, found=found, preview=preview)
 
 
 def _run_key(plan: Plan, preset: Preset, crf: int, extra: str = "") -> str:
@@ -138,12 +138,14 @@ def _run_key(plan: Plan, preset: Preset, crf: int, extra: str = "") -> str:
 
 
 def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh: bool,
-            found: list[LongvidError] | None = None) -> RenderResult:
+            found: list[LongvidError] | None = None, preview: bool = False) -> RenderResult:
     """Generate (or resume) every segment of the job's plan, then write its mp4 and sidecar.
-    `found`: problems met while preparing the job, reported with the preflight's."""
+    `found`: problems met while preparing the job, reported with the preflight's;
+    `preview`: keep the live preview beside the output (longvid/preview.py)."""
     from longvid import preflight
     from longvid.generate import render_segments
     from longvid.mux import concat
+    from longvid.preview import LivePreview, claim_preview, discard_preview
 
     plan, out, prefix = job.plan, job.output, job.prefix
     t0 = time.perf_counter()
@@ -152,7 +154,8 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh:
     warnings = preflight.check(
         plan, job.preset, out, run.root, audio=job.audio,
         generates=fresh or not all(run.is_done(s.index) for s in plan.segments),
-        found=found or [], more=[lambda: claim_outputs(out, _inputs(job))])
+        found=found or [], more=[lambda: claim_outputs(out, _inputs(job))] + (
+            [lambda: claim_preview(out, _inputs(job))] if preview else []))
     manifest = Manifest(
         longvid=longvid.__version__,
         run_key=_run_key(plan, job.preset, crf, prefix.clip_sha256 if prefix else ""),
@@ -186,8 +189,11 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh:
             progress.message(f"resuming {run.root}: {done_before} of {len(plan.segments)} "
                              "segments already done")
         records = []
+        live = LivePreview(out, run, plan, prefix_video, progress) if preview else None
         for done in render_segments(plan, backend, run, crf=crf, output_size=output_size,
                                     on_start=progress.segment_start, on_step=progress.step):
+            if live is not None:
+                live.committed(done)
             progress.segment_done(done.segment, done.skipped, done.seconds)
             record = run.record(done.segment.index)
             record.pop("files", None)  # the run directory's own bookkeeping
@@ -202,6 +208,7 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh:
                          f"seed={plan.seed} storyboard_sha256={plan.content_sha256}",
                          "longvid_seed": str(plan.seed),
                          "longvid_storyboard_sha256": plan.content_sha256})
+        discard_preview(out)
         seconds = time.perf_counter() - t0
         sidecar = Sidecar(
             title=plan.title, storyboard=plan.storyboard,

@@ -127,6 +127,9 @@ class Spy:
         self.prepared = prompts
         self.inner.prepare(prompts, negative_prompt, guidance_scale)
 
+    def encode_frames(self, frames):
+        return self.inner.encode_frames(frames)
+
     def generate(self, req, on_step):
         out = self.inner.generate(req, on_step)
         self.requests.append(req)

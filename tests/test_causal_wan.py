@@ -10,6 +10,7 @@ the original Wan naming. Everything loads offline through the real code path.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +211,27 @@ def test_a_segment_streams_from_the_converted_generator(offline, tmp_path):
     out = backend.generate(req, lambda i, n: None)
     assert out.latents.shape == (1, 16, 4, 4, 4) and out.frames.shape == (13, 32, 32, 3)
     assert out.frames.dtype == np.uint8 and out.frames.std() > 0
+
+
+def test_a_take_from_an_image_streams_after_its_clean_latent(offline, tmp_path):
+    """The same engine path as tiny-causal: the encoded image is the first latent, kept."""
+    from test_images import smooth_image
+
+    from longvid.backends.base import ShotImages
+
+    backend = loaded(tmp_path, "self_forcing")
+    assert backend.caps.images is not None and backend.caps.images.first_frame
+    backend.prepare(["a harbour"], "", 1.0)
+    first = backend.encode_frames(smooth_image(32, 32)[None])  # (1, 16, 1, 4, 4)
+    req = SegmentRequest(prompt="a harbour", negative_prompt="", num_latents=4,
+                         context=None, width=32, height=32, seed=1, steps=4,
+                         guidance_scale=1.0, fps=16)
+    plain = backend.generate(req, lambda i, n: None)
+    started = backend.generate(replace(req, images=ShotImages(first_latent=first)),
+                               lambda i, n: None)
+    assert started.latents.shape == (1, 16, 4, 4, 4) and started.frames.shape == (13, 32, 32, 3)
+    assert torch.equal(started.latents[:, :, :1], first.float().cpu())
+    assert (started.latents[:, :, 1:] - plain.latents[:, :, 1:]).abs().max() > 1e-3
 
 
 def test_fp8_storage_applies_to_the_converted_generator(offline, tmp_path):

@@ -106,3 +106,24 @@ def test_extend_continues_an_ntsc_rate_clip_at_the_nearest_whole_rate(cli, tmp_p
     assert "warning: ntsc.mp4 runs at 29.970 fps; the result is at 30 fps" in err
     info = probe(tmp_path / "out.mp4")
     assert info.fps == 30 and info.frames == 30 + 15
+
+
+def test_extend_takes_a_gpu_budget_as_render_does(cli, tmp_path):
+    clip = ffmpeg_make_clip(tmp_path / "clip.mp4", seconds=1, fps=24)  # the preset's rate
+    code, _, err = cli("extend", clip, "-s", "1", "--preset", "skyreels-df-1.3b", "--vram", "3")
+    assert code == 4 and "needs at least 8.0 GiB of GPU memory" in err
+    assert not (tmp_path / "clip_extended.mp4").exists()
+
+
+def test_extend_report_draws_the_pictures_beside_the_video(cli, tmp_path):
+    clip = ffmpeg_make_clip(tmp_path / "clip.mp4", seconds=1)
+    code, out, err = cli("extend", clip, "-s", "0.5", "--report", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["contact_sheet"] == str(tmp_path / "clip_extended.contact.png")
+    assert result["drift_plot"] == str(tmp_path / "clip_extended.drift.png")
+    for picture in (result["contact_sheet"], result["drift_plot"]):
+        with open(picture, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    code, _, err = cli("extend", clip, "-s", "0.5", "--report")
+    assert code == 0 and f"report: {result['contact_sheet']} {result['drift_plot']}" in err

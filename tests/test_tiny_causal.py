@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_longvid, write
-from mediacheck import frames_of
+from mediacheck import frames_of, psnr
 from test_resume import start, wait_for
 
 from longvid.backends.base import SegmentRequest
@@ -196,3 +196,70 @@ def test_the_take_s_first_latents_are_carried_as_the_sink(tmp_path, causal):
     assert req[3].sink is None  # a cut: a new stream
     without = causal.generate(replace(req[2], sink=None), lambda i, n: None)
     assert not torch.equal(without.latents, out[2].latents)
+
+
+def test_a_take_from_an_image_streams_after_its_clean_latent(causal):
+    """As Self-Forcing's image-to-video: the encoded image is the first latent, written into
+    the cache by a clean pass and returned as given; the blocks after it depend on it."""
+    from test_images import smooth_image
+
+    from longvid.backends.base import ShotImages
+
+    assert causal.caps.images is not None and causal.caps.images.first_frame
+    first = causal.encode_frames(smooth_image(32, 32)[None])  # (1, 16, 1, 4, 4)
+    other = causal.encode_frames(smooth_image(32, 32, 2.0)[None])
+    steps = []
+    started = causal.generate(request(num_latents=7, images=ShotImages(first_latent=first)),
+                              lambda i, n: steps.append((i, n)))
+    assert started.latents.shape == (1, 16, 7, 4, 4) and started.frames.shape == (25, 32, 32, 3)
+    assert torch.equal(started.latents[:, :, :1], first)
+    assert steps == [(i, 8) for i in range(1, 9)]  # the image is not denoised: 2 blocks of 3
+    plain = causal.generate(request(num_latents=7), lambda i, n: None)
+    moved = causal.generate(request(num_latents=7, images=ShotImages(first_latent=other)),
+                            lambda i, n: None)
+    for without in (plain, moved):
+        assert (started.latents[:, :, 1:] - without.latents[:, :, 1:]).abs().max() > 1e-3
+    one = causal.generate(request(num_latents=1, images=ShotImages(first_latent=first)),
+                          lambda i, n: None)  # a one-frame take is the image alone
+    assert torch.equal(one.latents, first) and one.frames.shape == (1, 32, 32, 3)
+
+
+def test_a_shot_rendered_from_an_image_on_tiny_causal_starts_with_it(tmp_path, causal):
+    """`image:` on tiny-causal through the real loop: the image's latent starts the take and
+    is the first of the sink its later segments replay; the first frame is the image
+    itself (the loop emits it; identical before H.264), >= 30 dB in the segment's mp4."""
+    from conftest import Spy
+    from test_images import save_png, smooth_image
+
+    from longvid.generate import render_segments
+    from longvid.images import fit_frame, read_rgb
+    from longvid.mux import read_frames
+    from longvid.render import load_job
+    from longvid.rundir import RunDir
+
+    save_png(tmp_path / "start.png", smooth_image(96, 64))
+    sb = write(tmp_path / "s.yaml", """\
+        version: 1
+        preset: tiny-causal
+        resolution: 32x32
+        shots:
+          - {id: a, duration: 2s, prompt: a red harbour, image: start.png}
+          - {id: b, duration: 4s, prompt: a blue harbour}
+        """)
+    _, _, plan = load_job(sb, None)
+    assert plan.segments[0].image is not None and len(plan.segments) >= 2
+    assert all(s.image is None and s.take == 0 for s in plan.segments[1:])
+    spy = Spy(causal)
+    run = RunDir(tmp_path / "run")
+    run.open({"run_key": "k"})
+    list(render_segments(plan, spy, run, crf=18))
+    expected = fit_frame(read_rgb(tmp_path / "start.png"), 32, 32)
+    first = causal.encode_frames(expected[None])
+    assert torch.equal(spy.requests[0].images.first_latent, first)
+    assert torch.equal(spy.outputs[0].latents[:, :, :1], first)
+    later = [r for r in spy.requests[1:] if r.sink is not None]
+    assert later and all(torch.equal(r.sink[:, :, :1], first) for r in later)
+    decoded = spy.outputs[0].frames[0]  # the random VAE's picture of the latent: not the image
+    assert psnr(decoded, expected) < 20
+    shown = read_frames(run.video(0), 32, 32, only=[0])[0]
+    assert psnr(shown, expected) >= 30

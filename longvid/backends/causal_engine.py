@@ -144,13 +144,18 @@ class CausalEngine:
 def stream_segment(engine: CausalEngine, sink: torch.Tensor | None,
                    context: torch.Tensor | None, num_latents: int,
                    shape: tuple[int, int, int], cond: torch.Tensor, schedule: FewStepSchedule,
-                   seed: int, on_step: Callable[[int, int], None]
-                   ) -> tuple[torch.Tensor, dict[str, float]]:
+                   seed: int, on_step: Callable[[int, int], None],
+                   first: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """One longvid segment as a fresh stream: the take's first latents (1, C, s, h, w) that
     the context lacks (the sink) and the context latents (1, C, c, h, w), each None or
     replayed through clean passes in that order, then num_latents new ones. The sink sits
     right before the context in frame positions. Returns the new latents (1, C, n, h, w)
-    and the seconds spent rebuilding the cache and denoising."""
+    and the seconds spent rebuilding the cache and denoising.
+
+    `first` (1, C, 1, h, w), a take's starting image encoded, is the first new latent, as
+    Self-Forcing's image-to-video streams it: one clean pass at position 0 writes its keys
+    and values (it is never noised), the other num_latents - 1 are denoised after it in
+    blocks, and it is returned exactly as given."""
     import time
 
     t0 = time.perf_counter()
@@ -159,7 +164,12 @@ def stream_segment(engine: CausalEngine, sink: torch.Tensor | None,
         engine.commit(sink[:, :, :engine.policy.sink_latents].float(), cond)
     if context is not None:
         engine.prefill(context.float(), cond)
+    if first is not None:
+        engine.commit(first.float(), cond)
     t1 = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
-    latents = engine.stream(num_latents, shape, cond, schedule, generator, on_step)
-    return latents, {"prefill": t1 - t0, "denoise": time.perf_counter() - t1}
+    new = num_latents - (0 if first is None else first.shape[2])
+    parts = [] if first is None else [first.float().cpu()]
+    if new:
+        parts.append(engine.stream(new, shape, cond, schedule, generator, on_step))
+    return torch.cat(parts, dim=2), {"prefill": t1 - t0, "denoise": time.perf_counter() - t1}

@@ -8,7 +8,8 @@ pickle checkpoint named in the options, converted once to safetensors
 of longvid/backends/causal_engine.py, segment by segment as `tiny-causal` does it: a
 segment rebuilds the KV cache from the take's first latents (the sink) and its context
 latents under the segment's prompt (LongLive's re-cache at a prompt switch), then
-streams its blocks; no guidance.
+streams its blocks; no guidance. A take's starting image is its first latent, written
+into the cache by a clean pass (Self-Forcing's image-to-video), as on `tiny-causal`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import Field
 
 from longvid.backends.base import (
     BackendCaps,
+    ImageCaps,
     SegmentOutput,
     SegmentRequest,
     SinkCaps,
@@ -59,7 +61,7 @@ class CausalWanBackend(WanHubBackend):
         max_latents=CONTEXT_LATENTS + BLOCKS_PER_SEGMENT * BLOCK_LATENTS,
         context_latents=CONTEXT_LATENTS, size_multiple=16, max_side=832, takes_context=True,
         tokens_per_latent_px=8 * 8 * 2 * 2, sink=SinkCaps(SINK_LATENTS),
-        stream=WAN_1_3B_STREAM)
+        stream=WAN_1_3B_STREAM, images=ImageCaps(first_frame=True))
 
     class Options(WanHubOptions, CausalOptions):
         checkpoint_repo: str = Field("Efficient-Large-Model/LongLive-1.3B",
@@ -142,7 +144,8 @@ class CausalWanBackend(WanHubBackend):
             latents, seconds = stream_segment(
                 self.engine, request.sink, context, request.num_latents,
                 (self.vae.z_dim, request.height // 8, request.width // 8), cond, schedule,
-                request.seed, on_step)  # (1, z, n, h, w)
+                request.seed, on_step,
+                first=request.images.first_latent if request.images else None)  # (1, z, n, h, w)
         t0 = time.perf_counter()
         warm = None if context is None else context[:, :, -DECODE_WARMUP_LATENTS:]
         c = 0 if warm is None else warm.shape[2]

@@ -18,6 +18,11 @@ warm up the VAE decoder, and their frames are dropped. Nothing survives from one
 segment to the next but what the run directory holds, so a resumed render equals an
 uninterrupted one. Frame positions restart at every segment (sink, then context):
 they stay below the RoPE table's end however long the video.
+
+A take that starts from a storyboard image begins as Self-Forcing's image-to-video
+does: the encoded image is the take's first latent, written into the cache by a
+clean pass and never noised; the blocks are denoised after it, and it is the first
+of the sink later segments of the take replay.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from longvid.backends.base import (
     BackendCaps,
     BackendOptions,
+    ImageCaps,
     SegmentOutput,
     SegmentRequest,
     SinkCaps,
@@ -103,7 +109,7 @@ class TinyCausalBackend(TinyWanBackend):
         native_fps=16, any_fps=True, latent_stride_t=4,
         max_latents=CONTEXT_LATENTS + 4 * BLOCK_LATENTS, context_latents=CONTEXT_LATENTS,
         size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        sink=SinkCaps(SINK_LATENTS), stream=TINY_STREAM)
+        sink=SinkCaps(SINK_LATENTS), stream=TINY_STREAM, images=ImageCaps(first_frame=True))
 
     class Options(CausalOptions):
         weights_seed: int = Field(0, description="seed of the random tiny weights")
@@ -138,7 +144,8 @@ class TinyCausalBackend(TinyWanBackend):
         latents, seconds = stream_segment(
             self.engine, request.sink, context, request.num_latents, (16, request.height // 8,
                                                         request.width // 8),
-            cond, schedule, request.seed, on_step)  # (1, 16, n, h, w)
+            cond, schedule, request.seed, on_step,
+            first=request.images.first_latent if request.images else None)  # (1, 16, n, h, w)
         t0 = time.perf_counter()
         with torch.no_grad():  # the context's tail warms the VAE's causal cache, then drops
             warm = None if context is None else context[:, :, -DECODE_WARMUP_LATENTS:]

@@ -10,7 +10,7 @@ import typer
 
 from longvid import __version__
 from longvid.budget import ALLOCATOR_CONF
-from longvid.cli import doctor, extend, models, plan, presets, render, report
+from longvid.cli import doctor, extend, models, plan, presets, preview, render, report
 from longvid.cli.bench import bench_app
 from longvid.errors import Terminated
 
@@ -43,6 +43,7 @@ app.command("plan")(plan.plan)
 app.command("extend")(extend.extend)
 app.command("doctor")(doctor.doctor)
 app.command("report")(report.report)
+app.command("preview")(preview.preview)
 app.add_typer(models.models_app, name="models")
 app.add_typer(presets.presets_app, name="presets")
 app.add_typer(bench_app, name="bench")

@@ -26,6 +26,12 @@ def extend(
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    vram: Annotated[float | None, typer.Option(
+        "--vram", min=1, help="GPU memory the render may use, in GiB (default: the free VRAM); "
+        "decides where each model component lives.")] = None,
+    with_report: Annotated[bool, typer.Option(
+        "--report", help="Also write a contact sheet and a drift plot PNG beside the video "
+        "(see `longvid report`).")] = False,
 ) -> None:
     """Write CLIP followed by SECONDS of continuation as one mp4 at the clip's fps and size."""
 
@@ -40,12 +46,21 @@ def extend(
         try:
             result = extend_clip(clip, seconds=seconds, prompt=prompt, preset_name=preset,
                                  output=out, seed=seed, crf=crf, fresh=fresh,
-                                 pool=BackendPool(), progress=progress)
+                                 pool=BackendPool(), progress=progress, vram_gib=vram)
         finally:
             progress.finish()
+        extra = {}
+        if with_report:
+            from longvid.report import write_report
+
+            pictures = write_report(result.run_dir)
+            extra = {"contact_sheet": str(pictures.contact_sheet),
+                     "drift_plot": str(pictures.drift_plot)}
         if as_json:
-            print(json.dumps(result.to_dict()))
+            print(json.dumps(result.to_dict() | extra))
         elif not quiet:
+            if extra:
+                progress.message(f"report: {extra['contact_sheet']} {extra['drift_plot']}")
             progress.message(f"wrote {result.output} ({result.frames} frames, "
                              f"{result.duration_s:.2f}s)")
 

@@ -54,6 +54,9 @@ def render(
     with_report: Annotated[bool, typer.Option(
         "--report", help="Also write a contact sheet and a drift plot PNG beside each video "
         "(see `longvid report`).")] = False,
+    preview: Annotated[bool, typer.Option(
+        "--preview", help="Keep OUTPUT_STEM.partial.mp4 beside each output: the segments done "
+        "so far, joined after each one; removed when the video is written.")] = False,
 ) -> None:
     """Render STORYBOARDS to mp4. Rerunning after Ctrl-C or a crash resumes where it stopped."""
     from longvid.errors import LongvidError
@@ -75,7 +78,8 @@ def render(
     for path, out in jobs:
         try:
             result = render_storyboard(path, output=out, preset_name=preset, crf=crf,
-                                       fresh=fresh, pool=pool, progress=progress, vram_gib=vram)
+                                       fresh=fresh, pool=pool, progress=progress, vram_gib=vram,
+                                       preview=preview)
             extra = _report(result.run_dir) if with_report else {}
         except BaseException as exc:  # noqa: BLE001 - one failure must not stop the batch
             progress.finish()
