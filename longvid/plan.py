@@ -237,9 +237,11 @@ def _stream_work(segments: list[Segment], caps: BackendCaps, steps: int,
     stream = caps.stream
     assert stream is not None
     block = stream.block_latents
-    blocks = sum(-(-s.num_latents // block) for s in segments)
-    replay = sum(-(-s.context_latents // block) + (1 if _sink_replayed(s, caps, continues)
-                                                   else 0) for s in segments)
+    # a take's starting image is one clean pass; the latents after it are denoised in blocks
+    images = sum(1 for s in segments if s.image is not None)
+    blocks = sum(-(-(s.num_latents - (s.image is not None)) // block) for s in segments)
+    replay = images + sum(-(-s.context_latents // block)
+                          + (1 if _sink_replayed(s, caps, continues) else 0) for s in segments)
     return StreamWork(block_latents=block, blocks=blocks, forwards_per_block=steps + 1,
                       replay_forwards=replay, cached_latents=stream.cached_latents,
                       kv_gib_per_latent=stream.kv_bytes_per_latent(tokens_per_latent) / 2**30)

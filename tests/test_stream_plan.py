@@ -36,13 +36,22 @@ shots:
 """
 
 
-def test_plan_counts_the_forwards_the_engine_runs(tmp_path):
+@pytest.mark.parametrize("image", [False, True], ids=["prompts", "image"])
+def test_plan_counts_the_forwards_the_engine_runs(tmp_path, image):
+    """With `image:` on the cut, that take starts with one clean pass over the image."""
+    from test_images import save_png, smooth_image
+
     from longvid.progress import PlainProgress
     from longvid.render import BackendPool, render_storyboard
 
-    sb = write(tmp_path / "s.yaml", STORYBOARD)
+    text = STORYBOARD
+    if image:
+        save_png(tmp_path / "start.png", smooth_image(32, 32))
+        text = text.replace("prompt: a market}", "prompt: a market, image: start.png}")
+    sb = write(tmp_path / "s.yaml", text)
     _, preset, plan = load_job(sb, None)
     assert plan.stream is not None and plan.stream.replay_forwards > 0
+    assert sum(seg.image is not None for seg in plan.segments) == image
     assert any(s.num_latents % plan.stream.block_latents for s in plan.segments)
     pool = BackendPool()
     backend = pool.get(preset)
