@@ -12,6 +12,7 @@ def register_backends(register: Callable[[type], None]) -> None:
     from longvid.backends.skyreels_df import SkyReelsDFBackend
     from longvid.backends.tiny import TinyWanBackend
     from longvid.backends.tiny_causal import TinyCausalBackend
+    from longvid.backends.tiny_memory import TinyMagBackend, TinyMemFlowBackend
     from longvid.backends.wan_vace import WanVACEBackend
 
     register(TinyWanBackend)
@@ -20,4 +21,6 @@ def register_backends(register: Callable[[type], None]) -> None:
     register(WanVACEBackend)
     register(AnyFlowFARBackend)
     register(TinyCausalBackend)
+    register(TinyMagBackend)
+    register(TinyMemFlowBackend)
     register(CausalWanBackend)

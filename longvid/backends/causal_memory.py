@@ -157,6 +157,10 @@ class MagEngine(CausalEngine):
         for i in range(latents.shape[2]):
             self._commit_as("pin", latents[:, :, i:i + 1], cond)
 
+    def replay_sink(self, sink: torch.Tensor, cond: torch.Tensor) -> None:
+        """The take's first latents the context lacks (1, C, s, h, w) back into the sink."""
+        self.commit_sink(sink[:, :, :self.mag.sink_latents], cond)
+
 
 # -- MemFlow ------------------------------------------------------------------------------
 
@@ -315,3 +319,37 @@ class MemFlowEngine(CausalEngine):
             self.commit(latents, cond)
         finally:
             self.cache.pinning = False
+
+    def replay_sink(self, sink: torch.Tensor, cond: torch.Tensor) -> None:
+        """The take's first latents the context lacks (1, C, s, h, w): one block, the
+        stream's block 0 (so it is recorded, as the take's first block was)."""
+        if self.policy.sink_latents:
+            self.commit(sink[:, :, :self.policy.sink_latents], cond)
+
+
+# -- one longvid segment ------------------------------------------------------------------
+
+
+def stream_memory_segment(engine: MagEngine | MemFlowEngine, memory: torch.Tensor | None,
+                          sink: torch.Tensor | None, context: torch.Tensor | None,
+                          num_latents: int, shape: tuple[int, int, int], cond: torch.Tensor,
+                          schedule: Any, seed: int, on_step: Any
+                          ) -> tuple[torch.Tensor, dict[str, float]]:
+    """One longvid segment as a fresh stream, like `stream_segment`, with the memory
+    rebuilt first: recalled latents (1, C, m, h, w) pinned (positions 0..m-1), then the
+    take's sink, then the context replayed block by block, then num_latents new ones.
+    Everything comes from the request, so a resumed render equals an uninterrupted one."""
+    import time
+
+    t0 = time.perf_counter()
+    engine.reset()
+    if memory is not None and memory.shape[2]:
+        engine.pin(memory.float(), cond)
+    if sink is not None and sink.shape[2]:
+        engine.replay_sink(sink.float(), cond)
+    if context is not None:
+        engine.prefill(context.float(), cond)
+    t1 = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    latents = engine.stream(num_latents, shape, cond, schedule, generator, on_step)
+    return latents, {"prefill": t1 - t0, "denoise": time.perf_counter() - t1}
