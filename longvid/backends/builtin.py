@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 def register_backends(register: Callable[[type], None]) -> None:
     from longvid.backends.anyflow_far import AnyFlowFARBackend
+    from longvid.backends.causal_memory_wan import CausalMagBackend, CausalMemFlowBackend
     from longvid.backends.causal_wan import CausalWanBackend
     from longvid.backends.procworld import ProcWorldBackend
     from longvid.backends.skyreels_df import SkyReelsDFBackend
@@ -24,3 +25,5 @@ def register_backends(register: Callable[[type], None]) -> None:
     register(TinyMagBackend)
     register(TinyMemFlowBackend)
     register(CausalWanBackend)
+    register(CausalMemFlowBackend)
+    register(CausalMagBackend)

@@ -3,14 +3,15 @@
 Self-Forcing, LongLive and MemFlow publish their generators as pickle `.pt` files (a
 dict whose `generator` / `generator_ema` entry holds the original Wan keys, `model.`
 prefixed; LongLive and MemFlow add a PEFT LoRA file); MAG publishes `from_pretrained`
-folders of safetensors in the original Wan key layout, read the same way from there. longvid reads such a file only with
-`torch.load(weights_only=True)`, which builds tensors and plain containers and
-refuses anything else (a pickle that would call code is an error, exit 3). It does so
-once: picks the generator, strips the prefixes, merges the LoRA (W += scale * B @ A),
-renames the keys with diffusers' own Wan converter, checks them against a
-`WanTransformer3DModel` of the snapshot's config (no missing, no unexpected key), and
-writes a diffusers transformer folder of bf16 safetensors into longvid's cache, with
-the sources' sha256 and the converter's version. Every later load reads that folder.
+folders of safetensors in the original Wan key layout, read the same way from there.
+longvid reads a `.pt` file only with `torch.load(weights_only=True)`, which builds
+tensors and plain containers and refuses anything else (a pickle that would call code
+is an error, exit 3). It does so once: picks the generator, strips the prefixes,
+merges the LoRA (W += scale * B @ A), renames the keys with diffusers' own Wan
+converter, checks them against a `WanTransformer3DModel` of the snapshot's config (no
+missing, no unexpected key), and writes a diffusers transformer folder of bf16
+safetensors into longvid's cache, with the sources' sha256 and the converter's version.
+Every later load reads that folder.
 """
 
 from __future__ import annotations
