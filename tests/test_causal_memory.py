@@ -173,8 +173,9 @@ def test_mag_streams_as_the_masked_full_sequence_and_caches_sink_plus_last_frame
         assert held[:2] == [0, 1] and held[2:] == [3 * m + 2 for m in
                                                    range(max(0, blocks - policy.slots), blocks)]
         for layer, (k, v) in enumerate(kv):
-            parts = engine.cache.parts[layer]
-            assert (len(parts["sink"]), len(parts["slot"])) == (2, min(blocks, policy.slots))
+            count = engine.cache.count[layer]
+            assert (count["sink"], count["pin"], count["slot"]) == (2, 0, min(blocks,
+                                                                              policy.slots))
             cached_k, cached_v = engine.cache.seen(layer)
             index = torch.tensor([f * TOKENS + i for f in held for i in range(TOKENS)])
             assert cached_k.shape[1] == len(held) * TOKENS
@@ -209,12 +210,11 @@ def test_mag_pinned_frames_survive_eviction(models):
     engine = mag_engine(gen, memory, policy, empty)
     engine.commit_sink(torch.randn(1, C, 2, H, W), cond)
     engine.pin(torch.randn(1, C, 1, H, W), cond)
-    pinned = engine.cache.parts[0]["pin"][0][0].clone()
+    pinned = engine.cache.part(0, "pin")[0].clone()
     engine.stream(18, (C, H, W), cond, FewStepSchedule.warped(1, 5.0),
                   torch.Generator().manual_seed(0))
-    parts = engine.cache.parts[0]
-    assert (len(parts["sink"]), len(parts["pin"]), len(parts["slot"])) == (2, 1, 3)
-    assert torch.equal(parts["pin"][0][0], pinned)
+    assert engine.cache.count[0] == {"sink": 2, "pin": 1, "slot": 3}
+    assert torch.equal(engine.cache.part(0, "pin")[0], pinned)
     assert engine.cache.frames == [6, 6]
 
 

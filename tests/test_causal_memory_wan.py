@@ -154,8 +154,7 @@ def test_a_segment_streams_with_memory_from_the_converted_weights(offline, tmp_p
     assert torch.isfinite(later.latents).all() and later.frames.shape == (16, 32, 32, 3)
     if which == "mag":  # the empty prompt was encoded for the memory model
         assert backend.engine.empty_cond is not None
-        parts = backend.engine.cache.parts[0]
-        assert (len(parts["sink"]), len(parts["pin"]), len(parts["slot"])) == (2, 2, 2)
+        assert backend.engine.cache.count[0] == {"sink": 2, "pin": 2, "slot": 2}
     else:
         assert [e.label[0] for e in backend.engine.cache.bank[0]][:2] == ["pin", "pin"]
 

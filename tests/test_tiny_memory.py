@@ -62,8 +62,7 @@ def test_recalled_latents_are_pinned_and_change_the_segment(backend):
                                        sink=sink, memory=recalled), lambda i, n: None)
     cache = backend.engine.cache
     if backend.name == "tiny-mag":  # 2 pinned slots, the ring keeps the other 3
-        parts = cache.parts[0]
-        assert (len(parts["sink"]), len(parts["pin"]), len(parts["slot"])) == (2, 2, 3)
+        assert cache.count[0] == {"sink": 2, "pin": 2, "slot": 3}
     else:  # both pinned in the bank, one frame left to MemFlow's retrieval
         labels = [e.label for e in cache.bank[0]]
         assert labels[:2] == [("pin", 0), ("pin", 1)] and len(labels) == 3

@@ -66,7 +66,9 @@ class MagPolicy:
 
 
 class MagCache(KVCache):
-    """Per layer [sink | pinned | slots oldest first], keys/values (B, F*T, H, D).
+    """Per layer [sink | pinned | slots oldest first] in one tensor each of keys and
+    values (B, F*T, H, D), so a block reads them without a copy; `count[layer]` says how
+    many frames of each part it holds.
 
     What a write keeps depends on `mode`, set by the engine before the memory pass:
     "block" (a block's clean pass: its first frames fill the sink while it has room, its
@@ -74,6 +76,7 @@ class MagCache(KVCache):
     a pinned slot)."""
 
     slot_frame = -1  # which frame of a block goes to a slot: MAG's is the last
+    PARTS = ("sink", "pin", "slot")
 
     def __init__(self, policy: MagPolicy, num_layers: int) -> None:
         self.mag = policy
@@ -81,34 +84,63 @@ class MagCache(KVCache):
 
     def reset(self) -> None:
         super().reset()
-        n = self.num_layers
-        self.parts: list[dict[str, list[tuple[torch.Tensor, torch.Tensor]]]] = [
-            {"sink": [], "pin": [], "slot": []} for _ in range(n)]  # one (k, v) per frame
+        self.count = [dict.fromkeys(self.PARTS, 0) for _ in range(self.num_layers)]
         self.mode = "block"
 
+    def part(self, layer: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One part's keys and values (B, n*T, H, D), for inspection."""
+        k, v, c = self.keys[layer], self.values[layer], self.count[layer]
+        assert k is not None and v is not None
+        start = sum(c[p] for p in self.PARTS[:self.PARTS.index(name)]) * self.frame_tokens
+        end = start + c[name] * self.frame_tokens
+        return k[:, start:end], v[:, start:end]
+
     def seen(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        frames = [kv for part in ("sink", "pin", "slot") for kv in self.parts[layer][part]]
-        if not frames:
-            return None
-        return (torch.cat([k for k, _ in frames], dim=1),
-                torch.cat([v for _, v in frames], dim=1))
+        k, v = self.keys[layer], self.values[layer]
+        return None if k is None or v is None else (k, v)
+
+    def _insert(self, layer: int, name: str, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Frames (B, n*T, H, D) at the end of part `name`."""
+        c, t = self.count[layer], self.frame_tokens
+        at = sum(c[p] for p in self.PARTS[:self.PARTS.index(name) + 1]) * t
+        old_k, old_v = self.keys[layer], self.values[layer]
+        if old_k is None or old_v is None:
+            self.keys[layer], self.values[layer] = k, v
+        else:
+            self.keys[layer] = torch.cat([old_k[:, :at], k, old_k[:, at:]], dim=1)
+            self.values[layer] = torch.cat([old_v[:, :at], v, old_v[:, at:]], dim=1)
+        c[name] += k.shape[1] // t
+
+    def _evict_slots(self, layer: int, n: int) -> None:
+        """Drop the n oldest slots."""
+        c, t = self.count[layer], self.frame_tokens
+        k, v = self.keys[layer], self.values[layer]
+        assert k is not None and v is not None
+        at = (c["sink"] + c["pin"]) * t
+        self.keys[layer] = torch.cat([k[:, :at], k[:, at + n * t:]], dim=1)
+        self.values[layer] = torch.cat([v[:, :at], v[:, at + n * t:]], dim=1)
+        c["slot"] -= n
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        t, parts = self.frame_tokens, self.parts[layer]
-        frames = [(k[:, i * t:(i + 1) * t], v[:, i * t:(i + 1) * t])
-                  for i in range(k.shape[1] // t)]
-        room = self.mag.sink_latents - len(parts["sink"])
+        t, c = self.frame_tokens, self.count[layer]
+        frames = k.shape[1] // t
+        room = self.mag.sink_latents - c["sink"]
         if self.mode == "sink":
-            parts["sink"] += frames[:max(room, 0)]
+            n = min(max(room, 0), frames)
+            if n:
+                self._insert(layer, "sink", k[:, :n * t], v[:, :n * t])
         elif self.mode == "pin":
-            parts["pin"] += frames
+            self._insert(layer, "pin", k, v)
         else:
-            if room > 0:  # the first block: its first frames (never its last) are the sink
-                parts["sink"] += frames[:min(room, len(frames) - 1)]
-            parts["slot"].append(frames[self.slot_frame])
-            keep = max(0, self.mag.slots - len(parts["pin"]))
-            del parts["slot"][:max(0, len(parts["slot"]) - keep)]
-        self.frames[layer] = sum(len(p) for p in parts.values())
+            n = min(max(room, 0), frames - 1)  # the first block: its first frames (never
+            if n:  # its last) are the sink
+                self._insert(layer, "sink", k[:, :n * t], v[:, :n * t])
+            f = self.slot_frame % frames
+            self._insert(layer, "slot", k[:, f * t:(f + 1) * t], v[:, f * t:(f + 1) * t])
+            keep = max(0, self.mag.slots - c["pin"])
+            if c["slot"] > keep:
+                self._evict_slots(layer, c["slot"] - keep)
+        self.frames[layer] = sum(c.values())
 
 
 class MagEngine(CausalEngine):
@@ -239,7 +271,8 @@ class MemFlowCache(KVCache):
             if room <= 0:
                 continue
             if len(free) + 1 > room:
-                scores = relevance(text_keys[layer], [e.k for e in free])
+                query = text_keys[layer].to(new.k.device)  # an offloaded model's are on the CPU
+                scores = relevance(query, [e.k for e in free])
                 best = sorted(range(len(free)), key=lambda i: -scores[i])[:room - 1]
                 free = [free[i] for i in sorted(best)]  # oldest first, as recorded
             self.bank[layer] = pinned + free + [new]
