@@ -112,3 +112,16 @@ def test_a_render_with_memory_killed_with_9_resumes_to_identical_frames(tmp_path
     assert np.array_equal(frames, reference)
     last = json.loads((segs / "seg_0006.json").read_text())
     assert [m["reason"] for m in last["memory"]][:1] == ["recall"]  # dawn was recalled
+
+
+def test_a_segment_s_positions_stay_inside_the_rope_table():
+    """A segment's stream holds its pins, the sink, the context and its new latents, from
+    position 0: within the tiny RoPE table (64) and the real one (1,024)."""
+    from longvid.backends.causal_memory_wan import CausalMagBackend, CausalMemFlowBackend
+
+    for cls, table in ((TinyMagBackend, 64), (TinyMemFlowBackend, 64),
+                       (CausalMagBackend, 1024), (CausalMemFlowBackend, 1024)):
+        caps = cls.caps
+        assert caps.sink is not None
+        assert caps.memory_latents + caps.sink.latents + caps.max_latents <= table, cls.name
+    assert CausalMagBackend.caps.context_latents == 21 * 3  # every block the slots hold
