@@ -22,6 +22,7 @@ from diffusers import WanTransformer3DModel
 from longvid.backends.causal_cache import CachePolicy
 from longvid.backends.causal_engine import CausalEngine, FewStepSchedule
 from longvid.backends.causal_memory import (
+    BankEntry,
     BankPolicy,
     MagCache,
     MagEngine,
@@ -326,3 +327,72 @@ def test_text_keys_are_the_cross_attention_keys(models):
     engine.commit(torch.randn(1, C, 3, H, W), cond)
     keys = text_keys(model, cond)
     assert (keys[1].flatten(2) - seen["k"]).abs().max().item() < 1e-6
+
+
+def memflow_seen(block: int, interval: int, recent: int, b: int = 3,
+                 recorded_frame: int = 0) -> list[int]:
+    """Frames block `block` attends to under MemFlow's rule when the bank never fills and
+    no bank frame is still in the window: the first frame of every recorded block before
+    it, the `recent` newest cached frames, itself."""
+    bank = [i * b + recorded_frame for i in range(block) if i % interval == 0]
+    window = list(range(max(0, block * b - recent), block * b))
+    return bank + window + list(range(block * b, block * b + b))
+
+
+def memflow_reference(model, cond, blocks, interval, recent, seed):
+    """No cache: every forward runs the whole sequence so far with MemFlow's mask."""
+    model = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    b = 3
+    clean = torch.zeros(1, C, 0, H, W)
+    for j in range(blocks):
+        done = j * b
+        rows = [memflow_seen(f // b, interval, recent) for f in range(done)]
+        rows += [memflow_seen(j, interval, recent)] * b
+        for blk in model.blocks:
+            blk.attn1.set_processor(Reference(mask_of(rows)))
+        x = torch.randn((1, C, b, H, W), generator=g)
+        for i, sigma in enumerate(SCHEDULE.sigmas):
+            seq = torch.cat([clean, x], dim=2)
+            t = torch.zeros(1, seq.shape[2] * TOKENS)
+            t[:, done * TOKENS:] = 1000.0 * sigma
+            with torch.no_grad():
+                v = model(seq, timestep=t, encoder_hidden_states=cond, return_dict=False)[0]
+            x0 = x - sigma * v[:, :, done:]
+            if i + 1 < len(SCHEDULE.sigmas):
+                s = SCHEDULE.sigmas[i + 1]
+                x = (1 - s) * x0 + s * torch.randn(x.shape, generator=g)
+        clean = torch.cat([clean, x0], dim=2)
+    return clean
+
+
+class LastFrameBank(MemFlowCache):
+    """The mutation: a recorded block's last frame enters the bank, not its first."""
+
+    def write(self, layer, k, v):
+        record, self.record = self.record, None
+        super().write(layer, k, v)
+        if record is not None:
+            t = self.frame_tokens
+            self.pending[layer] = BankEntry(record, k[:, -t:], v[:, -t:])
+
+
+def test_memflow_streams_as_the_masked_full_sequence(models):
+    """A window of 4 frames (no sink) keeps only the previous block's last frame, so the
+    bank's frames (every second block's first) are never also in the window, and a bank
+    of 4 never fills: MemFlow's attention is then exactly a block mask."""
+    gen, _, cond, _ = models
+    policy, bank = CachePolicy(3, 4, 0), BankPolicy(bank_size=4, record_interval=2)
+    want = memflow_reference(gen, cond, 7, interval=2, recent=1, seed=3)
+
+    def run(cache_class, bank=bank):
+        engine = MemFlowEngine(copy.deepcopy(gen), policy, bank, cache_class)
+        engine.reset()
+        return engine.stream(21, (C, H, W), cond, SCHEDULE, torch.Generator().manual_seed(3))
+
+    got = run(MemFlowCache)
+    assert (got - want).abs().max().item() < TOL
+    assert want.abs().mean().item() > 0.1
+    assert (run(LastFrameBank) - want).abs().max().item() > 1e-2  # the last frame recorded
+    no_bank = run(MemFlowCache, BankPolicy(bank_size=0, record_interval=2))
+    assert (no_bank - want).abs().max().item() > 1e-2  # the bank is attended to
