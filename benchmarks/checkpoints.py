@@ -46,6 +46,9 @@ REAL_TRANSFORMER = {
                                "chunk_partition": (1, 3, 3, 3, 3, 3, 3, 2)},
     # Wan-AI/Wan2.1-T2V-1.3B-Diffusers: the network LongLive and Self-Forcing fine-tune
     "causal-wan": WAN_1_3B | QK_NORM,
+    # the same network: MemFlow fine-tunes LongLive; MAG's generator and memory model
+    "causal-memflow": WAN_1_3B | QK_NORM,
+    "causal-mag": WAN_1_3B | QK_NORM,
 }
 TINY_UMT5 = {"d_model": 64, "d_ff": 64, "d_kv": 16, "num_heads": 4, "num_layers": 2,
              "relative_attention_num_buckets": 8, "feed_forward_proj": "gated-gelu"}
@@ -58,6 +61,8 @@ TINY_TRANSFORMER = {
                                       "vace_in_channels": 96},
     "anyflow-far": TINY_WAN,
     "causal-wan": TINY_WAN | QK_NORM,
+    "causal-memflow": TINY_WAN | QK_NORM,
+    "causal-mag": TINY_WAN | QK_NORM,
 }
 TINY_VAE = {"base_dim": 3, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1}  # real: the defaults
 FLOW_UNIPC = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
@@ -75,6 +80,7 @@ FAMILIES = {
     "causal-wan": ("WanPipeline", "WanTransformer3DModel", "FlowMatchEulerDiscreteScheduler",
                    {"shift": 5.0}),
 }
+FAMILIES["causal-memflow"] = FAMILIES["causal-mag"] = FAMILIES["causal-wan"]
 # PEFT LoRA rank of the causal generator's LoRA: LongLive's 0.7 GB file at real size
 LORA_RANK = {False: 256, True: 4}
 
@@ -156,9 +162,11 @@ def install_preset(cache: Path, preset: Any, *, tiny: bool, device: str = "cpu",
             write_gguf(folder / gguf.files[0], pipe.transformer,
                        qtype=preset.quantization.gguf_type)
             write_hub_snapshot(cache, gguf.repo, folder, gguf.revision, fast=fast)
-        if preset.backend == "causal-wan":
+        if preset.backend in ("causal-wan", "causal-memflow"):
             write_causal_generator(cache, preset.options, pipe.transformer, Path(tmp),
                                    tiny=tiny)
+        if preset.backend == "causal-mag":
+            write_mag_folders(cache, preset.options, pipe.transformer, Path(tmp), tiny=tiny)
         snapshot = Path(tmp) / "snapshot"
         pipe.save_config(snapshot)  # model_index.json
         components = pipe.components
@@ -213,6 +221,25 @@ def write_causal_generator(cache: Path, options: Any, transformer: Any, tmp: Pat
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"generator_lora": lora}, path)
         del lora
+    write_hub_snapshot(cache, options.checkpoint_repo, folder, options.checkpoint_revision,
+                       fast=not tiny)
+    shutil.rmtree(folder)
+
+
+def write_mag_folders(cache: Path, options: Any, transformer: Any, tmp: Path, *,
+                      tiny: bool) -> None:
+    """`transformer`'s weights as MAG's generator and memory model: the safetensors files
+    the options name (`from_pretrained` folders, original Wan keys, no prefix), the same
+    random values in both (values change neither memory nor FLOPs)."""
+    from safetensors.torch import save_file
+
+    folder = tmp / "mag"
+    state = {original_key(k): v.contiguous() for k, v in transformer.state_dict().items()}
+    for file in (options.generator_file, options.memory_file):
+        path = folder / file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(path))
+    del state
     write_hub_snapshot(cache, options.checkpoint_repo, folder, options.checkpoint_revision,
                        fast=not tiny)
     shutil.rmtree(folder)

@@ -48,11 +48,16 @@ Estimated seconds per preset on one H100 (import ~10, build/write ~10 of which U
     longlive-1.3b             120  (.pt + LoRA written ~5, converted on the CPU ~25;
                                     11 blocks x 4 steps of 4.7k tokens a window)
     self-forcing-1.3b         110  (as longlive-1.3b without the LoRA)
+    memflow-1.3b              130  (as longlive-1.3b, plus the bank's retrieval)
+    mag-1.3b                  170  (two transformers written and converted; a
+                                    window replays 21 context blocks through the
+                                    streamed memory model)
 A preset without an entry counts DEFAULT_ESTIMATE_S. Groups are packed from these,
 largest first, into GROUP_BUDGET_S each, so one failing command loses no other; with
-today's presets (780 s in all, so three commands): group 1 = anyflow-far-1.3b,
-longlive-1.3b (~290 s), group 2 = self-forcing-1.3b, skyreels-df-1.3b-gguf-q8,
-skyreels-df-1.3b (~290 s), group 3 = skyreels-df-1.3b-lowvram, wan-vace-1.3b (~190 s).
+today's presets (1080 s in all, so four commands): group 1 = anyflow-far-1.3b,
+longlive-1.3b (~290 s), group 2 = mag-1.3b, self-forcing-1.3b (~280 s), group 3 =
+memflow-1.3b, skyreels-df-1.3b-gguf-q8 (~225 s), group 4 = skyreels-df-1.3b-lowvram,
+wan-vace-1.3b, skyreels-df-1.3b (~275 s).
 The causal presets' estimates are not yet measured. Give each command `timeout_s` 330,
 and run each group right after the one before (the machine idles out in 30 s).
 
@@ -86,7 +91,7 @@ PROOF_STEPS = 3  # the peak is at the first forward; steps 2-3 give s/step
 FEW_STEP_PRESET = 4  # presets of at most this many steps run all of them
 ESTIMATE_S = {"anyflow-far-1.3b": 170, "skyreels-df-1.3b": 85, "skyreels-df-1.3b-gguf-q8": 95,
               "skyreels-df-1.3b-lowvram": 95, "wan-vace-1.3b": 95, "longlive-1.3b": 120,
-              "self-forcing-1.3b": 110}
+              "self-forcing-1.3b": 110, "memflow-1.3b": 130, "mag-1.3b": 170}
 DEFAULT_ESTIMATE_S = 150
 GROUP_BUDGET_S = 290  # under 5 minutes per command
 SHM = Path("/dev/shm")

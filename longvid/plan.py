@@ -192,6 +192,9 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
     elif recalling and caps.memory_latents == 0:
         warnings.append(f"backend {preset.backend!r} takes no memory: `recall` of shot(s) "
                         f"{', '.join(recalling)} will be ignored")
+    if preset.non_commercial:
+        warnings.append(f"preset {preset.name!r}: its weights are licensed {preset.licence} "
+                        "(non-commercial use only)")
     if not caps.reads_prompts:
         warnings.append(f"backend {preset.backend!r} ignores prompts: the storyboard's seed "
                         "picks its world and `camera` moves through it")

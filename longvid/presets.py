@@ -53,6 +53,8 @@ class Preset:
     transformer_gguf: HubSource | None = None  # files == (the .gguf file,)
     negative_prompt: str = ""  # the model's own, for a storyboard that sets none
     loras: tuple[LoraRef, ...] = ()  # applied to every shot (a storyboard may add more)
+    licence: str = ""  # of the weights, as their publisher states it ("": see description)
+    non_commercial: bool = False  # True: `plan` and `presets show` warn
 
     @property
     def hub_sources(self) -> tuple[tuple[str, HubSource], ...]:
@@ -83,7 +85,8 @@ class Preset:
     def sha256(self) -> str:
         unset = {"quantization": NO_QUANTIZATION, "transformer_gguf": None,  # older run keys
                  "negative_prompt": "", "loras": ()}
-        data = {k: v for k, v in self.__dict__.items() if k not in ("source", "description")
+        data = {k: v for k, v in self.__dict__.items()
+                if k not in ("source", "description", "licence", "non_commercial")
                 and not (k in unset and v == unset[k])}
         data["options"] = self.options.model_dump(mode="json", exclude_unset=True)  # as written
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
@@ -143,6 +146,8 @@ class _PresetIn(BaseModel):
     quantization: _QuantIn = _QuantIn()
     transformer_gguf: _GgufIn | None = None
     loras: list[LoraIn] = []
+    licence: str = ""
+    non_commercial: bool = False
 
     @model_validator(mode="after")
     def _gguf_needs_its_file_and_config(self) -> _PresetIn:
@@ -214,7 +219,8 @@ def load_preset(name_or_path: str) -> Preset:
                                             gguf.quant_type if gguf else None),
                   transformer_gguf=HubSource(gguf.repo, gguf.revision, (gguf.file,),
                                              gguf.verified) if gguf else None,
-                  loras=lora_refs(doc, p.loras, path.parent))
+                  loras=lora_refs(doc, p.loras, path.parent), licence=p.licence,
+                  non_commercial=p.non_commercial)
 
 
 def _backend_options(doc: YamlDoc, backend: str, options: dict[str, Any]) -> BaseModel:

@@ -23,8 +23,11 @@ HUB_PRESETS = {
     "anyflow-far-1.3b": ("anyflow-far", "bf16", None),
     "longlive-1.3b": ("causal-wan", "bf16", None),
     "self-forcing-1.3b": ("causal-wan", "bf16", None),
+    "memflow-1.3b": ("causal-memflow", "bf16", None),
+    "mag-1.3b": ("causal-mag", "bf16", "torch.float8_e4m3fn"),  # both transformers in fp8
 }
-FEW_STEP = ("anyflow-far", "causal-wan")  # their own 4 steps; a step attends to a KV cache
+# their own 4 steps; a step attends to a KV cache
+FEW_STEP = ("anyflow-far", "causal-wan", "causal-memflow", "causal-mag")
 BENCHMARKS = REPO / "benchmarks"
 
 

@@ -12,7 +12,8 @@ import gpu_proof  # noqa: E402
 from checkpoints import quantize_q8_0  # noqa: E402
 
 HUB_PRESETS = {"skyreels-df-1.3b", "skyreels-df-1.3b-lowvram", "skyreels-df-1.3b-gguf-q8",
-               "wan-vace-1.3b", "anyflow-far-1.3b", "longlive-1.3b", "self-forcing-1.3b"}
+               "wan-vace-1.3b", "anyflow-far-1.3b", "longlive-1.3b", "self-forcing-1.3b",
+               "memflow-1.3b", "mag-1.3b"}
 
 
 def test_groups_hold_every_hub_preset_once_within_the_command_budget():

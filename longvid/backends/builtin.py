@@ -7,11 +7,13 @@ from collections.abc import Callable
 
 def register_backends(register: Callable[[type], None]) -> None:
     from longvid.backends.anyflow_far import AnyFlowFARBackend
+    from longvid.backends.causal_memory_wan import CausalMagBackend, CausalMemFlowBackend
     from longvid.backends.causal_wan import CausalWanBackend
     from longvid.backends.procworld import ProcWorldBackend
     from longvid.backends.skyreels_df import SkyReelsDFBackend
     from longvid.backends.tiny import TinyWanBackend
     from longvid.backends.tiny_causal import TinyCausalBackend
+    from longvid.backends.tiny_memory import TinyMagBackend, TinyMemFlowBackend
     from longvid.backends.wan_vace import WanVACEBackend
 
     register(TinyWanBackend)
@@ -20,4 +22,8 @@ def register_backends(register: Callable[[type], None]) -> None:
     register(WanVACEBackend)
     register(AnyFlowFARBackend)
     register(TinyCausalBackend)
+    register(TinyMagBackend)
+    register(TinyMemFlowBackend)
     register(CausalWanBackend)
+    register(CausalMemFlowBackend)
+    register(CausalMagBackend)

@@ -55,10 +55,13 @@ class CausalEngine:
     Built once per loaded model; `reset` starts a new stream (positions from 0, empty
     cache). The transformer's dtype is its compute dtype; latents stay float32."""
 
-    def __init__(self, transformer: Any, policy: CachePolicy) -> None:
+    def __init__(self, transformer: Any, policy: CachePolicy,
+                 cache: KVCache | None = None) -> None:
+        """`cache`: a cache with other rules (longvid/backends/causal_memory.py), or one
+        shared with another transformer; default a `KVCache` of `policy`."""
         self.transformer, self.policy = transformer, policy
         blocks = transformer.blocks
-        self.cache = KVCache(policy, len(blocks))
+        self.cache = cache if cache is not None else KVCache(policy, len(blocks))
         for i, block in enumerate(blocks):
             block.attn1.set_processor(CausalSelfAttnProcessor(self.cache, i))
         rope = transformer.rope

@@ -1,15 +1,17 @@
 """Upstream causal-Wan checkpoints, read once and safely, then only as safetensors.
 
-Self-Forcing and LongLive publish their generators as pickle `.pt` files (a dict
-whose `generator` / `generator_ema` entry holds the original Wan keys, `model.`
-prefixed; LongLive adds a PEFT LoRA file). longvid reads such a file only with
-`torch.load(weights_only=True)`, which builds tensors and plain containers and
-refuses anything else (a pickle that would call code is an error, exit 3). It does so
-once: picks the generator, strips the prefixes, merges the LoRA (W += scale * B @ A),
-renames the keys with diffusers' own Wan converter, checks them against a
-`WanTransformer3DModel` of the snapshot's config (no missing, no unexpected key), and
-writes a diffusers transformer folder of bf16 safetensors into longvid's cache, with
-the sources' sha256 and the converter's version. Every later load reads that folder.
+Self-Forcing, LongLive and MemFlow publish their generators as pickle `.pt` files (a
+dict whose `generator` / `generator_ema` entry holds the original Wan keys, `model.`
+prefixed; LongLive and MemFlow add a PEFT LoRA file); MAG publishes `from_pretrained`
+folders of safetensors in the original Wan key layout, read the same way from there.
+longvid reads a `.pt` file only with `torch.load(weights_only=True)`, which builds
+tensors and plain containers and refuses anything else (a pickle that would call code
+is an error, exit 3). It does so once: picks the generator, strips the prefixes,
+merges the LoRA (W += scale * B @ A), renames the keys with diffusers' own Wan
+converter, checks them against a `WanTransformer3DModel` of the snapshot's config (no
+missing, no unexpected key), and writes a diffusers transformer folder of bf16
+safetensors into longvid's cache, with the sources' sha256 and the converter's version.
+Every later load reads that folder.
 """
 
 from __future__ import annotations
@@ -188,8 +190,18 @@ def convert(ckpt: CausalCheckpoint, sources: list[Path], config_folder: Path,
 
 
 def load_pt(path: Path) -> Any:
-    """A pickle checkpoint read with weights_only=True: tensors and containers, nothing run."""
+    """A pickle checkpoint read with weights_only=True: tensors and containers, nothing run.
+    A `.safetensors` file (MAG's `from_pretrained` folders) is read as what it is."""
     import torch
+
+    if path.name.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
+            raise InputError(f"{path.name}: cannot read the safetensors file: {exc}",
+                             "remove it with `longvid models rm` and pull again") from None
 
     try:
         try:

@@ -62,6 +62,9 @@ def presets_show(
         for o, value in zip(options, values, strict=True):
             print(f"  {o['name']:<{width}}  {value:<{shown}}  ({human(o['default'])}) "
                   f"{o['description']}")
+        if p.non_commercial:
+            print(f"warning: this preset's weights are licensed {p.licence}: "
+                  "non-commercial use only")
         for role, src in p.hub_sources:
             if not src.verified:
                 print(f"warning: this preset's {role} repo id {src.repo!r} could not be "

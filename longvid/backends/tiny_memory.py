@@ -1,0 +1,150 @@
+"""`tiny-mag` and `tiny-memflow`: the trained-memory cache rules on the tiny random Wan.
+
+The same tiny transformer, text encoder and narrow VAE as `tiny-causal`, streamed with
+MAG's compressed cache (a second tiny transformer, from another seed, is the memory
+model) or MemFlow's bank (longvid/backends/causal_memory.py). Their pictures are
+coloured texture; they exist so the memory rules, recall and resume run anywhere.
+
+A segment is a fresh stream, as in `tiny-causal`: recalled latents (the loop's memory
+picks: `recall` first) are pinned, the take's first latents (the sink) and the context
+are replayed through clean passes, then the new blocks are denoised; so a resumed
+render equals an uninterrupted one. MAG's context is every block its slots hold (slots
+x 3 latents), so the replay rewrites all of them; MemFlow's is LongLive's 9.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from longvid.backends.base import (
+    BackendCaps,
+    BackendOptions,
+    MemoryCaps,
+    SegmentOutput,
+    SegmentRequest,
+    SinkCaps,
+    StepCallback,
+)
+from longvid.backends.tiny_causal import (
+    BLOCK_LATENTS,
+    CONTEXT_LATENTS,
+    DECODE_WARMUP_LATENTS,
+    SINK_LATENTS,
+    CausalOptions,
+    TinyCausalBackend,
+)
+
+MAG_SINK_LATENTS = 2
+MAG_PINNED = 2  # recalled latents a MAG segment pins (they take slots from the ring)
+MEMFLOW_PINNED = 2  # recalled latents a MemFlow segment pins: one bank frame stays free
+TINY_MAG_SLOTS = 5  # the tiny RoPE table has 64 positions: 5 slots keep a segment in it
+
+
+class MagOptions(BackendOptions):
+    """Options of MAG's compressed cache."""
+
+    flow_shift: float = Field(5.0, gt=0, description="shift of the warped few-step schedule")
+    block_latents: int = Field(BLOCK_LATENTS, ge=2, description="latent frames per block")
+    sink_latents: int = Field(MAG_SINK_LATENTS, ge=0, le=MAG_SINK_LATENTS,
+                              description="a take's first latent frames, always attended to")
+    slots: int = Field(21, ge=1, description="compressed frames kept: the last frame of each "
+                       "of this many past blocks")
+
+    def policy(self) -> Any:
+        from longvid.backends.causal_memory import MagPolicy
+
+        return MagPolicy(self.block_latents, self.sink_latents, self.slots)
+
+
+class BankOptions(BackendOptions):
+    """Options of MemFlow's memory bank (on a LongLive cache policy)."""
+
+    bank_size: int = Field(3, ge=0, description="latent frames in the memory bank")
+    record_interval: int = Field(3, ge=1, description="every this many blocks, a block's "
+                                 "first latent frame is recorded for the bank")
+
+    def bank(self) -> Any:
+        from longvid.backends.causal_memory import BankPolicy
+
+        return BankPolicy(self.bank_size, self.record_interval)
+
+
+class TinyMemoryBackend(TinyCausalBackend):
+    """The shared generate of the two tiny memory variants: `load` sets `self.engine`."""
+
+    def versions(self) -> dict[str, str]:
+        return super().versions() | {"memory": self.name}
+
+    def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
+        import torch
+
+        from longvid.backends.causal_engine import FewStepSchedule
+        from longvid.backends.causal_memory import stream_memory_segment
+
+        cond = request.conditioning(self._embed)  # (1, L, 32)
+        context = None if request.context is None else request.context.float()
+        schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
+        if hasattr(self.engine, "empty_cond"):
+            self.engine.empty_cond = self._embed("")  # MAG's memory pass
+        latents, seconds = stream_memory_segment(
+            self.engine, request.memory, request.sink, context, request.num_latents,
+            (16, request.height // 8, request.width // 8), cond, schedule, request.seed,
+            on_step)  # (1, 16, n, h, w)
+        t0 = time.perf_counter()
+        with torch.no_grad():  # the context's tail warms the VAE's causal cache, then drops
+            warm = None if context is None else context[:, :, -DECODE_WARMUP_LATENTS:]
+            c = 0 if warm is None else warm.shape[2]
+            whole = latents if warm is None else torch.cat([warm, latents], dim=2)
+            frames = self._decode(whole, drop=4 * c - 3 if c else 0)
+        return SegmentOutput(latents=latents, frames=frames,
+                             seconds=seconds | {"decode": time.perf_counter() - t0})
+
+
+class TinyMagBackend(TinyMemoryBackend):
+    name: ClassVar[str] = "tiny-mag"
+    caps: ClassVar[BackendCaps] = BackendCaps(
+        native_fps=16, any_fps=True, latent_stride_t=4,
+        max_latents=TINY_MAG_SLOTS * BLOCK_LATENTS + 4 * BLOCK_LATENTS,
+        context_latents=TINY_MAG_SLOTS * BLOCK_LATENTS, size_multiple=16, max_side=512,
+        takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
+        sink=SinkCaps(MAG_SINK_LATENTS), memory=MemoryCaps(MAG_PINNED))
+
+    class Options(MagOptions):
+        weights_seed: int = Field(0, description="seed of the random tiny weights (the "
+                                  "memory model's: this + 7)")
+        slots: int = Field(TINY_MAG_SLOTS, ge=1, le=TINY_MAG_SLOTS,
+                           description="compressed frames kept: the last frame of each of "
+                           "this many past blocks")
+
+    def load(self, preset: Any, policy: Any = None) -> None:
+        import torch
+        from diffusers import WanTransformer3DModel
+
+        from longvid.backends.causal_memory import MagEngine
+
+        super().load(preset, policy)
+        torch.manual_seed(preset.options.weights_seed + 7)
+        memory = WanTransformer3DModel.from_config(self.transformer.config).eval()
+        self.engine = MagEngine(self.transformer, memory, preset.options.policy())
+
+
+class TinyMemFlowBackend(TinyMemoryBackend):
+    name: ClassVar[str] = "tiny-memflow"
+    caps: ClassVar[BackendCaps] = BackendCaps(
+        native_fps=16, any_fps=True, latent_stride_t=4,
+        max_latents=CONTEXT_LATENTS + 4 * BLOCK_LATENTS, context_latents=CONTEXT_LATENTS,
+        size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
+        sink=SinkCaps(SINK_LATENTS), memory=MemoryCaps(MEMFLOW_PINNED))
+
+    class Options(CausalOptions, BankOptions):
+        weights_seed: int = Field(0, description="seed of the random tiny weights")
+
+    def load(self, preset: Any, policy: Any = None) -> None:
+        from longvid.backends.causal_memory import MemFlowEngine
+
+        super().load(preset, policy)
+        o = preset.options
+        self.engine = MemFlowEngine(self.transformer, o.policy(), o.bank())
