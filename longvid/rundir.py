@@ -7,7 +7,8 @@
     <run>/segments/seg_0007.mp4           frames this segment adds to the video
     <run>/segments/seg_0007.state.safetensors   what segment 8 needs (context latents, held frames)
     <run>/segments/seg_0007.memory.safetensors  its keyframes for the memory bank
-    <run>/segments/seg_0007.json          written last: a segment is done iff this exists
+    <run>/segments/seg_0007.json          written last: a segment is done iff this exists;
+                                          it holds the segment's identity (identity.py)
     <run>/segments/init.*                 the state `extend` starts from; init.json seals it
     <run>/clip.mp4, clip.mp4.seal         `extend`'s clip, re-encoded, and its size and hash
 
@@ -15,7 +16,9 @@ Every file is written to a temporary name and moved into place with os.replace, 
 a render killed at any moment leaves either a whole segment or none of it. A record
 holds the size and SHA-256 of its segment's files; when a run is opened, the done
 segments are checked against them in order, and the first damaged one and every later
-one (which may read its state or keyframes) are rendered again.
+one (which may read its state or keyframes) are rendered again. So is every done
+segment whose identity is not the one the (perhaps edited) plan gives its index; their
+files go first (the record before the rest), so no stale file outlives its segment.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +111,21 @@ class Manifest:
     crf: int
     fps: int
     output: str
+    rerolls: dict[str, int] = field(default_factory=dict)  # shot id -> `--reroll` count
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def recorded_rerolls(root: Path) -> dict[str, int]:
+    """The `--reroll` counts the run directory's manifest holds (none if there is none)."""
+    try:
+        rerolls = json.loads((root / "manifest.json").read_text(encoding="utf-8"))["rerolls"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if not isinstance(rerolls, dict):
+        return {}
+    return {str(k): v for k, v in rerolls.items() if type(v) is int and v > 0}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -127,14 +142,18 @@ class RunDir:
         self.root = root
         self.segments = root / "segments"
         self._lock_file: Any = None
+        self._identities: tuple[str, ...] | None = None
 
     # -- opening -------------------------------------------------------------------------
 
-    def open(self, manifest: dict[str, Any], *, fresh: bool = False) -> int:
+    def open(self, manifest: dict[str, Any], *, identities: tuple[str, ...] | None = None,
+             fresh: bool = False) -> int:
         """Lock the directory and bind it to `manifest`; return the number of done segments.
+        `identities`: of the plan's segments (identity.py); done segments whose identity
+        differs are removed (None: keep every intact one), and `commit` records them.
 
         Raises ResourceError if another render holds the lock, and InputError if the
-        directory belongs to a different plan (unless `fresh`, which starts over).
+        directory belongs to a different run key (unless `fresh`, which starts over).
         """
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.root / "run.lock", "a+")  # noqa: SIM115 - held for the run
@@ -158,6 +177,10 @@ class RunDir:
         for stale in [*self.root.glob(".*.tmp*"), *self.segments.glob(".*.tmp*")]:
             stale.unlink()  # left by a render killed mid-write; we hold the lock now
         self._keep_intact()
+        if identities is not None:
+            self._keep_matching(identities)
+        self._identities = identities
+        self._sweep()
         atomic_write_text(path, json.dumps(manifest | {
             "manifest_version": MANIFEST_VERSION, "updated": time.time()}, indent=2))
         return sum(1 for _ in self.segments.glob("seg_*.json"))
@@ -182,19 +205,49 @@ class RunDir:
                 f"({old.get('storyboard', '?')}, preset {old.get('preset', '?')})", recover)
 
     def _keep_intact(self) -> None:
-        """Done segments stay done, from 0 on, while their files are as their records say;
-        the first that is not, and every later one, will be rendered again."""
+        """Done segments stay done while their files are as their records say; the first
+        that is not, and every later one, will be rendered again."""
+        done = self._done_indices()
         if not self._init_intact():
             for kind in _SEGMENT_KINDS:
                 segment_file(self.segments, -1, kind).unlink(missing_ok=True)
             keep = 0
         else:
-            keep = 0
-            while self._segment_intact(keep):
-                keep += 1
+            keep = next((i for i in done if not self._segment_intact(i)), max(done, default=-1) + 1)
         for record in self.segments.glob("seg_*.json"):
             if not record.stem[4:].isdigit() or int(record.stem[4:]) >= keep:
                 record.unlink()
+
+    def _keep_matching(self, identities: tuple[str, ...]) -> None:
+        """Done segments stay done where their recorded identity is the plan's."""
+        for index, same in self.reusable(identities).items():
+            if not same:
+                self.record_path(index).unlink()
+
+    def _sweep(self) -> None:
+        """Remove every segment file of a segment that is not done (the record went first)."""
+        done = set(self._done_indices())
+        for path in self.segments.glob("seg_*"):
+            match = _SEGMENT_FILE.match(path.name)
+            if match and int(match.group(1)[4:]) not in done:
+                path.unlink()
+
+    def _done_indices(self) -> list[int]:
+        return sorted(int(p.stem[4:]) for p in self.segments.glob("seg_*.json")
+                      if p.stem[4:].isdigit())
+
+    def reusable(self, identities: tuple[str, ...]) -> dict[int, bool]:
+        """Each done segment (by index): whether its record holds the identity that
+        `identities` (a plan's) gives its index. Reads the records only, not the files."""
+        found = {}
+        for index in self._done_indices():
+            try:
+                record = json.loads(self.record_path(index).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                record = None
+            found[index] = (isinstance(record, dict) and index < len(identities)
+                            and record.get("identity") == identities[index])
+        return found
 
     def _init_intact(self) -> bool:
         files = [segment_file(self.segments, -1, k) for k in _SEGMENT_KINDS]
@@ -277,8 +330,9 @@ class RunDir:
         assert self.state_path(index).exists()
         files = [p for p in (self.video(index), self.state_path(index), self.memory_path(index))
                  if p.exists()]
+        identity = {} if self._identities is None else {"identity": self._identities[index]}
         atomic_write_text(self.record_path(index),
-                          json.dumps(record | {"files": seal(files)}, indent=2))
+                          json.dumps(record | identity | {"files": seal(files)}, indent=2))
 
     def has_init(self) -> bool:
         return self.record_path(-1).exists()
