@@ -19,12 +19,19 @@ import longvid
 from longvid.backends import backend_class, caps_of
 from longvid.budget import LoadPolicy
 from longvid.errors import InputError, LongvidError, ResourceError, StoryboardError
-from longvid.identity import rerolled, run_key, segment_identities
+from longvid.identity import depends_on, rerolled, run_key, segment_identities
 from longvid.output import Sidecar, claim_outputs, default_output, sidecar_path
 from longvid.plan import Plan, make_plan
 from longvid.presets import Preset, load_preset
 from longvid.progress import Progress
-from longvid.rundir import Manifest, RunDir, atomic_write_text, recorded_rerolls, run_dir_for
+from longvid.rundir import (
+    Manifest,
+    RunDir,
+    atomic_write_text,
+    readable,
+    recorded_rerolls,
+    run_dir_for,
+)
 from longvid.storyboard import Storyboard, load_storyboard
 from longvid.timecode import MAX_SECONDS
 from longvid.vram import choose_policy
@@ -135,6 +142,41 @@ def render_storyboard(path: Path, *, output: Path | None, preset_name: str | Non
     return run_job(job, pool, progress, crf=crf, fresh=fresh, found=found)
 
 
+@dataclass(frozen=True)
+class RunReuse:
+    """What a render of a plan would reuse from the run directory already there."""
+
+    run_dir: Path
+    resumable: bool  # same run key; False: the render needs --fresh (and reuses nothing)
+    rerolls: dict[str, int]  # the run's `--reroll` counts, which the render keeps
+    reused: tuple[bool, ...]  # per segment of the plan: committed with the same identity
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "resumable": self.resumable,
+                "rerolls": self.rerolls, "reused_segments": sum(self.reused)}
+
+
+def reuse_of(plan: Plan, preset: Preset, output: Path) -> tuple[Plan, RunReuse | None]:
+    """(the plan with the run's rerolls, what a render would reuse), reading the existing
+    run directory of `output` (None if there is none) without locking or changing it.
+    A segment counts as reused when its record holds its identity; a render still
+    checks its files first. Assumes the CRF the run was made with."""
+    run = RunDir(run_dir_for(output))
+    try:
+        manifest = json.loads((run.root / "manifest.json").read_text(encoding="utf-8"))
+        key, crf = manifest["run_key"], int(manifest["crf"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return plan, None
+    if key != run_key(plan, preset.sha256, crf):
+        return plan, RunReuse(run.root, False, {}, (False,) * len(plan.segments))
+    rerolls = recorded_rerolls(run.root)
+    plan = rerolled(plan, rerolls)
+    same = run.reusable(segment_identities(plan)) if run.segments.is_dir() else {}
+    kept = readable({i for i, ok in same.items() if ok},
+                    [depends_on(plan, s.index) for s in plan.segments])
+    return plan, RunReuse(run.root, True, rerolls, tuple(s.index in kept for s in plan.segments))
+
+
 def _rerolls(job: Job, run: RunDir, fresh: bool) -> dict[str, int]:
     """The run's rerolls (kept from render to render, so a reroll stays), plus this one's."""
     shots = [s.id for s in job.plan.shots]
@@ -174,7 +216,8 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh:
         storyboard=plan.storyboard, content_sha256=plan.content_sha256,
         preset=job.preset.name, preset_sha256=job.preset.sha256, backend=plan.backend,
         crf=crf, fps=plan.fps, output=str(out), rerolls=rerolls)
-    done_before = run.open(manifest.to_dict(), identities=identities, fresh=fresh)
+    done_before = run.open(manifest.to_dict(), identities=identities, fresh=fresh,
+                           reads=[depends_on(plan, s.index) for s in plan.segments])
     for stale in out.parent.glob(f".{glob.escape(out.stem)}.*.tmp.mp4"):
         stale.unlink()  # a join killed midway; the lock makes this run the only writer
     output_size = prefix.output_size if prefix else None

@@ -15,10 +15,11 @@
 Every file is written to a temporary name and moved into place with os.replace, so
 a render killed at any moment leaves either a whole segment or none of it. A record
 holds the size and SHA-256 of its segment's files; when a run is opened, the done
-segments are checked against them in order, and the first damaged one and every later
-one (which may read its state or keyframes) are rendered again. So is every done
-segment whose identity is not the one the (perhaps edited) plan gives its index; their
-files go first (the record before the rest), so no stale file outlives its segment.
+segments are checked against them, and a damaged one is rendered again, with every
+segment that reads it (its state or keyframes; with no plan given, every later one).
+So is every done segment whose identity is not the one the (perhaps edited) plan gives
+its index. A removed segment's record goes first, then its files, so no stale file
+outlives its segment.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,19 @@ def recorded_rerolls(root: Path) -> dict[str, int]:
     return {str(k): v for k, v in rerolls.items() if type(v) is int and v > 0}
 
 
+def readable(done: set[int], reads: Sequence[tuple[tuple[int, ...], bool]]) -> set[int]:
+    """The done segments that stay done: those whose every read segment stays done too.
+    `reads[i]`: (earlier segments segment i reads, whether it reads all earlier ones)."""
+    kept: set[int] = set()
+    all_kept = True  # every segment so far
+    for index, (direct, everything) in enumerate(reads):
+        if index in done and not (everything and not all_kept) and all(d in kept
+                                                                         for d in direct):
+            kept.add(index)
+        all_kept = all_kept and index in kept
+    return kept
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -147,10 +162,14 @@ class RunDir:
     # -- opening -------------------------------------------------------------------------
 
     def open(self, manifest: dict[str, Any], *, identities: tuple[str, ...] | None = None,
+             reads: Sequence[tuple[tuple[int, ...], bool]] | None = None,
              fresh: bool = False) -> int:
         """Lock the directory and bind it to `manifest`; return the number of done segments.
         `identities`: of the plan's segments (identity.py); done segments whose identity
-        differs are removed (None: keep every intact one), and `commit` records them.
+        differs are removed, and `commit` records them. `reads`: per segment, the earlier
+        segments it reads and whether it reads all of them (identity.depends_on); a done
+        segment that reads one that is not done is removed too. Without them, a damaged
+        segment is removed with every later one.
 
         Raises ResourceError if another render holds the lock, and InputError if the
         directory belongs to a different run key (unless `fresh`, which starts over).
@@ -176,9 +195,11 @@ class RunDir:
         self.segments.mkdir(exist_ok=True)
         for stale in [*self.root.glob(".*.tmp*"), *self.segments.glob(".*.tmp*")]:
             stale.unlink()  # left by a render killed mid-write; we hold the lock now
-        self._keep_intact()
+        self._keep_intact(every_later=reads is None)
         if identities is not None:
             self._keep_matching(identities)
+        if reads is not None:
+            self._keep_readable(reads)
         self._identities = identities
         self._sweep()
         atomic_write_text(path, json.dumps(manifest | {
@@ -204,19 +225,27 @@ class RunDir:
                 f"{self.root} holds a render of a different storyboard or settings "
                 f"({old.get('storyboard', '?')}, preset {old.get('preset', '?')})", recover)
 
-    def _keep_intact(self) -> None:
-        """Done segments stay done while their files are as their records say; the first
-        that is not, and every later one, will be rendered again."""
-        done = self._done_indices()
+    def _keep_intact(self, every_later: bool) -> None:
+        """Done segments stay done while their files are as their records say; one that is
+        not (and, if `every_later`, every later one) will be rendered again."""
+        for record in self.segments.glob("seg_*.json"):
+            if not record.stem[4:].isdigit():
+                record.unlink()
         if not self._init_intact():
             for kind in _SEGMENT_KINDS:
                 segment_file(self.segments, -1, kind).unlink(missing_ok=True)
-            keep = 0
+            damaged = set(self._done_indices())
         else:
-            keep = next((i for i in done if not self._segment_intact(i)), max(done, default=-1) + 1)
-        for record in self.segments.glob("seg_*.json"):
-            if not record.stem[4:].isdigit() or int(record.stem[4:]) >= keep:
-                record.unlink()
+            damaged = {i for i in self._done_indices() if not self._segment_intact(i)}
+        first = min(damaged, default=None)
+        for index in self._done_indices():
+            if index in damaged or (every_later and first is not None and index > first):
+                self.record_path(index).unlink()
+
+    def _keep_readable(self, reads: Sequence[tuple[tuple[int, ...], bool]]) -> None:
+        done = set(self._done_indices())
+        for index in done - readable(done, reads):
+            self.record_path(index).unlink()
 
     def _keep_matching(self, identities: tuple[str, ...]) -> None:
         """Done segments stay done where their recorded identity is the plan's."""

@@ -1,0 +1,119 @@
+"""Re-rendering only what an edit touches, on `tiny`: reuse, no stale files, the same
+frames as a fresh render of the edited storyboard, `plan` against the run, `--reroll`
+and `--seed`."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import write
+from mediacheck import frames_of
+
+FOUR = """\
+version: 1
+preset: tiny
+resolution: 32x32
+seed: 3
+shots:
+  - {id: one, prompt: a red harbour, duration: 0.75s}
+  - {id: two, prompt: a blue harbour, duration: 0.75s}
+  - {id: three, prompt: a market, duration: 0.75s, transition: cut}
+  - {id: four, prompt: a pier, duration: 0.75s}
+"""
+
+
+def _sidecar(path):
+    return json.loads(path.with_suffix(".json").read_text())
+
+
+def _segment_files(run):
+    return sorted(p.name for p in (run / "segments").iterdir())
+
+
+def test_an_edit_of_the_last_shot_reuses_the_shots_before_it(cli, tmp_path):
+    sb = write(tmp_path / "four.yaml", FOUR)
+    out = tmp_path / "four.mp4"
+    assert cli("render", sb, "-q")[0] == 0
+    first = _sidecar(out)["segments"]
+    assert not any(s["reused"] for s in first)
+    sb.write_text(FOUR.replace("a pier", "a pier at night"))
+
+    code, text, err = cli("plan", sb, "--json")
+    assert code == 0, err
+    planned = json.loads(text)
+    code, text, err = cli("render", sb, "--json")
+    assert code == 0, err
+    segments = _sidecar(out)["segments"]
+    reused = {s["shot"]: {x["reused"] for x in segments if x["shot"] == s["shot"]}
+              for s in segments}
+    assert reused["one"] == reused["two"] == {True} and reused["four"] == {False}
+    assert [s["reused"] for s in planned["segments"]] == [s["reused"] for s in segments]
+    assert planned["run"]["reused_segments"] == json.loads(text)["resumed_segments"] > 0
+    for old, new in zip(first, segments, strict=True):  # a reused record is the old one
+        assert (old["identity"] == new["identity"]) == new["reused"]
+
+    # the run holds exactly its segments' files, and they are those of a fresh render
+    run = out.with_suffix(".run")
+    assert _segment_files(run) == sorted(f"seg_{i:04d}.{kind}" for i in range(len(segments))
+                                         for kind in ("json", "mp4", "state.safetensors",
+                                                      "memory.safetensors"))
+    fresh = tmp_path / "fresh.mp4"
+    assert cli("render", sb, "-q", "-o", fresh)[0] == 0
+    for i in range(len(segments)):
+        name = f"segments/seg_{i:04d}.mp4"
+        assert (run / name).read_bytes() == (fresh.with_suffix(".run") / name).read_bytes(), i
+    assert (frames_of(out) == frames_of(fresh)).all()
+
+
+def test_a_shorter_storyboard_leaves_no_stale_segment(cli, tmp_path):
+    sb = write(tmp_path / "four.yaml", FOUR)
+    assert cli("render", sb, "-q")[0] == 0
+    run = tmp_path / "four.run"
+    before = len(_sidecar(tmp_path / "four.mp4")["segments"])
+    sb.write_text(FOUR.replace("duration: 0.75s}\n", "duration: 0.25s}\n"))
+    code, _, err = cli("render", sb, "-q")
+    assert code == 0, err
+    after = _sidecar(tmp_path / "four.mp4")["segments"]
+    assert len(after) < before
+    assert {p.name[:8] for p in (run / "segments").iterdir()} == {
+        f"seg_{i:04d}" for i in range(len(after))}
+
+
+def test_reroll_renders_one_shot_anew_and_later_renders_keep_it(cli, tmp_path):
+    sb = write(tmp_path / "two.yaml", """\
+        version: 1
+        preset: tiny
+        resolution: 32x32
+        shots:
+          - {id: a, prompt: a red harbour, duration: 0.5s}
+          - {id: b, prompt: a market, duration: 0.5s, transition: cut}
+        """)
+    out = tmp_path / "two.mp4"
+    assert cli("render", sb, "-q")[0] == 0
+    first, pictures = _sidecar(out), frames_of(out)
+    code, _, err = cli("render", sb, "-q", "--reroll", "b")
+    assert code == 0, err
+    rolled, repictured = _sidecar(out), frames_of(out)
+    assert rolled["rerolls"] == {"b": 1}
+    for old, new in zip(first["segments"], rolled["segments"], strict=True):
+        assert new["reused"] == (new["shot"] == "a")
+        assert (new["seed"] == old["seed"]) == (new["shot"] == "a")
+    a_frames = sum(s["frames"] for s in first["segments"] if s["shot"] == "a")
+    assert (repictured[:a_frames] == pictures[:a_frames]).all()
+    assert (repictured[a_frames:] != pictures[a_frames:]).any()
+
+    code, text, _ = cli("plan", sb, "--json")  # the plan shows the rerolled seeds
+    planned = json.loads(text)
+    assert planned["run"]["rerolls"] == {"b": 1}
+    assert [s["seed"] for s in planned["segments"]] == [s["seed"] for s in rolled["segments"]]
+    code, text, _ = cli("render", sb, "--json")
+    assert code == 0 and json.loads(text)["resumed_segments"] == len(rolled["segments"])
+    assert _sidecar(out)["rerolls"] == {"b": 1} and (frames_of(out) == repictured).all()
+
+    code, _, err = cli("render", sb, "-q", "--reroll", "nope")
+    assert code == 3 and "no shot 'nope'" in err and "a, b" in err
+
+    code, _, err = cli("render", sb, "-q", "--seed", "11")
+    assert code == 0, err
+    seeded = _sidecar(out)
+    assert seeded["seed"] == 11 and not any(s["reused"] for s in seeded["segments"])
