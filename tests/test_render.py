@@ -63,6 +63,9 @@ def test_changed_size_refuses_to_resume_until_fresh(small, cli, tmp_path):
     small.write_text(small.read_text().replace("32x32", "48x32"))
     code, _, err = cli("render", small, "-q")
     assert code == 3 and "holds a render of a different storyboard" in err and "--fresh" in err
+    code, out, _ = cli("plan", small, "--json")
+    assert code == 0 and json.loads(out)["run"]["resumable"] is False
+    assert not any(s["reused"] for s in json.loads(out)["segments"])
     code, out, _ = cli("render", small, "--fresh", "--json")
     assert code == 0 and json.loads(out)["resumed_segments"] == 0
 

@@ -5,8 +5,13 @@ and `--seed`."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
-from conftest import write
+import pytest
+from conftest import run_longvid, write
 from mediacheck import frames_of
 
 FOUR = """\
@@ -33,6 +38,7 @@ def _segment_files(run):
 def test_an_edit_of_the_last_shot_reuses_the_shots_before_it(cli, tmp_path):
     sb = write(tmp_path / "four.yaml", FOUR)
     out = tmp_path / "four.mp4"
+    assert "run" not in json.loads(cli("plan", sb, "--json")[1])  # no run yet: the plan as is
     assert cli("render", sb, "-q")[0] == 0
     first = _sidecar(out)["segments"]
     assert not any(s["reused"] for s in first)
@@ -117,3 +123,28 @@ def test_reroll_renders_one_shot_anew_and_later_renders_keep_it(cli, tmp_path):
     assert code == 0, err
     seeded = _sidecar(out)
     assert seeded["seed"] == 11 and not any(s["reused"] for s in seeded["segments"])
+
+
+@pytest.mark.slow
+def test_killed_while_rendering_an_edit_then_resumed_matches_a_fresh_render(tmp_path):
+    sb = write(tmp_path / "four.yaml", FOUR)
+    assert run_longvid("render", sb, "-q", cwd=tmp_path).returncode == 0
+    segs = tmp_path / "four.run" / "segments"
+    total = len(list(segs.glob("seg_*.json")))
+    sb.write_text(FOUR.replace("a red harbour", "a grey harbour"))  # the first shot: all again
+    proc = subprocess.Popen([sys.executable, "-m", "longvid", "render", str(sb), "-q"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while len(list(segs.glob("seg_*.json"))) == total and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)  # the stale records are gone, and maybe some files
+    proc.wait()
+    assert len(list(segs.glob("seg_*.json"))) < total
+    result = run_longvid("render", sb, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not any(s["reused"] for s in _sidecar(tmp_path / "four.mp4")["segments"][:2])
+    fresh = tmp_path / "fresh.mp4"
+    assert run_longvid("render", sb, "-q", "-o", fresh, cwd=tmp_path).returncode == 0
+    assert (frames_of(tmp_path / "four.mp4") == frames_of(fresh)).all()
+    assert not list(segs.glob(".*tmp*"))

@@ -55,8 +55,8 @@ def render(
         "--report", help="Also write a contact sheet and a drift plot PNG beside each video "
         "(see `longvid report`).")] = False,
     seed: Annotated[int | None, typer.Option(
-        "--seed", min=0, max=2**63 - 1, help="Seed to use instead of the storyboard's "
-        "`seed` (shots with their own `seed` keep it).")] = None,
+        "--seed", min=0, max=2**63 - 1, metavar="N", help="Seed to use instead of the "
+        "storyboard's `seed` (shots with their own `seed` keep it).")] = None,
     reroll: Annotated[list[str] | None, typer.Option(
         "--reroll", metavar="SHOT", help="Render shot SHOT (and what depends on it) again "
         "with a new seed, kept by later renders of this output; repeatable.")] = None,
