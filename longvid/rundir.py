@@ -227,7 +227,8 @@ class RunDir:
 
     def _keep_intact(self, every_later: bool) -> None:
         """Done segments stay done while their files are as their records say; one that is
-        not (and, if `every_later`, every later one) will be rendered again."""
+        not (and, if `every_later`, every one after it or after a segment not done) will be
+        rendered again."""
         for record in self.segments.glob("seg_*.json"):
             if not record.stem[4:].isdigit():
                 record.unlink()
@@ -237,8 +238,10 @@ class RunDir:
             damaged = set(self._done_indices())
         else:
             damaged = {i for i in self._done_indices() if not self._segment_intact(i)}
-        first = min(damaged, default=None)
-        for index in self._done_indices():
+        done = self._done_indices()
+        holes = set(range(max(done, default=-1) + 1)) - set(done)  # never done, or removed
+        first = min(damaged | holes, default=None)
+        for index in done:
             if index in damaged or (every_later and first is not None and index > first):
                 self.record_path(index).unlink()
 

@@ -14,6 +14,10 @@ import pytest
 from conftest import run_longvid, write
 from mediacheck import frames_of
 
+from longvid.rundir import RunDir, segment_file
+
+KINDS = ("json", "mp4", "state.safetensors", "memory.safetensors")
+
 FOUR = """\
 version: 1
 preset: tiny
@@ -61,8 +65,7 @@ def test_an_edit_of_the_last_shot_reuses_the_shots_before_it(cli, tmp_path):
     # the run holds exactly its segments' files, and they are those of a fresh render
     run = out.with_suffix(".run")
     assert _segment_files(run) == sorted(f"seg_{i:04d}.{kind}" for i in range(len(segments))
-                                         for kind in ("json", "mp4", "state.safetensors",
-                                                      "memory.safetensors"))
+                                         for kind in KINDS)
     fresh = tmp_path / "fresh.mp4"
     assert cli("render", sb, "-q", "-o", fresh)[0] == 0
     for i in range(len(segments)):
@@ -148,3 +151,41 @@ def test_killed_while_rendering_an_edit_then_resumed_matches_a_fresh_render(tmp_
     assert run_longvid("render", sb, "-q", "-o", fresh, cwd=tmp_path).returncode == 0
     assert (frames_of(tmp_path / "four.mp4") == frames_of(fresh)).all()
     assert not list(segs.glob(".*tmp*"))
+
+
+def test_the_run_directory_keeps_what_matches_and_removes_the_rest(tmp_path):
+    """RunDir.open on its own (no render): identity mismatch, a segment past a shorter
+    plan, a damaged file and a record gone each remove the segment, its files and the
+    segments that read it, and nothing else."""
+    run = RunDir(tmp_path / "r")
+    reads = [((), False), ((0,), False), ((), False), ((2,), False), ((), True)]
+
+    def commit_all(identities):
+        run.open({"run_key": "k"}, identities=identities, reads=reads[:len(identities)])
+        for i in range(len(identities)):
+            if not run.is_done(i):
+                for kind in KINDS[1:]:
+                    segment_file(run.segments, i, kind).write_bytes(b"%d" % i)
+                run.commit(i, {"index": i})
+        run.close()
+
+    def reopen(identities):
+        run.open({"run_key": "k"}, identities=identities, reads=reads[:len(identities)])
+        run.close()
+        return [i for i in range(5) if run.is_done(i)]
+
+    def files():
+        return sorted(p.name for p in run.segments.iterdir())
+
+    commit_all(("a", "b", "c", "d", "e"))
+    assert run.record(3)["identity"] == "d"
+    assert reopen(("a", "b", "C", "d")) == [0, 1]  # 3 reads 2; 4 is past the plan
+    assert files() == sorted(f"seg_{i:04d}.{k}" for i in (0, 1) for k in KINDS)
+    commit_all(("a", "b", "C", "d", "e"))
+    segment_file(run.segments, 2, "mp4").write_bytes(b"damaged")
+    assert reopen(("a", "b", "C", "d", "e")) == [0, 1]  # 3 reads 2, 4 reads everything
+    commit_all(("a", "b", "C", "d", "e"))
+    run.record_path(0).unlink()
+    assert reopen(("a", "b", "C", "d", "e")) == [2, 3]
+    assert not any(p.name.startswith(("seg_0000", "seg_0001", "seg_0004")) for p in
+                   run.segments.iterdir())
