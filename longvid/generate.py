@@ -16,7 +16,13 @@ from longvid.backends.base import Backend, SegmentRequest, ViewPath
 from longvid.memory.bank import DEFAULT_CAPACITY, MemoryBank
 from longvid.memory.drift import correct_frames, correct_latents, read_drift
 from longvid.memory.recall import choose_memory, memory_order, stack_latents
-from longvid.memory.store import memory_path, pick_keyframes, replay_bank, save_keyframes
+from longvid.memory.store import (
+    load_keyframes,
+    memory_path,
+    pick_keyframes,
+    replay_bank,
+    save_keyframes,
+)
 from longvid.mux import encode_frames
 from longvid.plan import Plan, Segment
 from longvid.rundir import RunDir
@@ -48,8 +54,11 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         inputs = SegmentInputs(plan, backend)  # images and LoRA files, found up front
     bank: MemoryBank | None = None
     for seg in plan.segments:
-        # 1. skip what an earlier run committed
+        # 1. skip what an earlier run committed (after an edit, maybe after a segment
+        # rendered again: then the bank, already built, takes its keyframes as replay would)
         if run.is_done(seg.index):
+            if bank is not None:
+                bank.add(load_keyframes(memory_path(run.segments, seg.index)))
             yield SegmentDone(seg, skipped=True, seconds=0.0)
             continue
         on_start(seg)

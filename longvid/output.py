@@ -145,6 +145,7 @@ class Sidecar:
     preset: str
     backend: str
     seed: int
+    rerolls: dict[str, int]  # shot id -> times `--reroll` gave it a new seed
     fps: int
     width: int
     height: int
@@ -156,7 +157,8 @@ class Sidecar:
     audio: str | None
     versions: dict[str, str]
     timings: dict[str, float]  # wall_s: this run; generate_s: every segment's own time
-    segments: tuple[dict[str, Any], ...]  # the committed segment records, in order
+    # the committed segment records, in order; `reused`: committed by an earlier render
+    segments: tuple[dict[str, Any], ...]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"segments": list(self.segments)}

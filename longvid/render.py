@@ -8,11 +8,10 @@ first take's context. Backends are loaded once per process and reused across job
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,19 @@ import longvid
 from longvid.backends import backend_class, caps_of
 from longvid.budget import LoadPolicy
 from longvid.errors import InputError, LongvidError, ResourceError, StoryboardError
+from longvid.identity import depends_on, rerolled, run_key, segment_identities
 from longvid.output import Sidecar, claim_outputs, default_output, sidecar_path
 from longvid.plan import Plan, make_plan
 from longvid.presets import Preset, load_preset
 from longvid.progress import Progress
-from longvid.rundir import Manifest, RunDir, atomic_write_text, run_dir_for
+from longvid.rundir import (
+    Manifest,
+    RunDir,
+    atomic_write_text,
+    readable,
+    recorded_rerolls,
+    run_dir_for,
+)
 from longvid.storyboard import Storyboard, load_storyboard
 from longvid.timecode import MAX_SECONDS
 from longvid.vram import choose_policy
@@ -85,10 +92,15 @@ class Job:
     policy: LoadPolicy | None
     label: str  # how progress and results name the job: the storyboard's or clip's name
     prefix: Prefix | None = None
+    rerolls: tuple[str, ...] = ()  # shots to render again with a new seed (`--reroll`)
 
 
-def load_job(path: Path, preset_name: str | None) -> tuple[Storyboard, Preset, Plan]:
+def load_job(path: Path, preset_name: str | None, seed: int | None = None
+             ) -> tuple[Storyboard, Preset, Plan]:
+    """`seed`: replaces the storyboard's `seed` (`render --seed`)."""
     sb = load_storyboard(path)
+    if seed is not None:
+        sb = replace(sb, seed=seed)
     name = preset_name or sb.preset
     if preset_name is None and name.endswith((".yaml", ".yml")):
         name = str(Path(sb.path).parent / name)  # a preset file named by the storyboard
@@ -116,8 +128,9 @@ def _check_length(sb: Storyboard, fps: int) -> None:
 
 def render_storyboard(path: Path, *, output: Path | None, preset_name: str | None, crf: int,
                       fresh: bool, pool: BackendPool, progress: Progress,
-                      vram_gib: float | None = None, preview: bool = False) -> RenderResult:
-    sb, preset, plan = load_job(path, preset_name)
+                      vram_gib: float | None = None, preview: bool = False,
+                      seed: int | None = None, rerolls: tuple[str, ...] = ()) -> RenderResult:
+    sb, preset, plan = load_job(path, preset_name, seed)
     out = (output or default_output(sb)).resolve()
     audio = (sb.audio.path, sb.audio.offset.to_seconds(plan.fps)) if sb.audio else None
     policy, found = None, []
@@ -125,16 +138,56 @@ def render_storyboard(path: Path, *, output: Path | None, preset_name: str | Non
         policy = choose_policy(preset, plan, vram_gib)
     except ResourceError as exc:
         found.append(exc)  # reported with whatever else the preflight finds
-    job = Job(plan, preset, out, audio, policy, label=Path(path).name)
+    job = Job(plan, preset, out, audio, policy, label=Path(path).name, rerolls=rerolls)
     return run_job(job, pool, progress, crf=crf, fresh=fresh, found=found, preview=preview)
 
 
-def _run_key(plan: Plan, preset: Preset, crf: int, extra: str = "") -> str:
-    data = plan.to_dict()
-    for volatile in ("title", "storyboard", "content_sha256"):
-        data.pop(volatile)
-    text = json.dumps(data, sort_keys=True) + preset.sha256 + f"crf={crf}" + extra
-    return hashlib.sha256(text.encode()).hexdigest()
+@dataclass(frozen=True)
+class RunReuse:
+    """What a render of a plan would reuse from the run directory already there."""
+
+    run_dir: Path
+    resumable: bool  # same run key; False: the render needs --fresh (and reuses nothing)
+    rerolls: dict[str, int]  # the run's `--reroll` counts, which the render keeps
+    reused: tuple[bool, ...]  # per segment of the plan: committed with the same identity
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "resumable": self.resumable,
+                "rerolls": self.rerolls, "reused_segments": sum(self.reused)}
+
+
+def reuse_of(plan: Plan, preset: Preset, output: Path) -> tuple[Plan, RunReuse | None]:
+    """(the plan with the run's rerolls, what a render would reuse), reading the existing
+    run directory of `output` (None if there is none) without locking or changing it.
+    A segment counts as reused when its record holds its identity; a render still
+    checks its files first. Assumes the CRF the run was made with."""
+    run = RunDir(run_dir_for(output))
+    try:
+        manifest = json.loads((run.root / "manifest.json").read_text(encoding="utf-8"))
+        key, crf = manifest["run_key"], int(manifest["crf"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return plan, None
+    if key != run_key(plan, preset.sha256, crf):
+        return plan, RunReuse(run.root, False, {}, (False,) * len(plan.segments))
+    rerolls = recorded_rerolls(run.root)
+    plan = rerolled(plan, rerolls)
+    same = run.reusable(segment_identities(plan)) if run.segments.is_dir() else {}
+    kept = readable({i for i, ok in same.items() if ok},
+                    [depends_on(plan, s.index) for s in plan.segments])
+    return plan, RunReuse(run.root, True, rerolls, tuple(s.index in kept for s in plan.segments))
+
+
+def _rerolls(job: Job, run: RunDir, fresh: bool) -> dict[str, int]:
+    """The run's rerolls (kept from render to render, so a reroll stays), plus this one's."""
+    shots = [s.id for s in job.plan.shots]
+    for shot in job.rerolls:
+        if shot not in shots:
+            raise InputError(f"--reroll {shot}: the storyboard has no shot {shot!r}",
+                             "name a shot id: " + ", ".join(shots))
+    counts = {} if fresh else recorded_rerolls(run.root)
+    for shot in dict.fromkeys(job.rerolls):
+        counts[shot] = counts.get(shot, 0) + 1
+    return counts
 
 
 def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh: bool,
@@ -147,22 +200,27 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh:
     from longvid.mux import concat
     from longvid.preview import LivePreview, claim_preview, discard_preview
 
-    plan, out, prefix = job.plan, job.output, job.prefix
+    out, prefix = job.output, job.prefix
     t0 = time.perf_counter()
     run = RunDir(run_dir_for(out))
+    rerolls = _rerolls(job, run, fresh)
+    plan = rerolled(job.plan, rerolls)
+    identities = segment_identities(plan)
+    reusable = run.reusable(identities)
     # before the run directory is bound: a refused render writes nothing
     warnings = preflight.check(
         plan, job.preset, out, run.root, audio=job.audio,
-        generates=fresh or not all(run.is_done(s.index) for s in plan.segments),
+        generates=fresh or not all(reusable.get(s.index) for s in plan.segments),
         found=found or [], more=[lambda: claim_outputs(out, _inputs(job))] + (
             [lambda: claim_preview(out, _inputs(job))] if preview else []))
     manifest = Manifest(
         longvid=longvid.__version__,
-        run_key=_run_key(plan, job.preset, crf, prefix.clip_sha256 if prefix else ""),
+        run_key=run_key(plan, job.preset.sha256, crf, prefix.clip_sha256 if prefix else ""),
         storyboard=plan.storyboard, content_sha256=plan.content_sha256,
         preset=job.preset.name, preset_sha256=job.preset.sha256, backend=plan.backend,
-        crf=crf, fps=plan.fps, output=str(out))
-    done_before = run.open(manifest.to_dict(), fresh=fresh)
+        crf=crf, fps=plan.fps, output=str(out), rerolls=rerolls)
+    done_before = run.open(manifest.to_dict(), identities=identities, fresh=fresh,
+                           reads=[depends_on(plan, s.index) for s in plan.segments])
     for stale in out.parent.glob(f".{glob.escape(out.stem)}.*.tmp.mp4"):
         stale.unlink()  # a join killed midway; the lock makes this run the only writer
     output_size = prefix.output_size if prefix else None
@@ -197,7 +255,7 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh:
             progress.segment_done(done.segment, done.skipped, done.seconds)
             record = run.record(done.segment.index)
             record.pop("files", None)  # the run directory's own bookkeeping
-            records.append(record)
+            records.append(record | {"reused": done.skipped})
         progress.finish()
         segment_videos = [run.video(s.index) for s in plan.segments if s.emit_frames]
         videos = ([prefix_video] if prefix_video else []) + segment_videos
@@ -213,8 +271,9 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh:
         sidecar = Sidecar(
             title=plan.title, storyboard=plan.storyboard,
             storyboard_sha256=plan.content_sha256, preset=job.preset.name,
-            backend=plan.backend, seed=plan.seed, fps=plan.fps, width=plan.width,
-            height=plan.height, steps=plan.steps, guidance_scale=plan.guidance_scale, crf=crf,
+            backend=plan.backend, seed=plan.seed, rerolls=rerolls, fps=plan.fps,
+            width=plan.width, height=plan.height, steps=plan.steps,
+            guidance_scale=plan.guidance_scale, crf=crf,
             frames=total_frames, duration_s=total_frames / plan.fps,
             audio=str(job.audio[0]) if job.audio else None,
             versions=_versions(versions),

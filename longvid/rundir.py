@@ -7,15 +7,19 @@
     <run>/segments/seg_0007.mp4           frames this segment adds to the video
     <run>/segments/seg_0007.state.safetensors   what segment 8 needs (context latents, held frames)
     <run>/segments/seg_0007.memory.safetensors  its keyframes for the memory bank
-    <run>/segments/seg_0007.json          written last: a segment is done iff this exists
+    <run>/segments/seg_0007.json          written last: a segment is done iff this exists;
+                                          it holds the segment's identity (identity.py)
     <run>/segments/init.*                 the state `extend` starts from; init.json seals it
     <run>/clip.mp4, clip.mp4.seal         `extend`'s clip, re-encoded, and its size and hash
 
 Every file is written to a temporary name and moved into place with os.replace, so
 a render killed at any moment leaves either a whole segment or none of it. A record
 holds the size and SHA-256 of its segment's files; when a run is opened, the done
-segments are checked against them in order, and the first damaged one and every later
-one (which may read its state or keyframes) are rendered again.
+segments are checked against them, and a damaged one is rendered again, with every
+segment that reads it (its state or keyframes; with no plan given, every later one).
+So is every done segment whose identity is not the one the (perhaps edited) plan gives
+its index. A removed segment's record goes first, then its files, so no stale file
+outlives its segment.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +113,34 @@ class Manifest:
     crf: int
     fps: int
     output: str
+    rerolls: dict[str, int] = field(default_factory=dict)  # shot id -> `--reroll` count
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def recorded_rerolls(root: Path) -> dict[str, int]:
+    """The `--reroll` counts the run directory's manifest holds (none if there is none)."""
+    try:
+        rerolls = json.loads((root / "manifest.json").read_text(encoding="utf-8"))["rerolls"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if not isinstance(rerolls, dict):
+        return {}
+    return {str(k): v for k, v in rerolls.items() if type(v) is int and v > 0}
+
+
+def readable(done: set[int], reads: Sequence[tuple[tuple[int, ...], bool]]) -> set[int]:
+    """The done segments that stay done: those whose every read segment stays done too.
+    `reads[i]`: (earlier segments segment i reads, whether it reads all earlier ones)."""
+    kept: set[int] = set()
+    all_kept = True  # every segment so far
+    for index, (direct, everything) in enumerate(reads):
+        if index in done and not (everything and not all_kept) and all(d in kept
+                                                                         for d in direct):
+            kept.add(index)
+        all_kept = all_kept and index in kept
+    return kept
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -127,14 +157,22 @@ class RunDir:
         self.root = root
         self.segments = root / "segments"
         self._lock_file: Any = None
+        self._identities: tuple[str, ...] | None = None
 
     # -- opening -------------------------------------------------------------------------
 
-    def open(self, manifest: dict[str, Any], *, fresh: bool = False) -> int:
+    def open(self, manifest: dict[str, Any], *, identities: tuple[str, ...] | None = None,
+             reads: Sequence[tuple[tuple[int, ...], bool]] | None = None,
+             fresh: bool = False) -> int:
         """Lock the directory and bind it to `manifest`; return the number of done segments.
+        `identities`: of the plan's segments (identity.py); done segments whose identity
+        differs are removed, and `commit` records them. `reads`: per segment, the earlier
+        segments it reads and whether it reads all of them (identity.depends_on); a done
+        segment that reads one that is not done is removed too. Without them, a damaged
+        segment is removed with every later one.
 
         Raises ResourceError if another render holds the lock, and InputError if the
-        directory belongs to a different plan (unless `fresh`, which starts over).
+        directory belongs to a different run key (unless `fresh`, which starts over).
         """
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.root / "run.lock", "a+")  # noqa: SIM115 - held for the run
@@ -157,7 +195,13 @@ class RunDir:
         self.segments.mkdir(exist_ok=True)
         for stale in [*self.root.glob(".*.tmp*"), *self.segments.glob(".*.tmp*")]:
             stale.unlink()  # left by a render killed mid-write; we hold the lock now
-        self._keep_intact()
+        self._keep_intact(every_later=reads is None)
+        if identities is not None:
+            self._keep_matching(identities)
+        if reads is not None:
+            self._keep_readable(reads)
+        self._identities = identities
+        self._sweep()
         atomic_write_text(path, json.dumps(manifest | {
             "manifest_version": MANIFEST_VERSION, "updated": time.time()}, indent=2))
         return sum(1 for _ in self.segments.glob("seg_*.json"))
@@ -181,20 +225,61 @@ class RunDir:
                 f"{self.root} holds a render of a different storyboard or settings "
                 f"({old.get('storyboard', '?')}, preset {old.get('preset', '?')})", recover)
 
-    def _keep_intact(self) -> None:
-        """Done segments stay done, from 0 on, while their files are as their records say;
-        the first that is not, and every later one, will be rendered again."""
+    def _keep_intact(self, every_later: bool) -> None:
+        """Done segments stay done while their files are as their records say; one that is
+        not (and, if `every_later`, every one after it or after a segment not done) will be
+        rendered again."""
+        for record in self.segments.glob("seg_*.json"):
+            if not record.stem[4:].isdigit():
+                record.unlink()
         if not self._init_intact():
             for kind in _SEGMENT_KINDS:
                 segment_file(self.segments, -1, kind).unlink(missing_ok=True)
-            keep = 0
+            damaged = set(self._done_indices())
         else:
-            keep = 0
-            while self._segment_intact(keep):
-                keep += 1
-        for record in self.segments.glob("seg_*.json"):
-            if not record.stem[4:].isdigit() or int(record.stem[4:]) >= keep:
-                record.unlink()
+            damaged = {i for i in self._done_indices() if not self._segment_intact(i)}
+        done = self._done_indices()
+        holes = set(range(max(done, default=-1) + 1)) - set(done)  # never done, or removed
+        first = min(damaged | holes, default=None)
+        for index in done:
+            if index in damaged or (every_later and first is not None and index > first):
+                self.record_path(index).unlink()
+
+    def _keep_readable(self, reads: Sequence[tuple[tuple[int, ...], bool]]) -> None:
+        done = set(self._done_indices())
+        for index in done - readable(done, reads):
+            self.record_path(index).unlink()
+
+    def _keep_matching(self, identities: tuple[str, ...]) -> None:
+        """Done segments stay done where their recorded identity is the plan's."""
+        for index, same in self.reusable(identities).items():
+            if not same:
+                self.record_path(index).unlink()
+
+    def _sweep(self) -> None:
+        """Remove every segment file of a segment that is not done (the record went first)."""
+        done = set(self._done_indices())
+        for path in self.segments.glob("seg_*"):
+            match = _SEGMENT_FILE.match(path.name)
+            if match and int(match.group(1)[4:]) not in done:
+                path.unlink()
+
+    def _done_indices(self) -> list[int]:
+        return sorted(int(p.stem[4:]) for p in self.segments.glob("seg_*.json")
+                      if p.stem[4:].isdigit())
+
+    def reusable(self, identities: tuple[str, ...]) -> dict[int, bool]:
+        """Each done segment (by index): whether its record holds the identity that
+        `identities` (a plan's) gives its index. Reads the records only, not the files."""
+        found = {}
+        for index in self._done_indices():
+            try:
+                record = json.loads(self.record_path(index).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                record = None
+            found[index] = (isinstance(record, dict) and index < len(identities)
+                            and record.get("identity") == identities[index])
+        return found
 
     def _init_intact(self) -> bool:
         files = [segment_file(self.segments, -1, k) for k in _SEGMENT_KINDS]
@@ -277,8 +362,9 @@ class RunDir:
         assert self.state_path(index).exists()
         files = [p for p in (self.video(index), self.state_path(index), self.memory_path(index))
                  if p.exists()]
+        identity = {} if self._identities is None else {"identity": self._identities[index]}
         atomic_write_text(self.record_path(index),
-                          json.dumps(record | {"files": seal(files)}, indent=2))
+                          json.dumps(record | identity | {"files": seal(files)}, indent=2))
 
     def has_init(self) -> bool:
         return self.record_path(-1).exists()

@@ -118,7 +118,9 @@ def test_a_shot_rendered_from_an_image_starts_with_it(cli, tmp_path):
 
     save_png(tmp_path / "start.png", smooth_image(96, 64, 1.5))
     code, _, err = cli("render", sb, "-o", tmp_path / "i2v.mp4")
-    assert code == 3 and "different storyboard or settings" in err
+    assert code == 0, err
+    segments = json.loads((tmp_path / "i2v.json").read_text())["segments"]
+    assert not any(s["reused"] for s in segments if s["shot"] == "a")
 
 
 def test_plan_shows_images_and_warns_where_the_preset_cannot_use_them(cli, tmp_path):

@@ -56,11 +56,16 @@ def test_second_run_resumes_everything_and_changes_nothing(small, cli, tmp_path)
     assert (frames_of(tmp_path / "small.mp4") == first).all()
 
 
-def test_changed_storyboard_refuses_to_resume_until_fresh(small, cli, tmp_path):
+def test_changed_size_refuses_to_resume_until_fresh(small, cli, tmp_path):
+    """A changed prompt re-renders what it touches (tests/test_reuse.py); a change to what
+    every segment shares asks for --fresh."""
     assert cli("render", small, "-q")[0] == 0
-    small.write_text(small.read_text().replace("a market", "a fish market"))
+    small.write_text(small.read_text().replace("32x32", "48x32"))
     code, _, err = cli("render", small, "-q")
     assert code == 3 and "holds a render of a different storyboard" in err and "--fresh" in err
+    code, out, _ = cli("plan", small, "--json")
+    assert code == 0 and json.loads(out)["run"]["resumable"] is False
+    assert not any(s["reused"] for s in json.loads(out)["segments"])
     code, out, _ = cli("render", small, "--fresh", "--json")
     assert code == 0 and json.loads(out)["resumed_segments"] == 0
 

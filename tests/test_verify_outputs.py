@@ -72,7 +72,9 @@ def test_a_damaged_segment_is_rendered_again_with_what_follows(cli, rendered, tm
     code, out, err = cli("render", folder / "small.yaml", "-o", folder / "small.mp4", "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert result["frames"] == 88 and result["resumed_segments"] == damaged
+    # segments 3 and 4 continue its take; 5 (the cut to c) and 6 (d, dissolving from c's
+    # held frames) read nothing of segment 2, so they are kept
+    assert result["frames"] == 88 and result["resumed_segments"] == damaged + 2
     assert len(list(segs.glob("seg_*.json"))) == count
     assert {p.name: p.stat().st_mtime_ns for p in segs.glob("seg_*.json")
             if int(p.stem[4:]) < damaged} == kept  # what came before is kept as it was
@@ -88,7 +90,7 @@ def test_a_record_from_an_older_version_is_checked_by_its_files(cli, rendered, t
     damage(segs / "seg_0001.mp4", "truncate")
     code, out, err = cli("render", folder / "small.yaml", "-o", folder / "small.mp4", "--json")
     assert code == 0, err
-    assert json.loads(out)["resumed_segments"] == 1
+    assert json.loads(out)["resumed_segments"] == 3  # 0, and 5 and 6, which read nothing of 1
     assert probe(folder / "small.mp4").frames == 88
 
 

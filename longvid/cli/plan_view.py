@@ -8,13 +8,15 @@ from rich.table import Table
 
 from longvid.budget import LoadPolicy
 from longvid.plan import Plan
+from longvid.render import RunReuse
 from longvid.terminal import for_rich
 from longvid.timecode import timecode
 
 NEGATIVE_SHOWN_CHARS = 60
 
 
-def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = "") -> None:
+def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = "",
+              reuse: RunReuse | None = None) -> None:
     console = Console()
     tc = lambda f: timecode(max(f, 0), p.fps)  # noqa: E731
     console.print(f"[bold]{for_rich(p.title)}[/]  {p.width}x{p.height} @ {p.fps} fps, "
@@ -28,7 +30,9 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = 
                       str(s.end_frame - s.start_frame), str(s.take), trans,
                       for_rich(", ".join(s.recall)))
     console.print(shots)
-    console.print(_segments_table(p, console.width))
+    console.print(_segments_table(p, console.width, reuse))
+    if reuse is not None:
+        console.print(for_rich(_reuse_line(p, reuse)))
     sw = Table("shot", "asked at", "takes effect", "moved", "prompt",
                title="Prompt switches", title_justify="left")
     for s in p.switches:
@@ -78,9 +82,19 @@ def _work(p: Plan) -> str:
     return f"{units} {unit} x {p.steps} steps{cfg}"
 
 
-def _segments_table(p: Plan, width: int) -> Table:
+def _reuse_line(p: Plan, reuse: RunReuse) -> str:
+    if not reuse.resumable:
+        return (f"run {reuse.run_dir} was made with another preset, size, fps or CRF: "
+                "rendering needs --fresh and renders every segment")
+    rerolls = "".join(f", shot {s} rerolled {n}x" for s, n in reuse.rerolls.items())
+    return (f"run {reuse.run_dir}: {sum(reuse.reused)} of {len(p.segments)} segments reused, "
+            f"the others rendered{rerolls}")
+
+
+def _segments_table(p: Plan, width: int, reuse: RunReuse | None = None) -> Table:
     """One row per segment, readable at 80 columns: light borders, cells that never wrap,
-    seeds (19 digits) shortened to fit when the terminal is narrow (`--json` has them)."""
+    seeds (19 digits) shortened to fit when the terminal is narrow (`--json` has them).
+    Against an existing run, a last column says which segments it reuses."""
     tc = lambda f: timecode(max(f, 0), p.fps)  # noqa: E731
     narrow = width < 120
     segs = Table(title="Segments" + (" (seeds shortened; --json has them in full)"
@@ -89,13 +103,17 @@ def _segments_table(p: Plan, width: int) -> Table:
     for name in ("seg", "take", "shot", "start", "frames", "ctx+new", "recalls", "mix"):
         segs.add_column(name, no_wrap=True, overflow="ellipsis")
     segs.add_column("seed", no_wrap=True, overflow="ellipsis", max_width=8 if narrow else None)
+    if reuse is not None and reuse.resumable:
+        segs.add_column("run", no_wrap=True)
     for g in p.segments:
         note = f" +{g.hold_frames} held" if g.hold_frames else ""
         note += f" {g.blend_frames} faded" if g.blend_frames else ""
         mix = f"{g.blend_weight:.0%}" if g.blend_prompt else ""
         segs.add_row(str(g.index), str(g.take), for_rich(g.shot_id), tc(g.start_frame),
                      f"{g.emit_frames}{note}", f"{g.context_latents}+{g.num_latents}",
-                     for_rich(_remembers(g, p)), mix, str(g.seed))
+                     for_rich(_remembers(g, p)), mix, str(g.seed),
+                     *(() if reuse is None or not reuse.resumable else
+                       ("reused" if reuse.reused[g.index] else "render",)))
     if any(g.blend_prompt for g in p.segments):
         segs.caption = "mix: share of the neighbouring prompt's embeddings in a `continue`"
         segs.caption_justify = "left"

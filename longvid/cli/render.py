@@ -57,6 +57,12 @@ def render(
     preview: Annotated[bool, typer.Option(
         "--preview", help="Keep OUTPUT_STEM.partial.mp4 beside each output: the segments done "
         "so far, joined after each one; removed when the video is written.")] = False,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", min=0, max=2**63 - 1, metavar="N", help="Seed to use instead of the "
+        "storyboard's `seed` (shots with their own `seed` keep it).")] = None,
+    reroll: Annotated[list[str] | None, typer.Option(
+        "--reroll", metavar="SHOT", help="Render shot SHOT (and what depends on it) again "
+        "with a new seed, kept by later renders of this output; repeatable.")] = None,
 ) -> None:
     """Render STORYBOARDS to mp4. Rerunning after Ctrl-C or a crash resumes where it stopped."""
     from longvid.errors import LongvidError
@@ -79,7 +85,8 @@ def render(
         try:
             result = render_storyboard(path, output=out, preset_name=preset, crf=crf,
                                        fresh=fresh, pool=pool, progress=progress, vram_gib=vram,
-                                       preview=preview)
+                                       preview=preview, seed=seed,
+                                       rerolls=tuple(reroll or ()))
             extra = _report(result.run_dir) if with_report else {}
         except BaseException as exc:  # noqa: BLE001 - one failure must not stop the batch
             progress.finish()

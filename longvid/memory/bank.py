@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_CAPACITY = 64  # keyframes kept in RAM and eligible for retrieval
+from longvid.memory import BANK_CAPACITY
+
+DEFAULT_CAPACITY = BANK_CAPACITY  # keyframes kept in RAM and eligible for retrieval
 KEYFRAMES_PER_SEGMENT = 2
 
 
