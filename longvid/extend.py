@@ -94,6 +94,7 @@ def _seed_bank(backend: Any, clip: Path, frames: int, size: tuple[int, int],
     from longvid.mux import read_frames
 
     count = min(frames, CLIP_KEYFRAMES, DEFAULT_CAPACITY // 2)
+    as_frames = backend.caps.memory is not None and backend.caps.memory.frames
     numbers = sorted({round(i * (frames - 1) / max(count - 1, 1)) for i in range(count)})
     pictures = read_frames(clip, size[0], size[1], only=numbers)  # (k, H, W, 3)
     keyframes = []
@@ -102,7 +103,7 @@ def _seed_bank(backend: Any, clip: Path, frames: int, size: tuple[int, int],
         keyframes += pick_keyframes(segment=-1, take=0, shot_id=SHOT_ID, prompt="", count=1,
                                     start_frame=n - frames, latents=latent,
                                     frames=np.ascontiguousarray(picture[None]),
-                                    continuing=False, stride=1)
+                                    continuing=False, stride=1, keep_images=as_frames)
     save_keyframes(memory_path(segments_dir, -1), keyframes)
 
 

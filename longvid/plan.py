@@ -110,6 +110,7 @@ class Plan:
     context_latents: int  # latents carried between the segments of a take
     latent_stride_t: int  # frames per latent (after a take's first)
     memory_latents: int  # recalled keyframes a segment may be given (the backend's budget)
+    memory: str  # which memory the preset has: one of base.MEMORY_KINDS
     anti_drift: bool
     forwards: int  # transformer forward passes, the unit of work
     max_tokens: int  # largest transformer sequence of one forward, memory included
@@ -164,8 +165,7 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
     warnings = []
     recalling = [s.id for s in sb.shots if s.recall]
     if recalling and caps.memory_latents == 0:
-        warnings.append(f"backend {preset.backend!r} takes no memory: `recall` of shot(s) "
-                        f"{', '.join(recalling)} will be ignored")
+        warnings.append(_no_recall(preset, caps, recalling))
     if not caps.reads_prompts:
         warnings.append(f"backend {preset.backend!r} ignores prompts: the storyboard's seed "
                         "picks its world and `camera` moves through it")
@@ -177,6 +177,7 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         shots=tuple(shots), takes=tuple(takes), segments=tuple(segments),
         switches=tuple(switches), context_latents=caps.context_latents,
         latent_stride_t=caps.latent_stride_t, memory_latents=caps.memory_latents,
+        memory=caps.memory_kind,
         anti_drift=anti_drift_for(sb, preset) and caps.corrects_drift,
         forwards=(sum(s.num_latents for s in segments) if caps.per_frame
                   else len(segments)) * preset.steps * cfg,
@@ -185,6 +186,18 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
             + (caps.memory_latents + max(len(s.refs) for s in segments)) * tokens_per_latent),
         warnings=tuple(warnings + input_warnings), seed=sb.seed, loras=loras,
     )
+
+
+def _no_recall(preset: Preset, caps: BackendCaps, recalling: list[str]) -> str:
+    """The warning for `recall` on a preset whose memory is not active, with what to do."""
+    shots = ", ".join(recalling)
+    if caps.memory_kind == "opt-in untrained":
+        return (f"preset {preset.name!r} keeps memory off: `recall` of shot(s) {shots} will "
+                "be ignored. Its keyframe injection was never trained or measured; to try "
+                "it, copy the preset and add `memory_latents: 2` under its `options:` "
+                "(docs/memory.md), or pick a preset with trained memory")
+    return (f"preset {preset.name!r} has no memory: `recall` of shot(s) {shots} will be "
+            "ignored; pick a preset with memory (docs/memory.md lists what each has)")
 
 
 def negative_prompt_for(sb: Storyboard, preset: Preset) -> str:

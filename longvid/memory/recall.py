@@ -102,3 +102,13 @@ def stack_latents(picks: list[Recalled]) -> np.ndarray | None:
     if not picks:
         return None
     return np.stack([k.latent for k in memory_order(picks)], axis=1)[None].astype(np.float32)
+
+
+def stack_frames(picks: list[Recalled]) -> tuple[np.ndarray, ...] | None:
+    """The picks' full-resolution frames, oldest first: uint8 (H, W, 3) each, or None.
+    For a backend that takes keyframes as frames, whose bank keeps them (store.py)."""
+    if not picks:
+        return None
+    frames = tuple(k.image for k in memory_order(picks))
+    assert all(f is not None for f in frames), "keyframes were stored without their frames"
+    return frames  # type: ignore[return-value]
