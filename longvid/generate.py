@@ -63,6 +63,10 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         context = state["context"][:, :, -seg.context_latents:] if seg.context_latents else None
         sink = state.get("sink") if context is not None else None  # the take's first latents
         lo = seg.first_latent - seg.context_latents  # where the context starts in the take
+        # the sink latents the context lacks: [0, lo) of the take; all of them when the
+        # take continues a clip (`extend`: lo < 0), whose first latents precede its tail
+        lacking = None if sink is None else sink if lo < 0 else sink[:, :, :lo] if lo > 0 \
+            else None
         if bank is None:
             bank = replay_bank(run.segments, seg.index, memory_capacity)
 
@@ -83,7 +87,7 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
             guidance_scale=plan.guidance_scale, fps=plan.fps,
             memory=memory,
             blend_prompt=seg.blend_prompt, blend_weight=seg.blend_weight, view=view,
-            sink=sink[:, :, :lo] if sink is not None and lo > 0 else None,
+            sink=lacking,
             images=inputs.images(seg), loras=inputs.loras(seg)), on_step)
         frames = out.frames
         if frames.shape[0] != seg.num_frames:
