@@ -65,8 +65,9 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         lo = seg.first_latent - seg.context_latents  # where the context starts in the take
         # the sink latents the context lacks: [0, lo) of the take; all of them when the
         # take continues a clip (`extend`: lo < 0), whose first latents precede its tail
-        lacking = None if sink is None else sink if lo < 0 else sink[:, :, :lo] if lo > 0 \
-            else None
+        lacking = sink
+        if sink is not None and lo >= 0:
+            lacking = sink[:, :, :lo] if lo > 0 else None
         if bank is None:
             bank = replay_bank(run.segments, seg.index, memory_capacity)
 

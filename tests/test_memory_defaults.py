@@ -67,3 +67,13 @@ def test_human_plan_names_the_memory(cli):
     assert "memory: opt-in untrained (off;" in " ".join(out.split())
     code, out, _ = cli("plan", HARBOUR, "--preset", "procworld")
     assert "memory: trained" in out and "opt-in" not in out
+
+
+def test_every_shipped_preset_names_a_known_memory_kind():
+    from longvid.backends import caps_of
+    from longvid.backends.base import MEMORY_KINDS
+    from longvid.presets import available_presets, load_preset
+
+    kinds = {name: caps_of(load_preset(name)).memory_kind for name in available_presets()}
+    assert set(kinds.values()) <= set(MEMORY_KINDS)
+    assert kinds["procworld"] == "trained" and kinds["tiny"] == "untrained"
