@@ -259,7 +259,7 @@ def test_preset_quantization_applies_to_vace(aligned_cache, tmp_path, monkeypatc
     windows = {}
     for name, extra in (("bf16", ""), (transformer, QUANTIZED[transformer])):
         preset = write(tmp_path / f"{name}.yaml",
-                       TEST_PRESET % {"guidance": 1.0, "repo": VACE_REPO} + extra)
+                       TEST_PRESET % {"guidance": 1.0, "repo": VACE_REPO, "memory": ""} + extra)
         backend = WanVACEBackend()
         backend.load(load_preset(str(preset)))
         backend.prepare([PROMPT], NEGATIVE, 1.0)
