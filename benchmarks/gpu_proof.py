@@ -270,7 +270,10 @@ def _measure(name: str, tiny: bool, work: Path) -> dict:
         requests = []
         for k, prompt in enumerate(prompts):
             context = None if out is None else out.latents[:, :, -ctx:]
-            memory = out.latents[:, :, :mem] if out is not None and mem else None
+            memory = None  # as the loop passes recalled keyframes: latents, or frames
+            if out is not None and mem:
+                memory = tuple(out.frames[:mem]) if caps.memory and caps.memory.frames else \
+                    out.latents[:, :, :mem]
             # the take's first latents, as the render loop carries them for a cache's sink
             sink = out.latents[:, :, :min(caps.sink.latents, window - ctx)] \
                 if out is not None and caps.sink is not None else None

@@ -1,9 +1,10 @@
 """`extend`: continue an existing clip. The clip's tail becomes the first take's context.
 
 The job is an ordinary render of a one-shot storyboard whose first take continues
-from latents encoded from the clip's last frames; the clip itself is re-encoded
-once with the segment settings and joined in front by stream copy. Keyframes spread
-over the clip seed the memory bank: retrieval can bring them back, and the clip's
+from latents encoded from the clip's last frames (and, for a backend whose cache keeps
+a take's first latents as a sink, from the clip's first frames as that sink); the clip
+itself is re-encoded once with the segment settings and joined in front by stream copy.
+Keyframes spread over the clip seed the memory bank: retrieval can bring them back, and the clip's
 first frame is the anchor the drift monitor compares the extension with.
 """
 
@@ -67,6 +68,7 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
     plan = make_plan(sb, preset, caps, continues=True)
     out_size = (info.width, info.height) if size != (info.width, info.height) else None
     tail_frames = (caps.context_latents - 1) * caps.latent_stride_t + 1
+    sink_frames = (caps.sink.latents - 1) * caps.latent_stride_t + 1 if caps.sink else 0
 
     def init_state(backend: Any, segments_dir: Path) -> dict[str, Any]:
         from longvid.mux import read_frames
@@ -77,7 +79,13 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
             import numpy as np
 
             tail = np.concatenate([tail[:1].repeat(tail_frames - len(tail), 0), tail])
-        return {"context": backend.encode_frames(tail[-tail_frames:])}
+        state = {"context": backend.encode_frames(tail[-tail_frames:])}
+        if caps.sink is not None and info.frames >= sink_frames + tail_frames:
+            # the take began in the clip: its first latents are the cache's sink, as a
+            # take's first segment leaves them (a shorter clip's start is in the context)
+            head = read_frames(clip, size[0], size[1], only=list(range(sink_frames)))
+            state["sink"] = backend.encode_frames(head)
+        return state
 
     found: list[LongvidError] = []  # reported with whatever else the preflight finds
     policy = None
@@ -101,6 +109,7 @@ def _seed_bank(backend: Any, clip: Path, frames: int, size: tuple[int, int],
     from longvid.mux import read_frames
 
     count = min(frames, CLIP_KEYFRAMES, DEFAULT_CAPACITY // 2)
+    as_frames = backend.caps.memory is not None and backend.caps.memory.frames
     numbers = sorted({round(i * (frames - 1) / max(count - 1, 1)) for i in range(count)})
     pictures = read_frames(clip, size[0], size[1], only=numbers)  # (k, H, W, 3)
     keyframes = []
@@ -109,7 +118,7 @@ def _seed_bank(backend: Any, clip: Path, frames: int, size: tuple[int, int],
         keyframes += pick_keyframes(segment=-1, take=0, shot_id=SHOT_ID, prompt="", count=1,
                                     start_frame=n - frames, latents=latent,
                                     frames=np.ascontiguousarray(picture[None]),
-                                    continuing=False, stride=1)
+                                    continuing=False, stride=1, keep_images=as_frames)
     save_keyframes(memory_path(segments_dir, -1), keyframes)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from longvid.backends.base import Backend, SegmentRequest, ViewPath
 from longvid.memory.bank import DEFAULT_CAPACITY, MemoryBank
 from longvid.memory.drift import correct_frames, correct_latents, read_drift
-from longvid.memory.recall import choose_memory, memory_order, stack_latents
+from longvid.memory.recall import choose_memory, memory_order, stack_frames, stack_latents
 from longvid.memory.store import (
     load_keyframes,
     memory_path,
@@ -44,6 +44,8 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
                     on_step: Callable[[int, int], None] = lambda i, n: None
                     ) -> Iterator[SegmentDone]:
     todo = [seg for seg in plan.segments if not run.is_done(seg.index)]
+    as_frames = False  # recalled keyframes go in as latents
+    recall_only = False  # True: only `recall` (the model's own memory does the rest)
     if todo:  # every prompt encoded once, up front (a text encoder can then be freed)
         import torch  # only when there is something to generate: a re-join stays light
 
@@ -52,6 +54,9 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
                                                   if seg.blend_prompt}
         backend.prepare(sorted(prompts), plan.negative_prompt, plan.guidance_scale)
         inputs = SegmentInputs(plan, backend)  # images and LoRA files, found up front
+        # ... or as full-resolution frames (VACE's reference images)
+        as_frames = backend.caps.memory is not None and backend.caps.memory.frames
+        recall_only = backend.caps.memory is not None and backend.caps.memory.recall_only
     bank: MemoryBank | None = None
     for seg in plan.segments:
         # 1. skip what an earlier run committed (after an edit, maybe after a segment
@@ -69,14 +74,22 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         context = state["context"][:, :, -seg.context_latents:] if seg.context_latents else None
         sink = state.get("sink") if context is not None else None  # the take's first latents
         lo = seg.first_latent - seg.context_latents  # where the context starts in the take
+        # the sink latents the context lacks: [0, lo) of the take; all of them when the
+        # take continues a clip (`extend`: lo < 0), whose first latents precede its tail
+        lacking = sink
+        if sink is not None and lo >= 0:
+            lacking = sink[:, :, :lo] if lo > 0 else None
         if bank is None:
             bank = replay_bank(run.segments, seg.index, memory_capacity)
 
         # 3. remember: recalled shots, the shot's anchor, retrieved keyframes
         picks = choose_memory(bank, segment=seg.index, take=seg.take, shot_id=seg.shot_id,
                               recall=seg.recall, continuing=context is not None,
-                              budget=plan.memory_latents, near=keyframe_distance(plan, seg))
-        recalled = stack_latents(picks)  # (1, C, m, h, w) or None
+                              budget=plan.memory_latents, near=keyframe_distance(plan, seg),
+                              recall_only=recall_only)
+        memory: Any = stack_frames(picks) if as_frames else stack_latents(picks)
+        if memory is not None and not as_frames:
+            memory = torch.from_numpy(memory)  # (1, C, m, h, w)
         view = segment_view(plan, seg, [(k.take, k.frame) for k in memory_order(picks)])
 
         # 4. generate: (1, C, n, h, w) new latents and their uint8 frames (F, H, W, 3)
@@ -85,9 +98,9 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
             num_latents=seg.num_latents, context=context, width=plan.width,
             height=plan.height, seed=seg.seed, steps=plan.steps,
             guidance_scale=plan.guidance_scale, fps=plan.fps,
-            memory=None if recalled is None else torch.from_numpy(recalled),
+            memory=memory,
             blend_prompt=seg.blend_prompt, blend_weight=seg.blend_weight, view=view,
-            sink=sink[:, :, :lo] if sink is not None and lo > 0 else None,
+            sink=lacking,
             images=inputs.images(seg), loras=inputs.loras(seg)), on_step)
         frames = out.frames
         if frames.shape[0] != seg.num_frames:
@@ -133,7 +146,8 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         keyframes = pick_keyframes(
             segment=seg.index, take=seg.take, shot_id=seg.shot_id, prompt=seg.prompt,
             start_frame=seg.start_frame, latents=new_latents, frames=frames,
-            continuing=context is not None, stride=plan.latent_stride_t)
+            continuing=context is not None, stride=plan.latent_stride_t,
+            keep_images=as_frames)
         save_keyframes(memory_path(run.segments, seg.index), keyframes)
 
         # 8. commit (the record is written last), then yield

@@ -125,6 +125,7 @@ class Plan:
     context_latents: int  # latents carried between the segments of a take
     latent_stride_t: int  # frames per latent (after a take's first)
     memory_latents: int  # recalled keyframes a segment may be given (the backend's budget)
+    memory: str  # which memory the preset has: one of base.MEMORY_KINDS
     anti_drift: bool
     forwards: int  # transformer forward passes, the unit of work
     max_tokens: int  # largest transformer sequence of one forward, memory included
@@ -183,15 +184,8 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
     tokens_per_latent = width * height // caps.tokens_per_latent_px
     warnings = []
     recalling = [s.id for s in sb.shots if s.recall]
-    if recalling and caps.stream is not None and caps.memory_latents == 0:
-        warnings.append(f"`recall` (shot(s) {', '.join(recalling)}) has no effect with preset "
-                        f"{preset.name!r}: its causal model was not trained to take recalled "
-                        "frames, so a shot continues only from its own take's KV cache (until "
-                        "a trained memory for causal models lands); to bring a place back, "
-                        "describe it again in the prompt")
-    elif recalling and caps.memory_latents == 0:
-        warnings.append(f"backend {preset.backend!r} takes no memory: `recall` of shot(s) "
-                        f"{', '.join(recalling)} will be ignored")
+    if recalling and caps.memory_latents == 0:
+        warnings.append(_no_recall(preset, caps, recalling))
     if preset.non_commercial:
         warnings.append(f"preset {preset.name!r}: its weights are licensed {preset.licence} "
                         "(non-commercial use only)")
@@ -217,6 +211,7 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         shots=tuple(shots), takes=tuple(takes), segments=tuple(segments),
         switches=tuple(switches), context_latents=caps.context_latents,
         latent_stride_t=caps.latent_stride_t, memory_latents=caps.memory_latents,
+        memory=caps.memory_kind,
         anti_drift=anti_drift_for(sb, preset) and caps.corrects_drift,
         forwards=forwards, max_tokens=max_tokens,
         warnings=tuple(warnings + input_warnings), seed=sb.seed, loras=loras, stream=stream,
@@ -256,6 +251,23 @@ def _stream_max_latents(segments: list[Segment], caps: BackendCaps, continues: b
     block = caps.stream.block_latents
     return max(max(min(block, s.num_latents), min(block, s.context_latents),
                    _sink_replayed(s, caps, continues)) for s in segments)
+
+
+def _no_recall(preset: Preset, caps: BackendCaps, recalling: list[str]) -> str:
+    """The warning for `recall` on a preset whose memory is not active, with what to do."""
+    shots = ", ".join(recalling)
+    if caps.memory_kind == "opt-in untrained":
+        return (f"preset {preset.name!r} keeps memory off: `recall` of shot(s) {shots} will "
+                "be ignored. Its keyframe injection was never trained or measured; to try "
+                "it, copy the preset and add `memory_latents: 2` under its `options:` "
+                "(docs/memory.md), or pick a preset with trained memory")
+    if caps.stream is not None:  # a causal stream: only its own take's KV cache
+        return (f"preset {preset.name!r} has no memory: `recall` of shot(s) {shots} has no "
+                "effect, since its causal model was not trained to take recalled frames and "
+                "a shot continues only from its own take's KV cache; pick `memflow-1.3b` or "
+                "`mag-1.3b` (trained memory), or describe the place again in the prompt")
+    return (f"preset {preset.name!r} has no memory: `recall` of shot(s) {shots} will be "
+            "ignored; pick a preset with memory (docs/memory.md lists what each has)")
 
 
 def negative_prompt_for(sb: Storyboard, preset: Preset) -> str:

@@ -38,6 +38,7 @@ options:
   max_sequence_length: 16
   max_latents: 8
   context_latents: 4
+  memory_latents: 2  # the opt-in memory, so a render exercises recall
 hub:
   repo: %(repo)s
   revision: main

@@ -121,8 +121,9 @@ def test_doctor_and_plan_agree_on_a_full_window(cli, tmp_path, preset, window_fr
     assert code == 0, err
     doctor = json.loads(out)["presets"][preset]["policy"]
     assert doctor == planned["policy"]
-    # the window's tokens include the recalled latents the backend takes
-    assert planned["max_tokens"] > planned["segments"][0]["num_latents"] * \
+    # the window's tokens: its latents, and none recalled (the untrained memory is off)
+    assert planned["memory_latents"] == 0
+    assert planned["max_tokens"] == planned["segments"][0]["num_latents"] * \
         planned["width"] * planned["height"] // 256
 
 

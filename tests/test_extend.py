@@ -127,3 +127,46 @@ def test_extend_report_draws_the_pictures_beside_the_video(cli, tmp_path):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     code, _, err = cli("extend", clip, "-s", "0.5", "--report")
     assert code == 0 and f"report: {result['contact_sheet']} {result['drift_plot']}" in err
+
+
+def test_a_sink_backend_continues_a_clip_with_its_first_latents_as_the_sink(cli, tmp_path):
+    """tiny-causal's cache keeps a take's first 3 latents as its sink. Continuing a clip, the
+    take began in the clip: segment 0 gets the clip's first 9 frames, encoded, as the sink
+    (as a take's later segments get its first latents) and carries them on."""
+    import torch
+    from safetensors.torch import load_file
+
+    from longvid.backends.base import SegmentRequest
+    from longvid.backends.tiny_causal import TinyCausalBackend
+    from longvid.memory.store import load_keyframes
+    from longvid.mux import read_frames
+    from longvid.presets import load_preset
+
+    clip = ffmpeg_make_clip(tmp_path / "clip.mp4", seconds=3)  # 48 frames: 9 + 33 of tail
+    code, out, err = cli("extend", clip, "--seconds", "0.75", "--prompt", "waves",
+                         "--preset", "tiny-causal", "--json")
+    assert code == 0, err
+    segments = tmp_path / "clip_extended.run" / "segments"
+    init = load_file(segments / "init.state.safetensors")
+    preset = load_preset("tiny-causal")
+    backend = TinyCausalBackend()
+    backend.load(preset)
+    head = read_frames(clip, 32, 32, only=list(range(9)))
+    torch.testing.assert_close(init["sink"], backend.encode_frames(head))
+    first = load_file(segments / "seg_0000.state.safetensors")
+    torch.testing.assert_close(first["sink"], init["sink"])  # carried through the take
+
+    # segment 0 was generated with it: its keyframes (the middle and last of its 3 new
+    # latents, stored before anti-drift touches the carried ones) are those latents
+    record = json.loads((segments / "seg_0000.json").read_text())
+    assert record["frames"] == 12
+    backend.prepare(["waves"], "", 1.0)
+    ask = {"prompt": "waves", "negative_prompt": "", "num_latents": 3,
+           "context": init["context"], "width": 32, "height": 32, "seed": record["seed"],
+           "steps": preset.steps, "guidance_scale": 1.0, "fps": 16}
+    with_sink = backend.generate(SegmentRequest(**ask, sink=init["sink"]), lambda i, k: None)
+    kept = torch.from_numpy(np.stack([k.latent for k in load_keyframes(
+        segments / "seg_0000.memory.safetensors")], axis=1))  # (C, 2, h, w)
+    torch.testing.assert_close(kept, with_sink.latents[0, :, 1:])
+    without = backend.generate(SegmentRequest(**ask), lambda i, k: None)
+    assert (without.latents - with_sink.latents).abs().max() > 1e-4

@@ -201,8 +201,9 @@ def test_recall_on_a_causal_preset_is_warned_to_have_no_effect(tmp_path, cli, pr
     sb = write(tmp_path / "s.yaml", RECALL % ", recall: [pier]")
     code, out, _ = cli("plan", sb, "--preset", preset, "--json")
     [warning] = json.loads(out)["warnings"]
-    assert code == 0 and warning.startswith("`recall` (shot(s) back) has no effect with preset")
-    assert "not trained" in warning
+    assert code == 0 and warning.startswith(f"preset {preset!r} has no memory: `recall` of "
+                                            "shot(s) back has no effect")
+    assert "not trained" in warning and "`memflow-1.3b`" in warning
     code, out, _ = cli("plan", sb, "--preset", "tiny")  # a memory backend: no such warning
     assert code == 0 and "has no effect" not in out
 

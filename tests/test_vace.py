@@ -43,7 +43,7 @@ options:
   max_sequence_length: 16
   max_latents: 5
   context_latents: 2
-hub:
+%(memory)shub:
   repo: %(repo)s
   revision: main
   verified: true
@@ -62,9 +62,11 @@ def hub_cache(tmp_path, monkeypatch):
     return cache
 
 
-def preset_file(tmp_path, guidance=1.0):
+def preset_file(tmp_path, guidance=1.0, memory=None):
+    """`memory`: the opt-in `memory_latents` (None: unset, memory off)."""
+    line = "" if memory is None else f"  memory_latents: {memory}\n"
     return write(tmp_path / "vace-test.yaml",
-                 TEST_PRESET % {"guidance": guidance, "repo": VACE_REPO})
+                 TEST_PRESET % {"guidance": guidance, "repo": VACE_REPO, "memory": line})
 
 
 def loaded(tmp_path, guidance=1.0) -> WanVACEBackend:
@@ -95,7 +97,8 @@ def differs(a, b) -> bool:
 def test_window_matches_diffusers_vace_pipeline(hub_cache, tmp_path, guidance):
     """A take's first window, then a continuation window with two recalled keyframes:
     the same latents as WanVACEPipeline with video = K context frames + blanks,
-    mask = 0 on them and 1 elsewhere, reference_images = the keyframes."""
+    mask = 0 on them and 1 elsewhere, reference_images = the keyframes' full-resolution
+    frames (what the bank keeps for VACE)."""
     from diffusers import WanVACEPipeline
     from PIL import Image
 
@@ -112,14 +115,10 @@ def test_window_matches_diffusers_vace_pipeline(hub_cache, tmp_path, guidance):
     theirs = pipe(num_frames=17, generator=torch.Generator().manual_seed(5), **common).frames
     torch.testing.assert_close(first.latents, theirs, rtol=1e-5, atol=1e-5)
 
-    # two distinct keyframes, as images and as the latents of those images
+    # two distinct keyframes' full-resolution frames, oldest first
     ramp = torch.arange(32, dtype=torch.uint8).mul(8).view(1, 32, 1).expand(32, 32, 3)
     stills = [ramp.numpy().copy(), (255 - ramp.transpose(0, 1)).numpy().copy()]  # (32, 32, 3)
-    with torch.no_grad():
-        memory = torch.cat([vae.encode(torch.from_numpy(f).permute(2, 0, 1)[None, :, None]
-                                       .float() / 127.5 - 1).latent_dist.mode()
-                            for f in stills], dim=2)
-    memory = (memory - mean) / std  # (1, 16, 2, 4, 4), normalized
+    memory = tuple(stills)
     context = first.latents[:, :, -2:]
     cont = backend.generate(request(6, 3, context, memory, guidance), no_progress)
     assert cont.latents.shape == (1, 16, 3, 4, 4) and cont.frames.shape == (12, 32, 32, 3)
@@ -155,10 +154,12 @@ def test_context_and_memory_change_the_window(hub_cache, tmp_path):
     moved = backend.generate(request(6, 3, other_context), no_progress).latents
     assert differs(moved, cont.latents)
 
-    recalled = backend.generate(request(6, 3, context, first.latents[:, :, :1]), no_progress)
+    ramp = torch.arange(32, dtype=torch.uint8).mul(8).view(1, 32, 1).expand(32, 32, 3)
+    still, other_still = ramp.numpy().copy(), (255 - ramp.transpose(0, 1)).numpy().copy()
+    recalled = backend.generate(request(6, 3, context, (still,)), no_progress)
     assert recalled.latents.shape == (1, 16, 3, 4, 4) and recalled.frames.shape[0] == 12
     assert differs(recalled.latents, cont.latents)
-    other = backend.generate(request(6, 3, context, first.latents[:, :, 4:5]), no_progress)
+    other = backend.generate(request(6, 3, context, (other_still,)), no_progress)
     assert differs(other.latents, recalled.latents)
 
 
@@ -188,7 +189,12 @@ def test_blend_prompt_mixes_the_cached_embeddings(hub_cache, tmp_path):
 
 
 def test_render_end_to_end_offline(hub_cache, tmp_path, cli):
-    preset = preset_file(tmp_path, guidance=2.0)
+    """With the opt-in memory: shot b's `recall: [a]` reaches VACE as shot a's keyframes'
+    full-resolution frames, which the bank keeps beside their latents."""
+    from longvid.memory.descriptor import thumbnail
+    from longvid.memory.store import load_keyframes
+
+    preset = preset_file(tmp_path, guidance=2.0, memory=2)
     sb = write(tmp_path / "story.yaml", f"""\
         version: 1
         preset: {preset.name}
@@ -212,6 +218,10 @@ def test_render_end_to_end_offline(hub_cache, tmp_path, cli):
     last = sorted((Path(result["run_dir"]) / "segments").glob("seg_*.json"))[-1]
     recalled = json.loads(last.read_text())["memory"]  # shot b recalls shot a
     assert recalled and {m["shot"] for m in recalled} == {"a"}
+    kept = load_keyframes(last.parent / "seg_0000.memory.safetensors")
+    for keyframe in kept:  # each keyframe's own frame, at full resolution
+        assert keyframe.image is not None and keyframe.image.shape == (32, 32, 3)
+        assert (thumbnail(keyframe.image) == keyframe.thumb).all()
     code, out, _ = cli("render", sb, "--json")
     assert code == 0 and json.loads(out)["resumed_segments"] == result["segments"]
 
@@ -249,7 +259,7 @@ def test_preset_quantization_applies_to_vace(aligned_cache, tmp_path, monkeypatc
     windows = {}
     for name, extra in (("bf16", ""), (transformer, QUANTIZED[transformer])):
         preset = write(tmp_path / f"{name}.yaml",
-                       TEST_PRESET % {"guidance": 1.0, "repo": VACE_REPO} + extra)
+                       TEST_PRESET % {"guidance": 1.0, "repo": VACE_REPO, "memory": ""} + extra)
         backend = WanVACEBackend()
         backend.load(load_preset(str(preset)))
         backend.prepare([PROMPT], NEGATIVE, 1.0)
@@ -365,3 +375,40 @@ def test_first_frame_image_matches_diffusers_vace_image_to_video(hub_cache, tmp_
                   max_sequence_length=16, video=video, mask=mask,
                   generator=torch.Generator().manual_seed(5)).frames
     torch.testing.assert_close(ours.latents, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_recalled_frames_enter_exactly_as_reference_images(hub_cache, tmp_path):
+    """VACE's opt-in memory: a recalled keyframe's frame is a reference image, nothing else
+    (the reference path is checked against WanVACEPipeline above)."""
+    from longvid.backends.base import ShotImages
+
+    backend = loaded(tmp_path)
+    first = backend.generate(request(5, 5), no_progress)
+    frame = first.frames[8]  # (32, 32, 3) uint8, as the bank keeps it
+    context = first.latents[:, :, -2:]
+    recalled = backend.generate(request(6, 3, context, (frame,)), no_progress)
+    as_ref = backend.generate(request(6, 3, context, images=ShotImages(refs=(frame,))),
+                              no_progress)
+    torch.testing.assert_close(recalled.latents, as_ref.latents, rtol=0, atol=0)
+    plain = backend.generate(request(6, 3, context), no_progress)
+    assert differs(plain.latents, recalled.latents)
+
+
+def test_memory_is_off_unless_the_preset_opts_in(hub_cache, tmp_path, cli):
+    sb = write(tmp_path / "story.yaml", """\
+        version: 1
+        preset: vace-test.yaml
+        shots:
+          - {id: a, duration: 1s, prompt: a harbour}
+          - {id: b, duration: 1s, prompt: a pier, transition: cut, recall: [a]}
+        """)
+    preset_file(tmp_path)
+    code, out, _ = cli("plan", sb, "--json")
+    plan = json.loads(out)
+    assert code == 0 and plan["memory_latents"] == 0 and plan["memory"] == "opt-in untrained"
+    assert any("keeps memory off" in w and "memory_latents: 2" in w for w in plan["warnings"])
+    preset_file(tmp_path, memory=1)
+    code, out, _ = cli("plan", sb, "--json")
+    plan = json.loads(out)
+    assert plan["memory_latents"] == 1 and plan["memory"] == "opt-in untrained"
+    assert not any("memory" in w for w in plan["warnings"])

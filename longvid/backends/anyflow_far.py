@@ -31,6 +31,7 @@ from pydantic import Field
 from longvid.backends.base import (
     BackendCaps,
     MemoryCaps,
+    OptInMemoryOptions,
     SegmentOutput,
     SegmentRequest,
     StepCallback,
@@ -89,10 +90,10 @@ class AnyFlowFARBackend(WanHubBackend):
     caps: ClassVar[BackendCaps] = BackendCaps(
         native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=VAE_STRIDE_T, max_latents=21,
         context_latents=4, size_multiple=16, max_side=1280, takes_context=True,
-        tokens_per_latent_px=8 * 8 * 2 * 2, memory=MemoryCaps(latents=2),
+        tokens_per_latent_px=8 * 8 * 2 * 2, memory=MemoryCaps(latents=2, opt_in=True),
     )  # 81-frame windows (chunks 1+3+...+3+2, as trained); 13 frames of context as 1+3
 
-    class Options(WanHubOptions):
+    class Options(OptInMemoryOptions, WanHubOptions):
         compile_blocks: bool = Field(False, description="torch.compile each transformer block "
                                                         "on a GPU (fused flex attention)")
 

@@ -27,9 +27,32 @@ from pydantic import BaseModel, ConfigDict, Field
 
 @dataclass(frozen=True)
 class MemoryCaps:
-    """The backend takes recalled keyframe latents in front of its window."""
+    """The backend takes recalled keyframes in front of its window.
 
-    latents: int  # recalled keyframe latents one window can take
+    `trained`: the model was trained to take them (procworld's memory variant). A backend
+    whose injection no training ever saw declares `opt_in`: its presets plan without memory
+    (0 keyframes) unless their options set `memory_latents`. `frames`: the keyframes enter
+    as full-resolution uint8 frames, not latents (VACE's reference images), so the bank
+    keeps each keyframe's frame as well. `recall_only`: the model keeps a trained memory of
+    its own (MAG's slots, MemFlow's bank), so longvid adds only what `recall` names, never
+    the shot's anchor or its own retrieval.
+    """
+
+    latents: int  # recalled keyframes one window can take (0: memory available, but off)
+    trained: bool = False
+    opt_in: bool = False
+    frames: bool = False
+    recall_only: bool = False
+
+    @property
+    def kind(self) -> str:
+        """What `plan` calls it (see MEMORY_KINDS)."""
+        return "trained" if self.trained else "opt-in untrained" if self.opt_in else "untrained"
+
+
+# What memory a preset has, as `plan` says it. "untrained": on by default though no training
+# taught the model to use it (only the `tiny` test model, whose weights are random anyway).
+MEMORY_KINDS = ("trained", "untrained", "opt-in untrained", "none")
 
 
 @dataclass(frozen=True)
@@ -143,8 +166,13 @@ class BackendCaps:
 
     @property
     def memory_latents(self) -> int:
-        """Recalled keyframe latents a window can take (0: no memory)."""
+        """Recalled keyframes a window can take (0: no memory, or memory left off)."""
         return self.memory.latents if self.memory is not None else 0
+
+    @property
+    def memory_kind(self) -> str:
+        """One of MEMORY_KINDS."""
+        return self.memory.kind if self.memory is not None else "none"
 
 
 # -- options ------------------------------------------------------------------------------
@@ -168,6 +196,16 @@ class BackendOptions(BaseModel):
         None, ge=0, description="recalled keyframe latents per window; 0 turns memory off")
 
 
+class OptInMemoryOptions(BackendOptions):
+    """Options of a backend whose memory is `MemoryCaps(opt_in=True)`: the same key, off
+    unless set."""
+
+    memory_latents: int | None = Field(
+        None, ge=0, description="opt-in: recalled keyframes per window, fed in a way the "
+                                "model was never trained on (unmeasured, see docs/memory.md); "
+                                "unset: 0, off")
+
+
 def caps_for(caps: BackendCaps, options: BaseModel) -> BackendCaps:
     """The caps a preset plans with: the backend's, shrunk by the preset's window options.
     The options were checked against the caps when the preset loaded (`check_window`)."""
@@ -176,8 +214,10 @@ def caps_for(caps: BackendCaps, options: BaseModel) -> BackendCaps:
         if (value := getattr(options, key, None)) is not None:
             changes[key] = value
     memory = getattr(options, "memory_latents", None)
-    if memory is not None:
-        changes["memory"] = MemoryCaps(memory) if memory else None
+    if caps.memory is not None and memory is not None:
+        changes["memory"] = replace(caps.memory, latents=memory) if memory else None
+    elif caps.memory is not None and caps.memory.opt_in:  # untrained: off unless asked for
+        changes["memory"] = replace(caps.memory, latents=0)
     shaped = replace(caps, **changes)
     stream_caps = getattr(options, "stream_caps", None)  # options of a streaming backend
     if caps.stream is not None and stream_caps is not None:
@@ -254,7 +294,9 @@ class SegmentRequest:
     blend_prompt: str | None = None  # a prompt whose embeddings are mixed into `prompt`'s
     blend_weight: float = 0.0  # weight of blend_prompt: embeds = (1-w)*e(prompt) + w*e(blend)
     # optional parts, filled in only for a backend that declared the ability:
-    memory: Any = None  # caps.memory: None, or recalled latents (1, C, m, H/8, W/8), oldest first
+    # caps.memory: None, or recalled latents (1, C, m, H/8, W/8), oldest first; with
+    # caps.memory.frames a tuple of their uint8 (H, W, 3) full-resolution frames instead
+    memory: Any = None
     view: ViewPath | None = None  # caps.camera: the camera path of this segment
     # caps.sink: None, or the take's first latents (1, C, s, H/8, W/8) the context lacks
     sink: Any = None

@@ -82,8 +82,9 @@ class MemoryWanBackend(CausalWanBackend):
 
 class CausalMemFlowBackend(MemoryWanBackend):
     name: ClassVar[str] = "causal-memflow"
-    caps: ClassVar[BackendCaps] = replace(CausalWanBackend.caps,
-                                          memory=MemoryCaps(MEMFLOW_PINNED))
+    caps: ClassVar[BackendCaps] = replace(
+        CausalWanBackend.caps,
+        memory=MemoryCaps(MEMFLOW_PINNED, trained=True, recall_only=True))
 
     class Options(CausalWanBackend.Options, BankOptions):
         checkpoint_repo: str = Field("KlingTeam/MemFlow", pattern=r"^[\w.-]+/[\w.-]+$",
@@ -112,7 +113,8 @@ class CausalMagBackend(MemoryWanBackend):
         max_latents=MAG_CONTEXT_LATENTS + BLOCKS_PER_SEGMENT * BLOCK_LATENTS,
         context_latents=MAG_CONTEXT_LATENTS, size_multiple=16, max_side=832,
         takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        sink=SinkCaps(MAG_SINK_LATENTS), memory=MemoryCaps(MAG_PINNED))
+        sink=SinkCaps(MAG_SINK_LATENTS),
+        memory=MemoryCaps(MAG_PINNED, trained=True, recall_only=True))
 
     class Options(WanHubOptions, MagOptions):
         slots: int = Field(MAG_SLOTS, ge=1, le=MAG_SLOTS, description="compressed frames "

@@ -31,6 +31,7 @@ from longvid.backends.base import (
     ImageCaps,
     LoraCaps,
     MemoryCaps,
+    OptInMemoryOptions,
     SegmentOutput,
     SegmentRequest,
     StepCallback,
@@ -46,11 +47,11 @@ class SkyReelsDFBackend(WanHubBackend):
     caps: ClassVar[BackendCaps] = BackendCaps(
         native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=4, max_latents=25,
         context_latents=5, size_multiple=16, max_side=1280, takes_context=True,
-        tokens_per_latent_px=8 * 8 * 2 * 2, memory=MemoryCaps(latents=2),
+        tokens_per_latent_px=8 * 8 * 2 * 2, memory=MemoryCaps(latents=2, opt_in=True),
         images=ImageCaps(first_frame=True), lora=LoraCaps(family="wan"),
     )  # windows of 97 frames with 17 frames of history: the 540P model's training setup
 
-    class Options(WanHubOptions):
+    class Options(OptInMemoryOptions, WanHubOptions):
         flow_shift: float | None = Field(None, gt=0, description="flow-matching timestep shift; "
                                          "unset: the checkpoint scheduler's")
         addnoise_condition: int = Field(0, ge=0, le=1000, description="timestep of the "

@@ -110,7 +110,7 @@ class TinyMagBackend(TinyMemoryBackend):
         max_latents=TINY_MAG_SLOTS * BLOCK_LATENTS + 4 * BLOCK_LATENTS,
         context_latents=TINY_MAG_SLOTS * BLOCK_LATENTS, size_multiple=16, max_side=512,
         takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        sink=SinkCaps(MAG_SINK_LATENTS), memory=MemoryCaps(MAG_PINNED))
+        sink=SinkCaps(MAG_SINK_LATENTS), memory=MemoryCaps(MAG_PINNED, recall_only=True))
 
     class Options(MagOptions):
         weights_seed: int = Field(0, description="seed of the random tiny weights (the "
@@ -137,7 +137,7 @@ class TinyMemFlowBackend(TinyMemoryBackend):
         native_fps=16, any_fps=True, latent_stride_t=4,
         max_latents=CONTEXT_LATENTS + 4 * BLOCK_LATENTS, context_latents=CONTEXT_LATENTS,
         size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        sink=SinkCaps(SINK_LATENTS), memory=MemoryCaps(MEMFLOW_PINNED))
+        sink=SinkCaps(SINK_LATENTS), memory=MemoryCaps(MEMFLOW_PINNED, recall_only=True))
 
     class Options(CausalOptions, BankOptions):
         weights_seed: int = Field(0, description="seed of the random tiny weights")

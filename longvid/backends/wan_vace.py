@@ -10,13 +10,13 @@ prompts can change per window and a window's new latents feed the next one; test
 check it against the pipeline numerically. The re-synthesized copy of the context
 is dropped: the segment returns its n new latents and their 4n frames.
 
-Memory: recalled keyframe latents (`request.memory`) enter where VACE puts its
-`reference_images`: each one an extra latent frame in front of the window, in the
-inactive channels with zero reactive channels and a zero mask. The pipeline VAE-
-encodes a reference image to exactly such a normalized latent; a recalled latent is
-one already and goes in as is (one taken from mid-take encodes four frames rather
-than one still; whether a decode/encode round trip to a still helps is unmeasured).
-Reference latents are dropped from the output, as the pipeline drops them.
+Memory (opt-in, `memory_latents`; off by default): recalled keyframes come as their
+full-resolution frames (`request.memory`, caps.memory.frames) and enter exactly as
+reference images do (below): each one VAE-encoded as a still, one extra latent frame
+in front of the window, in the inactive channels with zero reactive channels and a
+zero mask. A still image is the input VACE's reference slot was trained on; a scene
+keyframe in it, rather than a subject, is unmeasured. Reference latents are dropped
+from the output, as the pipeline drops them.
 
 A shot that starts from an image (`request.images.first_frame`) is VACE's
 image-to-video: the image is the control video's first frame, kept (mask 0), the
@@ -45,6 +45,7 @@ from longvid.backends.base import (
     ImageCaps,
     LoraCaps,
     MemoryCaps,
+    OptInMemoryOptions,
     SegmentOutput,
     SegmentRequest,
     StepCallback,
@@ -62,11 +63,12 @@ class WanVACEBackend(WanHubBackend):
     caps: ClassVar[BackendCaps] = BackendCaps(
         native_fps=NATIVE_FPS, any_fps=False, latent_stride_t=VAE_STRIDE_T, max_latents=21,
         context_latents=5, size_multiple=16, max_side=1280, takes_context=True,
-        tokens_per_latent_px=8 * 8 * 2 * 2, memory=MemoryCaps(latents=2),
+        tokens_per_latent_px=8 * 8 * 2 * 2,
+        memory=MemoryCaps(latents=2, opt_in=True, frames=True),
         images=ImageCaps(first_frame=True, refs=True), lora=LoraCaps(family="wan"),
     )  # windows of 81 frames (the model's training length) keeping 17 frames of context
 
-    class Options(WanHubOptions):
+    class Options(OptInMemoryOptions, WanHubOptions):
         flow_shift: float | None = Field(None, gt=0, description="flow-matching timestep shift; "
                                          "unset: the checkpoint scheduler's")
         conditioning_scale: float = Field(1.0, ge=0, description="weight of the VACE "
@@ -93,8 +95,10 @@ class WanVACEBackend(WanHubBackend):
         self.lora_stack.apply(request.loras)
         context = request.context  # (1, 16, c, h, w) or None
         c = 0 if context is None else context.shape[2]
-        images = request.images.refs if request.images is not None else ()
-        m = len(images) + (0 if request.memory is None else request.memory.shape[2])
+        # [storyboard refs | recalled keyframes' frames], each a uint8 (h, w, 3) image
+        images = (request.images.refs if request.images is not None else ()) + (
+            tuple(request.memory) if request.memory is not None else ())
+        m = len(images)
         z = self.vae.z_dim
         h, w = request.height // VAE_STRIDE_PX, request.width // VAE_STRIDE_PX
         generator = torch.Generator().manual_seed(request.seed)
@@ -103,9 +107,9 @@ class WanVACEBackend(WanHubBackend):
             refs = torch.randn((1, z, m, h, w), generator=generator)
             noise = torch.cat([refs, noise], dim=2)  # (1, 16, m+c+n, h, w): refs first
         with self.on_gpu("vae"):
-            memory = self._references(images, request.memory, request)  # (1, 16, m, h, w)
+            refs = self._references(images, request)  # (1, 16, m, h, w) or None
             first = request.images.first_frame if request.images is not None else None
-            control = self._control(context, memory, request, first)  # (1, 96, m+c+n, h, w)
+            control = self._control(context, refs, request, first)  # (1, 96, m+c+n, h, w)
         t1 = time.perf_counter()
         with self.on_gpu("transformer"):
             latents = self._denoise(noise.to(self.device), control, request, on_step)
@@ -120,9 +124,9 @@ class WanVACEBackend(WanHubBackend):
                              seconds={"condition": t1 - t0, "denoise": t2 - t1,
                                       "decode": time.perf_counter() - t2})
 
-    def _references(self, images: tuple[Any, ...], memory: Any, request: SegmentRequest) -> Any:
-        """[reference images | recalled keyframes] as normalized latents (1, 16, m, h, w),
-        or None. Each image (h, w, 3) uint8 is fitted into the frame as the pipeline does."""
+    def _references(self, images: tuple[Any, ...], request: SegmentRequest) -> Any:
+        """Reference images as normalized latents (1, 16, m, h, w), or None. Each image
+        (h, w, 3) uint8 is fitted into the frame as the pipeline does."""
         import torch
         from diffusers.video_processor import VideoProcessor
         from PIL import Image
@@ -140,11 +144,9 @@ class WanVACEBackend(WanHubBackend):
             top, left = (request.height - nh) // 2, (request.width - nw) // 2
             canvas[:, top:top + nh, left:left + nw] = fitted
             latents.append(self.vae.encode(canvas[None, :, None]).float().cpu())
-        if memory is not None:
-            latents.append(memory.float().cpu())
         return torch.cat(latents, dim=2) if latents else None
 
-    def _control(self, context: Any, memory: Any, request: SegmentRequest,
+    def _control(self, context: Any, refs: Any, request: SegmentRequest,
                  first: Any = None) -> Any:
         """VACE's control input (1, 96, m+c+n, h, w): [inactive 16 | reactive 16 | mask 64],
         as `WanVACEPipeline.prepare_video_latents` and `prepare_masks` build it. `first`:
@@ -170,8 +172,8 @@ class WanVACEBackend(WanHubBackend):
         mask8 = mask[0, 0].view(num_frames, h, p, w, p).permute(2, 4, 0, 1, 3).flatten(0, 1)
         mask8 = torch.nn.functional.interpolate(  # (64, c+n, h, w), as the pipeline resamples
             mask8.unsqueeze(0), size=(c + request.num_latents, h, w), mode="nearest-exact")
-        if memory is not None:  # reference frames: inactive = the keyframe, reactive = 0, mask = 0
-            refs = memory.float().cpu()  # (1, 16, m, h, w), oldest first
+        if refs is not None:  # reference frames: inactive = the still, reactive = 0, mask = 0
+            refs = refs.float().cpu()  # (1, 16, m, h, w), in request order
             latents = torch.cat([torch.cat([refs, torch.zeros_like(refs)], dim=1), latents],
                                 dim=2)
             mask8 = torch.cat([torch.zeros_like(mask8[:, :, :refs.shape[2]]), mask8], dim=2)

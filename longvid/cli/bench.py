@@ -70,3 +70,66 @@ def memory(
         sys.stdout.flush()
 
     guarded(body, as_json)
+
+
+def _print_revisit(r: dict[str, Any]) -> None:
+    print(f"revisit ({r['source']}, {len(r['clips'])} clips, metric {r['metric']}; "
+          f"{r['wall_s']:.0f} s)")
+    print(f"{'preset':<24} {'PSNR dB':>8} {'SSIM':>6} {'LPIPS':>6}")
+    for name, m in r["presets"].items():
+        lp = f"{m['lpips']:>6.3f}" if m["lpips"] is not None else f"{'-':>6}"
+        print(f"{name:<24} {m['psnr']:>8.2f} {m['ssim']:>6.3f} {lp}")
+
+
+@bench_app.command("revisit")
+def revisit(
+    folder: Annotated[Path | None, typer.Argument(
+        help="MAG-Bench folder: .mp4 clips and a CSV (video_path, raw_caption, "
+             "duration(sec)). Without it: procedural leave-and-return clips.")] = None,
+    preset: Annotated[list[str] | None, typer.Option(
+        "--preset", "-p", help="Preset name or .yaml path; repeat to compare presets.")
+                      ] = None,
+    csv_file: Annotated[Path | None, typer.Option(
+        "--csv", help="The clips' CSV (default: the only .csv in FOLDER).")] = None,
+    clips: Annotated[int | None, typer.Option(
+        "--clips", min=1, help="Use only the first N clips.")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the continuations.")] = 0,
+    quick: Annotated[bool, typer.Option("--quick", help="2 short procedural clips (or the "
+                                        "first 2 of FOLDER): a smoke test.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """MAG-Bench's revisit protocol for any preset: the first 75 % of each clip is context,
+    the preset generates the rest, each generated frame is scored against its closest
+    ground-truth frame after the switch (find-match). Mean PSNR/SSIM per preset."""
+
+    def body() -> None:
+        import time
+
+        from longvid.bench.magbench import folder_clips, preset_continuation
+        from longvid.bench.revisit import QUICK_CLIPS, procedural_for, run
+        from longvid.presets import load_preset
+
+        def log(line: str) -> None:
+            if not as_json:
+                print(line, file=sys.stderr, flush=True)
+
+        names = preset or ["tiny-causal"]
+        presets = [load_preset(n) for n in names]  # bad names fail before any work
+        limit = min(clips or QUICK_CLIPS, QUICK_CLIPS) if quick else clips
+        t0 = time.perf_counter()
+        if folder is not None:
+            sources, source = folder_clips(folder, csv_file, limit), str(folder)
+        else:
+            sources, source = procedural_for(presets[0], quick, limit), "procedural"
+        given = {p.name: n for p, n in zip(presets, names, strict=True)}  # name or .yaml
+        result = run(sources, list(given),
+                     lambda name: preset_continuation(given[name], seed), log=log)
+        result = {"source": source} | result | {"seed": seed,
+                                                "wall_s": round(time.perf_counter() - t0, 1)}
+        if as_json:
+            print(json.dumps(result, indent=2))
+        else:
+            _print_revisit(result)
+        sys.stdout.flush()
+
+    guarded(body, as_json)

@@ -45,8 +45,9 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = 
         console.print(for_rich(line))
     for warning in p.warnings:
         console.print(f"[yellow]warning:[/] {for_rich(warning)}")
+    console.print(f"memory: {_memory_kind(p)}")
     if p.memory_latents:
-        console.print(f"memory: up to {p.memory_latents} recalled keyframe latent(s) per segment;"
+        console.print(f"memory: up to {p.memory_latents} recalled keyframe(s) per segment;"
                       " `recall` is known now, the anchor and retrieved keyframes at render time"
                       + ("; anti-drift on" if p.anti_drift else "; anti-drift off"))
     if p.guidance_scale > 1:  # the negative prompt steers only under guidance
@@ -140,6 +141,17 @@ def _inputs(p: Plan) -> list[str]:
         lines.append(f"LoRA {lora.name}: weight {lora.weight:g}" + "".join(
             f", shot {shot} {w:g}" for shot, w in other.items()))
     return lines
+
+
+def _memory_kind(p: Plan) -> str:
+    """The plan's memory kind in words (docs/memory.md has the per-preset detail)."""
+    return {"trained": "trained (the model was trained to use recalled keyframes)",
+            "untrained": "untrained (on; a test model with random weights)",
+            "opt-in untrained": "opt-in untrained (" + (
+                "on by the preset's `memory_latents`; never trained or measured)"
+                if p.memory_latents else "off; `memory_latents` in the preset's options turns "
+                "on a keyframe injection never trained or measured)"),
+            "none": "none"}[p.memory]
 
 
 def _remembers(g, p: Plan) -> str:  # noqa: ANN001 - a plan.Segment

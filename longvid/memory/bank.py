@@ -31,6 +31,9 @@ class Keyframe:
     thumb: np.ndarray  # uint8 (64, 64, 3)
     descriptor: np.ndarray  # float32 (D,), see descriptor.describe
     sharpness: float
+    # uint8 (H, W, 3), the keyframe's full-resolution frame: kept only for a backend that
+    # takes recalled keyframes as frames (caps.memory.frames, VACE's reference images)
+    image: np.ndarray | None = None
 
     @property
     def key(self) -> tuple[int, int]:

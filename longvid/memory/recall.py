@@ -44,8 +44,10 @@ class Recalled:
 def choose_memory(bank: MemoryBank, *, segment: int, take: int, shot_id: str,
                   recall: tuple[str, ...], continuing: bool, budget: int,
                   threshold: float = AUTO_THRESHOLD,
-                  near: Callable[[Keyframe], int] | None = None) -> list[Recalled]:
-    """`near`: camera steps from a keyframe to this segment's view (camera backends)."""
+                  near: Callable[[Keyframe], int] | None = None,
+                  recall_only: bool = False) -> list[Recalled]:
+    """`near`: camera steps from a keyframe to this segment's view (camera backends).
+    `recall_only`: step 1 alone, for a model with a trained memory of its own."""
     picks: list[Recalled] = []
     if budget <= 0:
         return picks
@@ -60,6 +62,9 @@ def choose_memory(bank: MemoryBank, *, segment: int, take: int, shot_id: str,
             best = max(frames, key=lambda k: (-near(k) if near else 0, k.sharpness,
                                               -k.segment, -k.frame))
             picks.append(Recalled(best, "recall", 1.0))
+
+    if recall_only:
+        return picks
 
     # 2. the shot's anchor, once it has left the carried context
     anchor = bank.anchor_of(take, shot_id)
@@ -102,3 +107,13 @@ def stack_latents(picks: list[Recalled]) -> np.ndarray | None:
     if not picks:
         return None
     return np.stack([k.latent for k in memory_order(picks)], axis=1)[None].astype(np.float32)
+
+
+def stack_frames(picks: list[Recalled]) -> tuple[np.ndarray, ...] | None:
+    """The picks' full-resolution frames, oldest first: uint8 (H, W, 3) each, or None.
+    For a backend that takes keyframes as frames, whose bank keeps them (store.py)."""
+    if not picks:
+        return None
+    frames = tuple(k.image for k in memory_order(picks))
+    assert all(f is not None for f in frames), "keyframes were stored without their frames"
+    return frames  # type: ignore[return-value]

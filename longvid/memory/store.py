@@ -27,8 +27,10 @@ def memory_path(segments_dir: Path, index: int) -> Path:
 
 def pick_keyframes(*, segment: int, take: int, shot_id: str, prompt: str, start_frame: int,
                    latents: np.ndarray, frames: np.ndarray, continuing: bool, stride: int,
-                   count: int = KEYFRAMES_PER_SEGMENT) -> list[Keyframe]:
-    """Keyframes of one segment: the middle and the last of its new latents.
+                   count: int = KEYFRAMES_PER_SEGMENT, keep_images: bool = False
+                   ) -> list[Keyframe]:
+    """Keyframes of one segment: the middle and the last of its new latents. `keep_images`:
+    each keeps its full-resolution frame (for a backend with caps.memory.frames).
 
     latents float (C, n, h, w) new latents; frames uint8 (F, H, W, 3) new frames. Latent j
     ends at frame stride*j + stride - 1 when continuing, at stride*j at a take start.
@@ -44,7 +46,8 @@ def pick_keyframes(*, segment: int, take: int, shot_id: str, prompt: str, start_
                             frame=start_frame + f, prompt=prompt,
                             latent=np.ascontiguousarray(latents[:, j], dtype=np.float32),
                             thumb=thumb, descriptor=describe(latents[:, j], thumb),
-                            sharpness=sharpness(frames[f])))
+                            sharpness=sharpness(frames[f]),
+                            image=np.ascontiguousarray(frames[f]) if keep_images else None))
     return out
 
 
@@ -56,6 +59,9 @@ def save_keyframes(path: Path, keyframes: list[Keyframe]) -> None:
     tensors = {"latents": np.stack([k.latent for k in keyframes]),  # (k, C, h, w)
                "thumbs": np.stack([k.thumb for k in keyframes]),  # (k, 64, 64, 3)
                "descriptors": np.stack([k.descriptor for k in keyframes])}  # (k, D)
+    images = [k.image for k in keyframes if k.image is not None]
+    if len(images) == len(keyframes):
+        tensors["images"] = np.stack(images)  # (k, H, W, 3) uint8
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}  # raw buffers are written
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.safetensors")
     save_file(tensors, str(tmp), metadata={"keyframes": json.dumps(meta)})
@@ -68,9 +74,11 @@ def load_keyframes(path: Path) -> list[Keyframe]:
     with safe_open(str(path), framework="np") as f:
         meta = json.loads(f.metadata()["keyframes"])
         latents, thumbs, descs = (f.get_tensor(k) for k in ("latents", "thumbs", "descriptors"))
+        images = f.get_tensor("images") if "images" in f.keys() else None  # noqa: SIM118
     return [Keyframe(segment=m["segment"], take=m["take"], shot_id=m["shot_id"],
                      frame=m["frame"], prompt=m["prompt"], latent=latents[i], thumb=thumbs[i],
-                     descriptor=descs[i], sharpness=m["sharpness"])
+                     descriptor=descs[i], sharpness=m["sharpness"],
+                     image=None if images is None else images[i])
             for i, m in enumerate(meta)]
 
 

@@ -59,7 +59,7 @@ class ProcWorldBackend:
     caps: ClassVar[BackendCaps] = BackendCaps(
         native_fps=8, any_fps=False, latent_stride_t=1, max_latents=96, context_latents=64,
         size_multiple=32 * SCALE, max_side=32 * SCALE, takes_context=True,
-        tokens_per_latent_px=(32 * SCALE) ** 2 // 64, memory=MemoryCaps(latents=4),
+        tokens_per_latent_px=(32 * SCALE) ** 2 // 64, memory=MemoryCaps(latents=4, trained=True),
         camera=CameraCaps(view_steps=VIEW_PATCHES, range_steps=CENTRE_PATCHES),
         per_frame=PerFrameWork(tokens_per_forward=(4 + 1) * VIEW_PATCHES**2),
         reads_prompts=False, corrects_drift=False,
