@@ -196,3 +196,47 @@ def test_the_take_s_first_latents_are_carried_as_the_sink(tmp_path, causal):
     assert req[3].sink is None  # a cut: a new stream
     without = causal.generate(replace(req[2], sink=None), lambda i, n: None)
     assert not torch.equal(without.latents, out[2].latents)
+
+
+def test_a_continue_with_seconds_blends_the_prompts_on_the_stream(tmp_path, causal):
+    """docs/storyboard.md: `continue: {seconds: 1}` mixes the two prompts' embeddings in
+    steps around the switch (25 %, then 75 % of the new one); on the causal stream each
+    step runs under its mix and re-caches as a prompt switch does."""
+    from conftest import Spy
+
+    from longvid.generate import render_segments
+    from longvid.render import load_job
+    from longvid.rundir import RunDir
+
+    sb = write(tmp_path / "c.yaml", """\
+        version: 1
+        preset: tiny-causal
+        resolution: 32x32
+        shots:
+          - {id: a, duration: 2s, prompt: a red harbour}
+          - {id: b, duration: 3s, transition: {type: continue, seconds: 1},
+             prompt: a blue harbour}
+        """)
+    _, _, plan = load_job(sb, None)
+    red, blue = causal._embed("a red harbour"), causal._embed("a blue harbour")
+    conds = []
+
+    class Watch(Spy):
+        def generate(self, req, on_step):
+            out = super().generate(req, on_step)
+            conds.append(self.inner.engine.text.cond)  # what the new blocks ran under
+            return out
+
+    spy = Watch(causal)
+    run = RunDir(tmp_path / "run")
+    run.open({"run_key": "c"})
+    list(render_segments(plan, spy, run, crf=18))
+    assert [(r.prompt, r.blend_prompt, r.blend_weight, r.switched) for r in spy.requests] == [
+        ("a red harbour", None, 0.0, False),
+        ("a red harbour", "a blue harbour", 0.25, True),
+        ("a blue harbour", "a red harbour", 0.25, True),
+        ("a blue harbour", None, 0.0, True)]
+    want = [red, 0.75 * red + 0.25 * blue, 0.25 * red + 0.75 * blue, blue]
+    for got, mix in zip(conds, want, strict=True):
+        assert torch.allclose(got, mix)
+    assert all(r.sink_prompt == "a red harbour" for r in spy.requests)

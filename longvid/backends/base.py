@@ -58,6 +58,18 @@ class SinkCaps:
 
 
 @dataclass(frozen=True)
+class StreamDecodeCaps:
+    """The backend decodes a take as one causal stream (its VAE decoder's feature cache
+    lives from segment to segment): the loop carries the take's last `history_latents`
+    latents, from which the backend rebuilds that cache exactly when it lost it (a
+    resumed render). `cache_elements_per_latent_px`: the size of that cache, in elements
+    of the VAE's dtype per latent pixel (H/8 x W/8), held for the whole take."""
+
+    history_latents: int
+    cache_elements_per_latent_px: int
+
+
+@dataclass(frozen=True)
 class ImageCaps:
     """The backend takes storyboard images. `first_frame`: a shot's `image:` enters as the
     take's first latent, held clean like context, so the take continues from it. `refs`:
@@ -98,6 +110,7 @@ class BackendCaps:
     camera: CameraCaps | None = None
     per_frame: PerFrameWork | None = None
     sink: SinkCaps | None = None
+    decode: StreamDecodeCaps | None = None
     images: ImageCaps | None = None
     lora: LoraCaps | None = None
     # opt-outs, for backends whose pictures are not prompted diffusion (procworld)
@@ -221,6 +234,14 @@ class SegmentRequest:
     view: ViewPath | None = None  # caps.camera: the camera path of this segment
     # caps.sink: None, or the take's first latents (1, C, s, H/8, W/8) the context lacks
     sink: Any = None
+    sink_prompt: str | None = None  # caps.sink: the prompt of the take's first segment
+    context_start: int = 0  # caps.sink: take-local index of the context's first latent
+    # caps.sink: this segment's conditioning differs from the previous segment's in the
+    # take (a prompt switch, a step of a `continue` blend): the cache is re-cached
+    switched: bool = False
+    # caps.decode: None at a take's start, else the take's latents before this segment, the
+    # last (at most) history_latents of them (1, C, k, H/8, W/8), as the backend made them
+    history: Any = None
     images: ShotImages | None = None  # caps.images: the shot's image and reference images
     # caps.lora: every LoRA of the plan with this segment's weight (empty: none; a backend
     # switches off LoRAs a previous storyboard loaded)
