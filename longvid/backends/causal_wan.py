@@ -6,9 +6,10 @@ diffusers snapshot (the preset's `hub`); the generator comes from the upstream
 pickle checkpoint named in the options, converted once to safetensors
 (longvid/backends/causal_weights.py) and loaded from there. Generation is the engine
 of longvid/backends/causal_engine.py, segment by segment as `tiny-causal` does it: a
-segment rebuilds the KV cache from the take's first latents (the sink) and its context
-latents under the segment's prompt (LongLive's re-cache at a prompt switch), then
-streams its blocks; no guidance.
+segment rebuilds the KV cache from the take's first latents (the sink, under the
+take's first prompt) and its context latents (re-cached under the new prompt at a
+switch, as LongLive does), then streams its blocks, each decoded as it is made
+(longvid/backends/causal_decode.py); no guidance.
 """
 
 from __future__ import annotations
