@@ -240,3 +240,17 @@ def test_a_continue_with_seconds_blends_the_prompts_on_the_stream(tmp_path, caus
     for got, mix in zip(conds, want, strict=True):
         assert torch.allclose(got, mix)
     assert all(r.sink_prompt == "a red harbour" for r in spy.requests)
+
+
+def test_the_kv_bytes_per_element_follow_kv_dtype(tmp_path):
+    """What a VRAM budget reads: 2 bytes in bf16, 1 plus a 4-byte scale per head for fp8."""
+    from longvid.backends.causal_wan import CausalWanBackend
+
+    assert CausalWanBackend.Options().kv_bytes_per_element(2, 128) == 2
+    fp8 = CausalWanBackend.Options(kv_dtype="float8_e4m3fn")
+    assert fp8.kv_bytes_per_element(2, 128) == 1 + 4 / 128
+    assert fp8.policy().kv_dtype == "float8_e4m3fn"
+    preset = write(tmp_path / "p.yaml", "name: p\nbackend: tiny-causal\nfps: 16\n"
+                   "resolution: 32x32\nsteps: 4\noptions: {kv_dtype: fp8}\n")
+    with pytest.raises(InputError, match="kv_dtype"):
+        load_preset(str(preset))
