@@ -45,6 +45,8 @@ def main() -> dict:
     parser.add_argument("--blocks", type=int, default=300)
     parser.add_argument("--real", action="store_true", help="1.3B at 480x832, CUDA, bf16")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--kv-dtype", choices=["model", "float8_e4m3fn"], default="model",
+                        help="how the KV cache is stored (the preset option kv_dtype)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -67,7 +69,7 @@ def main() -> dict:
     # fp32 modules' precision does not matter here
     stock = copy.deepcopy(model)
     engine = CausalEngine(model, CachePolicy(block_latents=3, window_latents=12,
-                                             sink_latents=3))
+                                             sink_latents=3, kv_dtype=args.kv_dtype))
     cond = torch.randn(1, 512 if args.real else 16, config["text_dim"])
     schedule = FewStepSchedule.warped(4, 5.0)
     generator = torch.Generator().manual_seed(0)
@@ -106,6 +108,7 @@ def main() -> dict:
     bare_s = statistics.median(bare)
     result = {
         "device": device.type, "real": args.real, "threads": args.threads,
+        "kv_dtype": args.kv_dtype,
         "blocks": args.blocks, "latent_hw": [h, w], "first_block_s": round(block_s[0], 5),
         "median_s_blocks_10_19": round(first10, 5), "median_s_last_10": round(last10, 5),
         "last_over_first": round(last10 / first10, 3),

@@ -106,9 +106,6 @@ class Stage:
     storage: str = "bf16"  # "bf16" | "nf4" | "int8" | "fp8" | "gguf Q8_0" | "fp32"
 
 
-KV_STORAGE = {2: "bf16", 1: "fp8"}  # bytes per cached key/value element -> its name
-
-
 @dataclass(frozen=True)
 class KVCacheBudget:
     """A streaming backend's KV cache (caps.stream): on the GPU from the first block to the

@@ -52,6 +52,8 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         assert backend is not None, "segments to generate need a loaded backend"
         prompts = {seg.prompt for seg in todo} | {seg.blend_prompt for seg in todo
                                                   if seg.blend_prompt}
+        if backend.caps.sink is not None:  # a take's sink stays under its first prompt
+            prompts |= {stream_facts(plan, seg, True)["sink_prompt"] for seg in todo}
         backend.prepare(sorted(prompts), plan.negative_prompt, plan.guidance_scale)
         inputs = SegmentInputs(plan, backend)  # images and LoRA files, found up front
         # ... or as full-resolution frames (VACE's reference images)
@@ -73,6 +75,7 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
         state = run.load_state(seg.index - 1)
         context = state["context"][:, :, -seg.context_latents:] if seg.context_latents else None
         sink = state.get("sink") if context is not None else None  # the take's first latents
+        history = state.get("history") if context is not None else None  # for the decoder
         lo = seg.first_latent - seg.context_latents  # where the context starts in the take
         # the sink latents the context lacks: [0, lo) of the take; all of them when the
         # take continues a clip (`extend`: lo < 0), whose first latents precede its tail
@@ -100,7 +103,9 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
             guidance_scale=plan.guidance_scale, fps=plan.fps,
             memory=memory,
             blend_prompt=seg.blend_prompt, blend_weight=seg.blend_weight, view=view,
-            sink=lacking,
+            sink=lacking, history=history,
+            **(stream_facts(plan, seg, continuing=context is not None)
+               if backend.caps.sink is not None else {}),
             images=inputs.images(seg), loras=inputs.loras(seg)), on_step)
         frames = out.frames
         if frames.shape[0] != seg.num_frames:
@@ -139,6 +144,10 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
                 None if sink is None else torch.cat([sink, out.latents], dim=2))
             if head is not None:
                 next_state["sink"] = head[:, :, :backend.caps.sink.latents].clone()
+        if backend.caps.decode is not None:  # the take's latents as decoded, uncorrected
+            past = history if history is not None else context  # extend: only the context
+            made = out.latents if past is None else torch.cat([past, out.latents], dim=2)
+            next_state["history"] = made[:, :, -backend.caps.decode.history_latents:].clone()
         if seg.hold_frames:
             held = frames[seg.emit_frames:seg.emit_frames + seg.hold_frames]
             next_state["held"] = torch.from_numpy(held.copy())
@@ -160,6 +169,18 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
             "memory": [p.describe() for p in picks],
             "drift": drift.to_dict() | {"corrected": corrected}})
         yield SegmentDone(seg, skipped=False, seconds=seconds)
+
+
+def stream_facts(plan: Plan, seg: Segment, continuing: bool) -> dict[str, Any]:
+    """The request fields of a segment continuing a take for a backend with `caps.sink`:
+    the take's first prompt, where the context starts, whether the prompt switched."""
+    first = next(s for s in plan.segments if s.take == seg.take)
+    prev = plan.segments[seg.index - 1] if seg.index > 0 else None
+    switched = continuing and prev is not None and prev.take == seg.take and (
+        (prev.prompt, prev.blend_prompt, prev.blend_weight)
+        != (seg.prompt, seg.blend_prompt, seg.blend_weight))
+    return {"sink_prompt": first.prompt, "switched": switched,
+            "context_start": seg.first_latent - seg.context_latents}
 
 
 def segment_view(plan: Plan, seg: Segment, memory: list[tuple[int, int]]) -> ViewPath | None:

@@ -10,7 +10,7 @@ for a storyboard of one full window, and the one `render` refuses with.
 from __future__ import annotations
 
 from longvid.backends import caps_of
-from longvid.budget import KV_STORAGE, KVCacheBudget, LoadPolicy, policy_for
+from longvid.budget import KVCacheBudget, LoadPolicy, policy_for
 from longvid.errors import ResourceError
 from longvid.plan import Plan, make_plan
 from longvid.presets import Preset
@@ -43,7 +43,7 @@ def kv_cache_budget(preset: Preset, plan: Plan) -> KVCacheBudget | None:
     tokens_per_latent = plan.width * plan.height // caps.tokens_per_latent_px
     return KVCacheBudget(caps.stream.kv_bytes(tokens_per_latent) / 2**30,
                          caps.stream.cached_latents,
-                         KV_STORAGE[caps.stream.kv_bytes_per_element])
+                         caps.stream.kv_storage)
 
 
 def window_plan(preset: Preset) -> Plan:

@@ -5,6 +5,7 @@ KV cache's size, read off the engine's cache; and the KV cache in the VRAM budge
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,7 +101,7 @@ def test_an_extend_plans_the_forwards_the_engine_runs(tmp_path):
 
 
 def test_the_planned_kv_cache_is_what_the_engine_holds(tmp_path):
-    from longvid.backends.causal_engine import FewStepSchedule, stream_segment
+    from longvid.backends.causal_engine import FewStepSchedule, SegmentStart, stream_segment
     from longvid.backends.tiny_causal import TinyCausalBackend
 
     preset = load_preset("tiny-causal")
@@ -109,7 +110,7 @@ def test_the_planned_kv_cache_is_what_the_engine_holds(tmp_path):
     backend = TinyCausalBackend()
     backend.load(preset)
     cond = torch.zeros(1, 8, 32)
-    stream_segment(backend.engine, None, None, 24, (16, 4, 4), cond,
+    stream_segment(backend.engine, SegmentStart(cond), 24, (16, 4, 4),
                    FewStepSchedule.warped(4, 5.0), seed=0, on_step=lambda i, n: None)
     cache = backend.engine.cache
     assert cache.cached_frames == stream.cached_latents == 11
@@ -130,17 +131,18 @@ def test_longlive_s_kv_cache_is_287_5_mb_per_latent_frame_at_480p():
     assert stream.kv_bytes(1560) == 287_539_200 // 30 * (11 * 30 + 2 * 12)  # 3.39 GB
 
 
-def test_the_kv_element_size_comes_from_the_options_alone():
+def test_the_kv_element_size_comes_from_the_options_alone(tmp_path):
+    """`kv_dtype: float8_e4m3fn` halves the planned cache, its scales (4 B per head of 128)
+    aside, and `plan` names the storage."""
     preset = load_preset("longlive-1.3b")
     base = caps_of(preset).stream
-    assert base is not None and base.kv_bytes_per_element == 2  # bf16
-
-    class Fp8Kv(type(preset.options)):  # what an fp8 KV option changes: this one method
-        def kv_bytes_per_element(self) -> int:
-            return 1
-
-    fp8 = Fp8Kv(**preset.options.model_dump()).stream_caps(base, 33)
-    assert fp8.kv_bytes(1560) * 2 == base.kv_bytes(1560)
+    assert base is not None and base.kv_bytes_per_element == 2 and base.kv_storage == "bf16"
+    copy = write(tmp_path / "fp8kv.yaml", Path(preset.source).read_text(encoding="utf-8")
+                 .replace("name: longlive-1.3b", "name: fp8kv")
+                 .replace("options:", "options:\n  kv_dtype: float8_e4m3fn", 1))
+    fp8 = caps_of(load_preset(str(copy))).stream
+    assert fp8 is not None and fp8.kv_storage == "fp8"
+    assert fp8.kv_bytes_per_latent(1560) == round(287_539_200 / 2 * (1 + 4 / 128))
 
 
 def test_the_budget_holds_the_kv_cache_beside_the_transformer_and_the_decode(tmp_path):

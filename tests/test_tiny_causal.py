@@ -198,6 +198,64 @@ def test_the_take_s_first_latents_are_carried_as_the_sink(tmp_path, causal):
     assert not torch.equal(without.latents, out[2].latents)
 
 
+def test_a_continue_with_seconds_blends_the_prompts_on_the_stream(tmp_path, causal):
+    """docs/storyboard.md: `continue: {seconds: 1}` mixes the two prompts' embeddings in
+    steps around the switch (25 %, then 75 % of the new one); on the causal stream each
+    step runs under its mix and re-caches as a prompt switch does."""
+    from conftest import Spy
+
+    from longvid.generate import render_segments
+    from longvid.render import load_job
+    from longvid.rundir import RunDir
+
+    sb = write(tmp_path / "c.yaml", """\
+        version: 1
+        preset: tiny-causal
+        resolution: 32x32
+        shots:
+          - {id: a, duration: 2s, prompt: a red harbour}
+          - {id: b, duration: 3s, transition: {type: continue, seconds: 1},
+             prompt: a blue harbour}
+        """)
+    _, _, plan = load_job(sb, None)
+    red, blue = causal._embed("a red harbour"), causal._embed("a blue harbour")
+    conds = []
+
+    class Watch(Spy):
+        def generate(self, req, on_step):
+            out = super().generate(req, on_step)
+            conds.append(self.inner.engine.text.cond)  # what the new blocks ran under
+            return out
+
+    spy = Watch(causal)
+    run = RunDir(tmp_path / "run")
+    run.open({"run_key": "c"})
+    list(render_segments(plan, spy, run, crf=18))
+    assert [(r.prompt, r.blend_prompt, r.blend_weight, r.switched) for r in spy.requests] == [
+        ("a red harbour", None, 0.0, False),
+        ("a red harbour", "a blue harbour", 0.25, True),
+        ("a blue harbour", "a red harbour", 0.25, True),
+        ("a blue harbour", None, 0.0, True)]
+    want = [red, 0.75 * red + 0.25 * blue, 0.25 * red + 0.75 * blue, blue]
+    for got, mix in zip(conds, want, strict=True):
+        assert torch.allclose(got, mix)
+    assert all(r.sink_prompt == "a red harbour" for r in spy.requests)
+
+
+def test_the_kv_bytes_per_element_follow_kv_dtype(tmp_path):
+    """What a VRAM budget reads: 2 bytes in bf16, 1 plus a 4-byte scale per head for fp8."""
+    from longvid.backends.causal_wan import CausalWanBackend
+
+    assert CausalWanBackend.Options().kv_bytes_per_element(128) == 2
+    fp8 = CausalWanBackend.Options(kv_dtype="float8_e4m3fn")
+    assert fp8.kv_bytes_per_element(128) == 1 + 4 / 128
+    assert fp8.policy().kv_dtype == "float8_e4m3fn"
+    preset = write(tmp_path / "p.yaml", "name: p\nbackend: tiny-causal\nfps: 16\n"
+                   "resolution: 32x32\nsteps: 4\noptions: {kv_dtype: fp8}\n")
+    with pytest.raises(InputError, match="kv_dtype"):
+        load_preset(str(preset))
+
+
 def test_a_take_from_an_image_streams_after_its_clean_latent(causal):
     """As Self-Forcing's image-to-video: the encoded image is the first latent, written into
     the cache by a clean pass and returned as given; the blocks after it depend on it."""

@@ -97,12 +97,20 @@ class StreamCaps:
     attended_latents: int  # latent frames one block attends to (cache seen + itself)
     layers: int  # transformer blocks, each caching its own keys and values
     kv_width: int  # elements of one token's key (or value) in one layer: heads x head dim
-    kv_bytes_per_element: int = 2  # bf16; set from the options (kv_bytes_per_element())
+    head_dim: int = 128  # elements of one head's key: fp8 keeps one fp32 scale per head
+    kv_bytes_per_element: float = 2  # bf16; set from the options (kv_bytes_per_element())
+
+    @property
+    def kv_storage(self) -> str:
+        """The cached keys' dtype, as `plan` names it."""
+        return "bf16" if self.kv_bytes_per_element >= 2 else "fp8"
 
     def kv_bytes_per_latent(self, tokens_per_latent: int) -> int:
         """Keys and values of one latent frame in every layer: 1560 tokens x 1536 x 2
-        (K, V) x 30 layers x 2 B = 287.5 MB for Wan-1.3B at 832x480 in bf16."""
-        return tokens_per_latent * self.kv_width * 2 * self.layers * self.kv_bytes_per_element
+        (K, V) x 30 layers x 2 B = 287.5 MB for Wan-1.3B at 832x480 in bf16 (fp8 with its
+        scales: 1 + 4/128 B, 148.2 MB)."""
+        return round(tokens_per_latent * self.kv_width * 2 * self.layers
+                     * self.kv_bytes_per_element)
 
     def kv_bytes(self, tokens_per_latent: int) -> int:
         """The cache at its fullest, plus the copies one layer's attention makes while it
@@ -110,6 +118,18 @@ class StreamCaps:
         eviction): about two attended windows of one layer."""
         per_layer = self.kv_bytes_per_latent(tokens_per_latent) // self.layers
         return per_layer * (self.cached_latents * self.layers + 2 * self.attended_latents)
+
+
+@dataclass(frozen=True)
+class StreamDecodeCaps:
+    """The backend decodes a take as one causal stream (its VAE decoder's feature cache
+    lives from segment to segment): the loop carries the take's last `history_latents`
+    latents, from which the backend rebuilds that cache exactly when it lost it (a
+    resumed render). `cache_elements_per_latent_px`: the size of that cache, in elements
+    of the VAE's dtype per latent pixel (H/8 x W/8), held for the whole take."""
+
+    history_latents: int
+    cache_elements_per_latent_px: int
 
 
 @dataclass(frozen=True)
@@ -154,6 +174,7 @@ class BackendCaps:
     per_frame: PerFrameWork | None = None
     stream: StreamCaps | None = None
     sink: SinkCaps | None = None
+    decode: StreamDecodeCaps | None = None
     images: ImageCaps | None = None
     lora: LoraCaps | None = None
     # opt-outs, for backends whose pictures are not prompted diffusion (procworld)
@@ -300,6 +321,14 @@ class SegmentRequest:
     view: ViewPath | None = None  # caps.camera: the camera path of this segment
     # caps.sink: None, or the take's first latents (1, C, s, H/8, W/8) the context lacks
     sink: Any = None
+    sink_prompt: str | None = None  # caps.sink: the prompt of the take's first segment
+    context_start: int = 0  # caps.sink: take-local index of the context's first latent
+    # caps.sink: this segment's conditioning differs from the previous segment's in the
+    # take (a prompt switch, a step of a `continue` blend): the cache is re-cached
+    switched: bool = False
+    # caps.decode: None at a take's start, else the take's latents before this segment, the
+    # last (at most) history_latents of them (1, C, k, H/8, W/8), as the backend made them
+    history: Any = None
     images: ShotImages | None = None  # caps.images: the shot's image and reference images
     # caps.lora: every LoRA of the plan with this segment's weight (empty: none; a backend
     # switches off LoRAs a previous storyboard loaded)

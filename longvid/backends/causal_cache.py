@@ -39,6 +39,9 @@ class CachePolicy:
     window_latents: int = 0
     sink_latents: int = 0
     write: Literal["all", "last"] = "all"
+    # how cached keys/values are stored: the transformer's dtype, or fp8 (e4m3) with one
+    # fp32 scale per token and head, dequantized to the transformer's dtype when read
+    kv_dtype: Literal["model", "float8_e4m3fn"] = "model"
 
     def __post_init__(self) -> None:
         if self.block_latents < 1 or self.sink_latents < 0 or self.window_latents < 0:
@@ -71,6 +74,9 @@ class KVCache:
     def reset(self) -> None:
         self.keys: list[torch.Tensor | None] = [None] * self.num_layers  # (B, F*T, H, D)
         self.values: list[torch.Tensor | None] = [None] * self.num_layers  # (B, F*T, H, D)
+        # kv_dtype fp8: keys/values above hold fp8, these their scales (B, F*T, H, 1) fp32
+        self.key_scales: list[torch.Tensor | None] = [None] * self.num_layers
+        self.value_scales: list[torch.Tensor | None] = [None] * self.num_layers
         self.frames = [0] * self.num_layers  # F: cached frames per layer
         self.frame_tokens = 0  # T: tokens per latent frame of the current forward
         self.block_frames = 0  # b: latent frames of the current forward
@@ -83,18 +89,33 @@ class KVCache:
     def cached_frames(self) -> int:
         return self.frames[0]
 
-    def seen(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The cached keys/values the current block attends to, (B, F'*T, H, D) each."""
-        k, v, n = self.keys[layer], self.values[layer], self.frames[layer]
-        if k is None or v is None:
+    def _stored(self) -> list[list[torch.Tensor | None]]:
+        """The per-layer lists a write fills: keys, values (and their fp8 scales)."""
+        lists = [self.keys, self.values, self.key_scales, self.value_scales]
+        return lists if self.policy.kv_dtype != "model" else lists[:2]
+
+    def seen(self, layer: int, dtype: torch.dtype | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The cached keys/values the current block attends to, (B, F'*T, H, D) each, in
+        `dtype` (None: as stored; fp8 ones are dequantized to it)."""
+        n = self.frames[layer]
+        if self.keys[layer] is None:
             return None
         t, sink = self.frame_tokens, min(self.policy.sink_latents, n)
         recent = self.policy.recent_seen(self.block_frames)
-        if recent is None or n - sink <= recent:
+        parts = [stored[layer] for stored in self._stored()]
+        if recent is not None and n - sink > recent:
+            cut = (n - recent) * t
+            parts = [torch.cat([x[:, :sink * t], x[:, cut:]], dim=1)
+                     for x in parts if x is not None]
+        if self.policy.kv_dtype == "model":
+            k, v = parts[0], parts[1]
+            assert k is not None and v is not None
             return k, v
-        cut = (n - recent) * t
-        return (torch.cat([k[:, :sink * t], k[:, cut:]], dim=1),
-                torch.cat([v[:, :sink * t], v[:, cut:]], dim=1))
+        k8, v8, k_scale, v_scale = parts
+        assert k8 is not None and v8 is not None and k_scale is not None and v_scale is not None
+        out = dtype or torch.float32
+        return dequantize(k8, k_scale, out), dequantize(v8, v_scale, out)
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Keep the current block's keys/values (B, b*T, H, D), evicting what no later
@@ -102,16 +123,36 @@ class KVCache:
         t = self.frame_tokens
         if self.policy.write == "last":
             k, v = k[:, -t:], v[:, -t:]
-        old_k, old_v = self.keys[layer], self.values[layer]
-        k = k if old_k is None else torch.cat([old_k, k], dim=1)
-        v = v if old_v is None else torch.cat([old_v, v], dim=1)
-        n = k.shape[1] // t
+        new: list[torch.Tensor] = [k, v]
+        if self.policy.kv_dtype != "model":
+            (k8, k_scale), (v8, v_scale) = quantize(k), quantize(v)
+            new = [k8, v8, k_scale, v_scale]
+        stored = self._stored()
+        parts = [x if old[layer] is None else torch.cat([old[layer], x], dim=1)
+                 for old, x in zip(stored, new, strict=True)]
+        n = parts[0].shape[1] // t
         sink, keep = min(self.policy.sink_latents, n), self.policy.recent_kept()
         if keep is not None and n - sink > keep:
-            k = torch.cat([k[:, :sink * t], k[:, (n - keep) * t:]], dim=1)
-            v = torch.cat([v[:, :sink * t], v[:, (n - keep) * t:]], dim=1)
+            parts = [torch.cat([x[:, :sink * t], x[:, (n - keep) * t:]], dim=1) for x in parts]
             n = sink + keep
-        self.keys[layer], self.values[layer], self.frames[layer] = k, v, n
+        for old, x in zip(stored, parts, strict=True):
+            old[layer] = x
+        self.frames[layer] = n
+
+
+FP8_MAX = 448.0  # the largest finite float8_e4m3fn
+
+
+def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (B, N, H, D) -> fp8 e4m3 values and fp32 scales (B, N, H, 1): each token and
+    head scaled so its largest magnitude is the format's largest finite value."""
+    x32 = x.float()
+    scale = x32.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / FP8_MAX
+    return (x32 / scale).to(torch.float8_e4m3fn), scale
+
+
+def dequantize(x8: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (x8.float() * scale).to(dtype)
 
 
 def rms_norm_fp32(norm: Any, x: torch.Tensor) -> torch.Tensor:
@@ -156,7 +197,7 @@ class CausalSelfAttnProcessor:
         if rotary_emb is not None:
             q, k = apply_rotary(q, *rotary_emb), apply_rotary(k, *rotary_emb)
         keys, values = k, v
-        if (seen := self.cache.seen(self.layer)) is not None:
+        if (seen := self.cache.seen(self.layer, k.dtype)) is not None:
             keys = torch.cat([seen[0], k], dim=1)  # (B, F'*T + N, H, D)
             values = torch.cat([seen[1], v], dim=1)
         out = dispatch_attention_fn(q, keys, values, attn_mask=None, dropout_p=0.0,

@@ -30,6 +30,7 @@ from longvid.backends.causal_cache import (
     KVCache,
     OffsetRope,
 )
+from longvid.backends.causal_text import CachedCrossAttnProcessor, TextKVCache
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,24 @@ class CausalEngine:
     """Owns a transformer's attention processors and RoPE while it streams.
 
     Built once per loaded model; `reset` starts a new stream (positions from 0, empty
-    cache). The transformer's dtype is its compute dtype; latents stay float32."""
+    cache). The transformer's dtype is its compute dtype; latents stay float32. With
+    `text_cache`, each prompt's cross-attention keys/values are computed once per stream
+    (longvid/backends/causal_text.py); callers pass the same conditioning tensor for
+    the same prompt."""
 
-    def __init__(self, transformer: Any, policy: CachePolicy,
-                 cache: KVCache | None = None) -> None:
+    def __init__(self, transformer: Any, policy: CachePolicy, cache: KVCache | None = None,
+                 text_cache: bool = True) -> None:
         """`cache`: a cache with other rules (longvid/backends/causal_memory.py), or one
-        shared with another transformer; default a `KVCache` of `policy`."""
+        shared with another transformer; default a `KVCache` of `policy`. `text_cache`:
+        each prompt's cross-attention keys and values computed once (causal_text.py)."""
         self.transformer, self.policy = transformer, policy
         blocks = transformer.blocks
         self.cache = cache if cache is not None else KVCache(policy, len(blocks))
+        self.text = TextKVCache(len(blocks)) if text_cache else None
         for i, block in enumerate(blocks):
             block.attn1.set_processor(CausalSelfAttnProcessor(self.cache, i))
+            if self.text is not None:
+                block.attn2.set_processor(CachedCrossAttnProcessor(self.text, i))
         rope = transformer.rope
         self.rope = rope if isinstance(rope, OffsetRope) else OffsetRope(rope)
         transformer.rope = self.rope
@@ -73,6 +81,8 @@ class CausalEngine:
 
     def reset(self) -> None:
         self.cache.reset()
+        if self.text is not None:
+            self.text.reset()
         self.next_frame = 0
 
     @property
@@ -85,6 +95,8 @@ class CausalEngine:
         _, _, frames, height, width = x.shape
         self.rope.start_frame = self.next_frame
         self.cache.begin(height * width // self._patch_area, frames, writing)
+        if self.text is not None:  # the prompt's cross-attention keys/values, once
+            self.text.use(cond)
         param = self._param
         timestep = torch.full((x.shape[0],), 1000.0 * sigma, device=param.device)
         with torch.no_grad():
@@ -121,9 +133,11 @@ class CausalEngine:
 
     def stream(self, num_latents: int, shape: tuple[int, int, int], cond: torch.Tensor,
                schedule: FewStepSchedule, generator: torch.Generator,
-               on_step: Callable[[int, int], None] = lambda i, n: None) -> torch.Tensor:
+               on_step: Callable[[int, int], None] = lambda i, n: None,
+               on_block: Callable[[torch.Tensor], None] = lambda x0: None) -> torch.Tensor:
         """Generate num_latents latent frames after whatever the cache holds, in blocks
-        (the last one shorter if num_latents is not a multiple of the block).
+        (the last one shorter if num_latents is not a multiple of the block); each block's
+        clean latents (1, C, b, h, w) go to `on_block` as soon as they are made.
         shape = (C, h, w); returns float32 latents (1, C, num_latents, h, w) on the CPU."""
         step = self.policy.block_latents
         total = -(-num_latents // step) * len(schedule.sigmas)
@@ -141,38 +155,83 @@ class CausalEngine:
             x0 = self.denoise_block(noise, cond, schedule, generator, tick)
             self.commit(x0, cond)
             blocks.append(x0.cpu())
+            on_block(blocks[-1])
         return torch.cat(blocks, dim=2)
 
 
-def stream_segment(engine: CausalEngine, sink: torch.Tensor | None,
-                   context: torch.Tensor | None, num_latents: int,
-                   shape: tuple[int, int, int], cond: torch.Tensor, schedule: FewStepSchedule,
-                   seed: int, on_step: Callable[[int, int], None],
+@dataclass(frozen=True)
+class SegmentStart:
+    """What a segment's cache is rebuilt from: the take's latents before it, as the run
+    directory holds them, and the prompts they were made under."""
+
+    cond: torch.Tensor  # (1, L, D): this segment's text conditioning
+    context: torch.Tensor | None = None  # the take's last latents (1, C, c, h, w)
+    context_start: int = 0  # take-local index of the context's first latent
+    sink: torch.Tensor | None = None  # the take's first latents the context lacks (1, C, s, h, w)
+    sink_cond: torch.Tensor | None = None  # the prompt the sink was made under (None: cond)
+    switched: bool = False  # the conditioning changed at this segment (a prompt switch)
+
+
+def rebuild(engine: CausalEngine, start: SegmentStart) -> None:
+    """A fresh stream whose cache holds what a segment starts from, by LongLive's rules
+    (`_recache_after_switch` with `global_sink`, and the sink written once by a take's
+    first block). Positions re-base: the sink at 0, the context right after it.
+    - The sink keeps the keys and values of its own clean pass under its own prompt
+      (`sink_cond`), whatever the segment's prompt: what a take's first block wrote.
+    - No switch: the context is replayed block by block (its clean passes again).
+    - A switch: one clean forward over the context under the new prompt, its frames
+      attending to each other and to the sink, every frame written (LongLive writes
+      only those the window keeps; the older ones it forwards reach no kept key).
+    - A switch whose context, with the sink's part the context lacks, reaches back to
+      the take's first latent (LongLive: a switch at most a window into the take, whose
+      re-cache then starts at frame 0): the one forward covers the take from its start
+      and re-encodes the sink under the new prompt too."""
+    engine.reset()
+    cond, s = start.cond, engine.policy.sink_latents
+    context = None if start.context is None else start.context.float()
+    sink = start.sink if start.sink is not None and start.sink.shape[2] and s else None
+    sink = None if sink is None else sink[:, :, :s].float()
+    if context is None:
+        return
+    if start.switched and (sink is None or start.context_start <= s):
+        # the context with the sink's missing part is the take from its first latent
+        whole = context if sink is None else torch.cat([sink, context], dim=2)
+        engine.commit(whole, cond)
+        return
+    if sink is not None:
+        engine.commit(sink, cond if start.sink_cond is None else start.sink_cond)
+    if start.switched:
+        engine.commit(context, cond)
+    else:
+        engine.prefill(context, cond)
+
+
+def stream_segment(engine: CausalEngine, start: SegmentStart, num_latents: int,
+                   shape: tuple[int, int, int], schedule: FewStepSchedule, seed: int,
+                   on_step: Callable[[int, int], None],
+                   on_block: Callable[[torch.Tensor], None] = lambda x0: None,
                    first: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """One longvid segment as a fresh stream: the take's first latents (1, C, s, h, w) that
-    the context lacks (the sink) and the context latents (1, C, c, h, w), each None or
-    replayed through clean passes in that order, then num_latents new ones. The sink sits
-    right before the context in frame positions. Returns the new latents (1, C, n, h, w)
-    and the seconds spent rebuilding the cache and denoising.
+    """One longvid segment as a fresh stream: the cache rebuilt from `start`, then
+    num_latents new latent frames under `start.cond`. Returns the new latents
+    (1, C, n, h, w) and the seconds spent rebuilding the cache and streaming the blocks
+    (`on_block` included).
 
     `first` (1, C, 1, h, w), a take's starting image encoded, is the first new latent, as
     Self-Forcing's image-to-video streams it: one clean pass at position 0 writes its keys
-    and values (it is never noised), the other num_latents - 1 are denoised after it in
-    blocks, and it is returned exactly as given."""
+    and values (it is never noised; `on_block` gets it first), the other num_latents - 1
+    are denoised after it in blocks, and it is returned exactly as given."""
     import time
 
     t0 = time.perf_counter()
-    engine.reset()
-    if sink is not None and sink.shape[2] and engine.policy.sink_latents:
-        engine.commit(sink[:, :, :engine.policy.sink_latents].float(), cond)
-    if context is not None:
-        engine.prefill(context.float(), cond)
-    if first is not None:
-        engine.commit(first.float(), cond)
+    rebuild(engine, start)
     t1 = time.perf_counter()
+    parts = []
+    if first is not None:
+        engine.commit(first.float(), start.cond)
+        parts.append(first.float().cpu())
+        on_block(parts[0])
     generator = torch.Generator().manual_seed(seed)
-    new = num_latents - (0 if first is None else first.shape[2])
-    parts = [] if first is None else [first.float().cpu()]
-    if new:
-        parts.append(engine.stream(new, shape, cond, schedule, generator, on_step))
+    if num_latents > len(parts):
+        parts.append(engine.stream(num_latents - len(parts), shape, start.cond, schedule,
+                                   generator, on_step, on_block))
     return torch.cat(parts, dim=2), {"prefill": t1 - t0, "denoise": time.perf_counter() - t1}

@@ -6,15 +6,16 @@ diffusers snapshot (the preset's `hub`); the generator comes from the upstream
 pickle checkpoint named in the options, converted once to safetensors
 (longvid/backends/causal_weights.py) and loaded from there. Generation is the engine
 of longvid/backends/causal_engine.py, segment by segment as `tiny-causal` does it: a
-segment rebuilds the KV cache from the take's first latents (the sink) and its context
-latents under the segment's prompt (LongLive's re-cache at a prompt switch), then
-streams its blocks; no guidance. A take's starting image is its first latent, written
-into the cache by a clean pass (Self-Forcing's image-to-video), as on `tiny-causal`.
+segment rebuilds the KV cache from the take's first latents (the sink, under the
+take's first prompt) and its context latents (re-cached under the new prompt at a
+switch, as LongLive does), then streams its blocks, each decoded as it is made
+(longvid/backends/causal_decode.py); no guidance. A take's
+starting image is its first latent, written into the cache by a clean pass
+(Self-Forcing's image-to-video), as on `tiny-causal`.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -27,17 +28,18 @@ from longvid.backends.base import (
     SinkCaps,
     StepCallback,
     StreamCaps,
+    StreamDecodeCaps,
 )
 from longvid.backends.tiny_causal import (
     BLOCK_LATENTS,
     CONTEXT_LATENTS,
-    DECODE_WARMUP_LATENTS,
     SINK_LATENTS,
     CausalOptions,
 )
 from longvid.backends.wan_hub import WanHubBackend, WanHubOptions
 
 NATIVE_FPS = 16
+WAN21_HISTORY_LATENTS = 38  # the VAE decoder's receptive field (causal_decode.py)
 BLOCKS_PER_SEGMENT = 8  # 96 frames: commits stay rare beside the blocks' generation
 # Wan2.1-T2V-1.3B's transformer (its transformer/config.json): 30 layers, 12 heads of 128.
 # The window figures are the presets' (CausalOptions.stream_caps reshapes them).
@@ -61,7 +63,9 @@ class CausalWanBackend(WanHubBackend):
         max_latents=CONTEXT_LATENTS + BLOCKS_PER_SEGMENT * BLOCK_LATENTS,
         context_latents=CONTEXT_LATENTS, size_multiple=16, max_side=832, takes_context=True,
         tokens_per_latent_px=8 * 8 * 2 * 2, sink=SinkCaps(SINK_LATENTS),
-        stream=WAN_1_3B_STREAM, images=ImageCaps(first_frame=True))
+        stream=WAN_1_3B_STREAM, images=ImageCaps(first_frame=True),
+        # the decoder's cache: 151,328 elements per latent pixel, 3.78 GB at 480x832 in fp32
+        decode=StreamDecodeCaps(WAN21_HISTORY_LATENTS, 151_328))
 
     class Options(WanHubOptions, CausalOptions):
         checkpoint_repo: str = Field("Efficient-Large-Model/LongLive-1.3B",
@@ -93,6 +97,7 @@ class CausalWanBackend(WanHubBackend):
         from diffusers import WanTransformer3DModel
 
         from longvid.backends import wan_parts
+        from longvid.backends.causal_decode import StreamDecoder
         from longvid.backends.causal_engine import CausalEngine
         from longvid.backends.causal_weights import converted_transformer
 
@@ -111,6 +116,10 @@ class CausalWanBackend(WanHubBackend):
             WanTransformer3DModel, wan_parts.Weights(self.converted), preset.quantization,
             self.dtype).eval()
         self.vae = wan_parts.WanVAE(self.folder, self.device)
+        # block by block, untiled: the decoder's causal cache of a 480x832 take is 3.8 GB
+        # in fp32 beside the activations of one latent frame
+        self.decoder = StreamDecoder(self.vae.model, self.vae.mean, self.vae.std,
+                                     WAN21_HISTORY_LATENTS)
         wan_parts.place_transformer(transformer, self.device, policy)
         self.transformer = transformer
         self.engine = CausalEngine(transformer, self.options.policy())
@@ -134,32 +143,38 @@ class CausalWanBackend(WanHubBackend):
     # -- generation --------------------------------------------------------------------------
 
     def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
-        from longvid.backends.causal_engine import FewStepSchedule, stream_segment
+        import torch
+
+        from longvid.backends.causal_decode import to_uint8
+        from longvid.backends.causal_engine import (
+            FewStepSchedule,
+            SegmentStart,
+            stream_segment,
+        )
 
         assert request.memory is None, "causal-wan takes no memory (caps.memory is None)"
         cond, _ = self.prompts.conditioning(request)  # (1, L, 4096); no guidance
         context = None if request.context is None else request.context.float()
         schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
+        with self.on_gpu("vae"):  # a resumed render replays the take's last latents
+            self.decoder.follow(request.history if request.history is not None else context)
+        self.decoder.seconds = 0.0
+        videos: list[Any] = []  # (1, 3, f, H, W) per block, decoded as it is made
         with self.on_gpu("transformer"):
+            start = SegmentStart(
+                cond, context, request.context_start, request.sink,
+                None if request.sink_prompt is None else self.prompts[request.sink_prompt],
+                request.switched)
             latents, seconds = stream_segment(
-                self.engine, request.sink, context, request.num_latents,
-                (self.vae.z_dim, request.height // 8, request.width // 8), cond, schedule,
+                self.engine, start, request.num_latents,
+                (self.vae.z_dim, request.height // 8, request.width // 8), schedule,
                 request.seed, on_step,
+                lambda x0: videos.append(self.decoder.decode(x0)),
                 first=request.images.first_latent if request.images else None)  # (1, z, n, h, w)
-        t0 = time.perf_counter()
-        warm = None if context is None else context[:, :, -DECODE_WARMUP_LATENTS:]
-        c = 0 if warm is None else warm.shape[2]
-        with self.on_gpu("vae"):  # the context's tail warms the VAE's causal cache, then drops
-            whole = latents if warm is None else self._cat(warm, latents)
-            frames = self.vae.decode(whole, drop=4 * c - 3 if c else 0)
-        return SegmentOutput(latents=latents, frames=frames,
-                             seconds=seconds | {"decode": time.perf_counter() - t0})
-
-    @staticmethod
-    def _cat(context: Any, latents: Any) -> Any:
-        import torch
-
-        return torch.cat([context, latents], dim=2)
+        decode_s = self.decoder.seconds
+        seconds = seconds | {"denoise": seconds["denoise"] - decode_s, "decode": decode_s}
+        return SegmentOutput(latents=latents, frames=to_uint8(torch.cat(videos, dim=2)),
+                             seconds=seconds)
 
     def encode_frames(self, frames: Any) -> Any:
         return self.vae.encode_frames(frames)
