@@ -65,10 +65,13 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
     clip_sha = file_sha256(clip)
     text = prompt or DEFAULT_PROMPT
     sb = _one_shot(clip, text, seconds, fps, size, seed, clip_sha)
-    plan = make_plan(sb, preset, caps, continues=True)
-    out_size = (info.width, info.height) if size != (info.width, info.height) else None
     tail_frames = (caps.context_latents - 1) * caps.latent_stride_t + 1
     sink_frames = (caps.sink.latents - 1) * caps.latent_stride_t + 1 if caps.sink else 0
+    # the take began in the clip: its first latents are the cache's sink, as a take's first
+    # segment leaves them (a shorter clip's start is in the context)
+    clip_sink = caps.sink is not None and info.frames >= sink_frames + tail_frames
+    plan = make_plan(sb, preset, caps, continues=True, clip_sink=clip_sink)
+    out_size = (info.width, info.height) if size != (info.width, info.height) else None
 
     def init_state(backend: Any, segments_dir: Path) -> dict[str, Any]:
         from longvid.mux import read_frames
@@ -80,9 +83,7 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
 
             tail = np.concatenate([tail[:1].repeat(tail_frames - len(tail), 0), tail])
         state = {"context": backend.encode_frames(tail[-tail_frames:])}
-        if caps.sink is not None and info.frames >= sink_frames + tail_frames:
-            # the take began in the clip: its first latents are the cache's sink, as a
-            # take's first segment leaves them (a shorter clip's start is in the context)
+        if clip_sink:
             head = read_frames(clip, size[0], size[1], only=list(range(sink_frames)))
             state["sink"] = backend.encode_frames(head)
         return state

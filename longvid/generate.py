@@ -24,7 +24,7 @@ from longvid.memory.store import (
     save_keyframes,
 )
 from longvid.mux import encode_frames
-from longvid.plan import Plan, Segment
+from longvid.plan import Plan, Segment, prompt_switched
 from longvid.rundir import RunDir
 from longvid.segment_inputs import SegmentInputs
 from longvid.transitions import crossfade
@@ -175,10 +175,7 @@ def stream_facts(plan: Plan, seg: Segment, continuing: bool) -> dict[str, Any]:
     """The request fields of a segment continuing a take for a backend with `caps.sink`:
     the take's first prompt, where the context starts, whether the prompt switched."""
     first = next(s for s in plan.segments if s.take == seg.take)
-    prev = plan.segments[seg.index - 1] if seg.index > 0 else None
-    switched = continuing and prev is not None and prev.take == seg.take and (
-        (prev.prompt, prev.blend_prompt, prev.blend_weight)
-        != (seg.prompt, seg.blend_prompt, seg.blend_weight))
+    switched = continuing and prompt_switched(plan.segments, seg)
     return {"sink_prompt": first.prompt, "switched": switched,
             "context_start": seg.first_latent - seg.context_latents}
 

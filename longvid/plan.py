@@ -18,6 +18,7 @@ windows), and this module builds the segments, prompt switches and camera paths.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -162,8 +163,9 @@ def compose_prompt(text: str, shot: Shot, style: str) -> str:
 
 
 def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
-              continues: bool = False) -> Plan:
-    """`continues`: the first take continues from given context latents (`extend`)."""
+              continues: bool = False, clip_sink: bool = False) -> Plan:
+    """`continues`: the first take continues from given context latents (`extend`);
+    `clip_sink`: the clip also gives that take its sink (its first latents)."""
     fps, (width, height) = check_format(sb, preset, caps)
     shots = place_shots(sb, fps)
     takes, switches = [], []
@@ -192,11 +194,12 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
     if not caps.reads_prompts:
         warnings.append(f"backend {preset.backend!r} ignores prompts: the storyboard's seed "
                         "picks its world and `camera` moves through it")
+    clip = clip_sink if continues else None  # what the first take's sink comes from
     stream = None if caps.stream is None else _stream_work(
-        segments, caps, preset.steps, tokens_per_latent, continues)
+        segments, caps, preset.steps, tokens_per_latent, clip)
     if stream is not None:
         forwards = stream.blocks * stream.forwards_per_block + stream.replay_forwards
-        max_tokens = _stream_max_latents(segments, caps, continues) * tokens_per_latent
+        max_tokens = _stream_max_latents(segments, caps, clip) * tokens_per_latent
     else:
         forwards = (sum(s.num_latents for s in segments) if caps.per_frame
                     else len(segments)) * preset.steps * cfg
@@ -218,39 +221,70 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
     )
 
 
-def _sink_replayed(seg: Segment, caps: BackendCaps, continues: bool) -> int:
-    """Latents of the take's sink a segment replays before its context (0: none). The loop
-    carries a take's first latents only from a take it started (not one continuing a
-    clip, `extend`), and passes those in front of where the segment's context begins."""
+def prompt_switched(segments: Sequence[Segment], seg: Segment) -> bool:
+    """A segment continuing its take under other conditioning than the segment before it
+    (a timed prompt, a `continue`, a blend step): a stream re-caches at it."""
+    prev = segments[seg.index - 1] if seg.index > 0 else None
+    return bool(seg.context_latents) and prev is not None and prev.take == seg.take and (
+        (prev.prompt, prev.blend_prompt, prev.blend_weight)
+        != (seg.prompt, seg.blend_prompt, seg.blend_weight))
+
+
+def _sink_replayed(seg: Segment, caps: BackendCaps, clip: bool | None) -> int:
+    """Latents of the take's sink a segment replays before its context (0: none): those
+    the context lacks, [0, where the context starts). `clip`: None, or whether the clip a
+    first take continues (`extend`) gave it a sink (its first latents, all of which
+    precede the context); without one, that take carries no sink at all."""
     assert caps.stream is not None
-    before_context = seg.first_latent - seg.context_latents
+    lo = seg.first_latent - seg.context_latents  # where the context starts in the take
     if (not seg.context_latents or caps.sink is None or not caps.stream.sink_latents
-            or (continues and seg.take == 0) or before_context <= 0):
+            or (seg.take == 0 and clip is False)):
         return 0
-    return min(before_context, caps.sink.latents, caps.stream.sink_latents)
+    full = min(caps.sink.latents, caps.stream.sink_latents)
+    if lo < 0:
+        return full if seg.take == 0 and clip else 0
+    return min(lo, full)
+
+
+def _rebuild(segments: Sequence[Segment], seg: Segment, caps: BackendCaps,
+             clip: bool | None) -> list[int]:
+    """The latents of each forward that rebuilds a segment's cache, as
+    causal_engine.rebuild runs them: the sink in one clean pass, then the context block
+    by block; at a prompt switch the context in one forward, or sink and context together
+    when the context reaches back to the sink; plus one clean pass over a take's image."""
+    assert caps.stream is not None
+    block, c = caps.stream.block_latents, seg.context_latents
+    image = [1] if seg.image is not None else []
+    if not c:
+        return image
+    sink = _sink_replayed(seg, caps, clip)
+    lo = seg.first_latent - c
+    if prompt_switched(segments, seg):
+        if not sink or lo <= caps.stream.sink_latents:
+            return [sink + c] + image
+        return [sink, c] + image
+    return ([sink] if sink else []) + [min(block, c - i) for i in range(0, c, block)] + image
 
 
 def _stream_work(segments: list[Segment], caps: BackendCaps, steps: int,
-                 tokens_per_latent: int, continues: bool) -> StreamWork:
+                 tokens_per_latent: int, clip: bool | None) -> StreamWork:
     stream = caps.stream
     assert stream is not None
     block = stream.block_latents
     # a take's starting image is one clean pass; the latents after it are denoised in blocks
-    images = sum(1 for s in segments if s.image is not None)
     blocks = sum(-(-(s.num_latents - (s.image is not None)) // block) for s in segments)
-    replay = images + sum(-(-s.context_latents // block)
-                          + (1 if _sink_replayed(s, caps, continues) else 0) for s in segments)
+    replay = sum(len(_rebuild(segments, s, caps, clip)) for s in segments)
     return StreamWork(block_latents=block, blocks=blocks, forwards_per_block=steps + 1,
                       replay_forwards=replay, cached_latents=stream.cached_latents,
                       kv_gib_per_latent=stream.kv_bytes_per_latent(tokens_per_latent) / 2**30)
 
 
-def _stream_max_latents(segments: list[Segment], caps: BackendCaps, continues: bool) -> int:
-    """The most latents one forward of a stream takes: a block, or the sink replayed whole."""
+def _stream_max_latents(segments: list[Segment], caps: BackendCaps, clip: bool | None) -> int:
+    """The most latents one forward of a stream takes: a block, or a replay forward."""
     assert caps.stream is not None
     block = caps.stream.block_latents
-    return max(max(min(block, s.num_latents), min(block, s.context_latents),
-                   _sink_replayed(s, caps, continues)) for s in segments)
+    return max(max([min(block, s.num_latents), *_rebuild(segments, s, caps, clip)])
+               for s in segments)
 
 
 def _no_recall(preset: Preset, caps: BackendCaps, recalling: list[str]) -> str:

@@ -73,15 +73,17 @@ def test_plan_counts_the_forwards_the_engine_runs(tmp_path, image):
     assert max(seen) * tokens_per_latent == plan.max_tokens
 
 
-def test_an_extend_plans_the_forwards_the_engine_runs(tmp_path):
-    """A take continuing a clip has no sink to replay: the loop carries none."""
+@pytest.mark.parametrize("clip_s", ["0.5s", "3s"])
+def test_an_extend_plans_the_forwards_the_engine_runs(tmp_path, clip_s):
+    """A take continuing a clip replays the clip's first latents as its sink when the clip
+    holds them beyond its context (3 s), and none from a shorter clip (0.5 s)."""
     from longvid.extend import extend_clip
     from longvid.progress import PlainProgress
     from longvid.render import BackendPool, render_storyboard
 
     pool = BackendPool()
     clip_sb = write(tmp_path / "clip.yaml", "version: 1\npreset: tiny-causal\nresolution: "
-                    "32x32\nshots: [{id: a, prompt: a pier, duration: 0.5s}]\n")
+                    f"32x32\nshots: [{{id: a, prompt: a pier, duration: {clip_s}}}]\n")
     render_storyboard(clip_sb, output=tmp_path / "clip.mp4", preset_name=None, crf=18,
                       fresh=True, pool=pool, progress=PlainProgress(quiet=True))
     backend = next(iter(pool.loaded.values()))

@@ -95,7 +95,9 @@ class MagCache(KVCache):
         end = start + c[name] * self.frame_tokens
         return k[:, start:end], v[:, start:end]
 
-    def seen(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def seen(self, layer: int, dtype: torch.dtype | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """[sink | pinned | slots] as stored (MAG keeps the model's dtype: no fp8 KV)."""
         k, v = self.keys[layer], self.values[layer]
         return None if k is None or v is None else (k, v)
 
@@ -231,8 +233,9 @@ class MemFlowCache(KVCache):
         self.record: Any = None  # label of the block being committed, if it is recorded
         self.pinning = False  # True: a write only pins its frames into the bank
 
-    def seen(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        window = super().seen(layer)
+    def seen(self, layer: int, dtype: torch.dtype | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        window = super().seen(layer, dtype)
         bank = self.bank[layer]
         if not bank:
             return window

@@ -37,8 +37,9 @@ from longvid.backends.base import (
     StepCallback,
 )
 from longvid.backends.causal_wan import BLOCKS_PER_SEGMENT, NATIVE_FPS, CausalWanBackend
-from longvid.backends.tiny_causal import BLOCK_LATENTS, DECODE_WARMUP_LATENTS
+from longvid.backends.tiny_causal import BLOCK_LATENTS
 from longvid.backends.tiny_memory import (
+    DECODE_WARMUP_LATENTS,
     MAG_PINNED,
     MAG_SINK_LATENTS,
     MEMFLOW_PINNED,
@@ -66,6 +67,8 @@ class MemoryWanBackend(CausalWanBackend):
             request.seed, on_step)  # (1, z, n, h, w)
 
     def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
+        import torch
+
         cond, _ = self.prompts.conditioning(request)  # (1, L, 4096); no guidance
         context = None if request.context is None else request.context.float()
         with self.on_gpu("transformer"):
@@ -74,7 +77,7 @@ class MemoryWanBackend(CausalWanBackend):
         warm = None if context is None else context[:, :, -DECODE_WARMUP_LATENTS:]
         c = 0 if warm is None else warm.shape[2]
         with self.on_gpu("vae"):  # the context's tail warms the VAE's causal cache, then drops
-            whole = latents if warm is None else self._cat(warm, latents)
+            whole = latents if warm is None else torch.cat([warm, latents], dim=2)
             frames = self.vae.decode(whole, drop=4 * c - 3 if c else 0)
         return SegmentOutput(latents=latents, frames=frames,
                              seconds=seconds | {"decode": time.perf_counter() - t0})
@@ -83,7 +86,7 @@ class MemoryWanBackend(CausalWanBackend):
 class CausalMemFlowBackend(MemoryWanBackend):
     name: ClassVar[str] = "causal-memflow"
     caps: ClassVar[BackendCaps] = replace(
-        CausalWanBackend.caps,
+        CausalWanBackend.caps, images=None, decode=None,  # whole-segment decode, no image yet
         memory=MemoryCaps(MEMFLOW_PINNED, trained=True, recall_only=True))
 
     class Options(CausalWanBackend.Options, BankOptions):

@@ -31,7 +31,6 @@ from longvid.backends.base import (
 from longvid.backends.tiny_causal import (
     BLOCK_LATENTS,
     CONTEXT_LATENTS,
-    DECODE_WARMUP_LATENTS,
     SINK_LATENTS,
     CausalOptions,
     TinyCausalBackend,
@@ -40,6 +39,9 @@ from longvid.backends.tiny_causal import (
 MAG_SINK_LATENTS = 2
 MAG_PINNED = 2  # recalled latents a MAG segment pins (they take slots from the ring)
 MEMFLOW_PINNED = 2  # recalled latents a MemFlow segment pins: one bank frame stays free
+# The memory backends decode a segment whole: the context's last 2 latents warm up the
+# VAE decoder's causal convolutions and their frames are dropped.
+DECODE_WARMUP_LATENTS = 2
 TINY_MAG_SLOTS = 5  # the tiny RoPE table has 64 positions: 5 slots keep a segment in it
 
 
