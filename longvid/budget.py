@@ -114,6 +114,12 @@ class KVCacheBudget:
     gib: float  # the cache at its fullest, and one layer's working copies
     latents: int  # latent frames it holds
     storage: str  # "bf16" | "fp8"
+    decoder_gib: float = 0.0  # a streaming VAE decoder's feature cache, held for a take
+    decoder_storage: str = ""  # that VAE's dtype on the GPU ("" without one: fp32, tiled)
+
+    @property
+    def total_gib(self) -> float:
+        return self.gib + self.decoder_gib
 
 
 @dataclass(frozen=True)
@@ -181,10 +187,12 @@ def _policy(vram_gib: float, memory: MemorySpec, max_tokens: int, quant: Quantiz
                + vae_resident + OVERHEAD_GIB, te_weights, quant.text_encoder)
     tr_gpu = tr_weights if tr_placement == "gpu" else streamed_gib(
         tr_weights, memory.transformer_blocks)
-    kv_gib = kv.gib if kv is not None else 0.0
+    kv_gib = kv.total_gib if kv is not None else 0.0
     tr = Stage("transformer", tr_placement,
                tr_gpu + act + kv_gib + vae_resident + OVERHEAD_GIB, tr_weights,
                quant.transformer_storage)
-    vae = Stage("vae", "gpu", vae_resident + memory.vae_decode_gib + tr_resident + kv_gib
-                + OVERHEAD_GIB, memory.vae_gib, "fp32")  # the VAE always tiles
+    decode_gib = memory.vae_decode_gib  # a tiled window decode, or a streamed latent frame's
+    vae = Stage("vae", "gpu", vae_resident + decode_gib + tr_resident + kv_gib
+                + OVERHEAD_GIB, memory.vae_gib,  # tiled, or streamed one latent at a time
+                kv.decoder_storage if kv is not None and kv.decoder_storage else "fp32")
     return LoadPolicy(vram_gib, te_placement, tr_placement, (te, tr, vae), kv)

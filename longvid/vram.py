@@ -41,9 +41,12 @@ def kv_cache_budget(preset: Preset, plan: Plan) -> KVCacheBudget | None:
     if caps.stream is None:
         return None
     tokens_per_latent = plan.width * plan.height // caps.tokens_per_latent_px
+    decoder = 0.0 if caps.decode is None else caps.decode.cache_bytes(
+        (plan.width // 8) * (plan.height // 8)) / 2**30
     return KVCacheBudget(caps.stream.kv_bytes(tokens_per_latent) / 2**30,
-                         caps.stream.cached_latents,
-                         caps.stream.kv_storage)
+                         caps.stream.cached_latents, caps.stream.kv_storage, decoder,
+                         "" if caps.decode is None else
+                         {2: "bf16", 4: "fp32"}[caps.decode.gpu_bytes_per_element])
 
 
 def window_plan(preset: Preset) -> Plan:

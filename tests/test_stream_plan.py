@@ -148,12 +148,18 @@ def test_the_kv_element_size_comes_from_the_options_alone(tmp_path):
 
 
 def test_the_budget_holds_the_kv_cache_beside_the_transformer_and_the_decode(tmp_path):
+    """The KV cache and the streaming decoder's feature cache (a take long, bf16 on a GPU:
+    151,328 elements per latent pixel, 1.76 GiB at 832x480) stay on the GPU while blocks
+    are made and decoded."""
     sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 20s}]\n")
     _, preset, plan = load_job(sb, "longlive-1.3b")
     policy = plan_policy(preset, plan, 12.0)
     assert policy is not None and policy.kv_cache is not None
-    kv_gib = caps_of(preset).stream.kv_bytes(1560) / 2**30
-    assert policy.kv_cache.gib == pytest.approx(kv_gib)
+    decoder_gib = 151_328 * (832 // 8) * (480 // 8) * 2 / 2**30
+    assert policy.kv_cache.decoder_gib == pytest.approx(decoder_gib)
+    assert policy.kv_cache.decoder_storage == "bf16"
+    kv_gib = caps_of(preset).stream.kv_bytes(1560) / 2**30 + decoder_gib
+    assert policy.kv_cache.gib + policy.kv_cache.decoder_gib == pytest.approx(kv_gib)
     without = policy_for(12.0, preset.memory, plan.max_tokens, preset.quantization)
     stages = {s.name: s for s in policy.stages}
     bare = {s.name: s for s in without.stages}

@@ -130,6 +130,11 @@ class StreamDecodeCaps:
 
     history_latents: int
     cache_elements_per_latent_px: int
+    gpu_bytes_per_element: int = 4  # the VAE's dtype on a GPU (fp32: 4, bf16: 2)
+
+    def cache_bytes(self, latent_px: int) -> int:
+        """The decoder's feature cache on a GPU for latents of `latent_px` (H/8 x W/8)."""
+        return self.cache_elements_per_latent_px * latent_px * self.gpu_bytes_per_element
 
 
 @dataclass(frozen=True)

@@ -228,16 +228,18 @@ def place_transformer(transformer: Any, device: Any, policy: Any) -> None:
 
 
 class WanVAE:
-    """The Wan VAE in fp32 (tiled on a GPU), speaking longvid's normalized latents."""
+    """The Wan VAE in fp32 (tiled on a GPU), speaking longvid's normalized latents.
+    `gpu_dtype`: its dtype on a GPU (a streaming decoder keeps its feature cache for a
+    whole take, half the size in bf16); on a CPU it stays fp32."""
 
-    def __init__(self, folder: Path, device: Any) -> None:
+    def __init__(self, folder: Path, device: Any, gpu_dtype: Any = None) -> None:
         import torch
         from diffusers import AutoencoderKLWan
 
         self.model = AutoencoderKLWan.from_pretrained(folder, subfolder="vae",
                                                       torch_dtype=torch.float32).eval()
         if device.type == "cuda":
-            self.model.to(device).enable_tiling()
+            self.model.to(device, gpu_dtype or torch.float32).enable_tiling()
         self.z_dim = z = self.model.config.z_dim
         self.mean = torch.tensor(self.model.config.latents_mean).view(1, z, 1, 1, 1)
         self.std = torch.tensor(self.model.config.latents_std).view(1, z, 1, 1, 1)
@@ -247,7 +249,8 @@ class WanVAE:
         import torch
 
         with torch.no_grad():
-            z = self.model.encode(video.to(self.model.device)).latent_dist.mode().float().cpu()
+            z = self.model.encode(video.to(self.model.device, self.model.dtype)
+                                  ).latent_dist.mode().float().cpu()
         return (z - self.mean) / self.std
 
     def decode_float(self, latents: Any) -> Any:
@@ -256,7 +259,8 @@ class WanVAE:
 
         z = latents.float().cpu() * self.std + self.mean
         with torch.no_grad():
-            return self.model.decode(z.to(self.model.device), return_dict=False)[0].float().cpu()
+            return self.model.decode(z.to(self.model.device, self.model.dtype),
+                                     return_dict=False)[0].float().cpu()
 
     def decode(self, latents: Any, drop: int) -> Any:
         """Normalized latents (1, z, T, h, w) -> uint8 frames (4T-3-drop, H, W, 3)."""

@@ -64,10 +64,13 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = 
                           f"{s.name} ({s.storage}, {s.weights_gib:.1f} GiB) on {s.placement}"
                           f" ~{s.peak_gib:.1f} GiB"
                           for s in policy.stages)
-                      + "; VAE tiled" + ("" if kv is None else
+                      + ("; VAE streamed a latent frame at a time" if kv is not None
+                         and kv.decoder_gib else "; VAE tiled") + ("" if kv is None else
                                          f"; KV cache ({kv.storage}, {kv.latents} latent "
-                                         f"frames, {kv.gib:.2f} GiB) in the transformer and "
-                                         "vae stages"))
+                                         f"frames, {kv.gib:.2f} GiB)"
+                                         + (f" and decoder cache ({kv.decoder_gib:.2f} GiB)"
+                                            if kv.decoder_gib else "")
+                                         + " in the transformer and vae stages"))
 
 
 def _work(p: Plan) -> str:
