@@ -43,9 +43,14 @@ class Compressor(nn.Module):
         -> memory (B, MEMORY_TOKENS, WIDTH)."""
         patches, motion, valid = (x[:, -HISTORY_FRAMES:] for x in (patches, motion, valid))
         b, t = valid.shape
-        x = self.embed(patches, motion) * valid[:, :, None, None]  # (B, T, 64, W)
-        x = x.view(b, t, FRAME_PATCHES, FRAME_PATCHES, WIDTH).permute(0, 4, 1, 2, 3)
-        x = self.conv2(F.gelu(self.conv1(x)))  # (B, W, ceil(T/2), 8, 8)
+        # newest frame first, so the strided conv's phase and the padding (now at the end)
+        # do not depend on how much padding an item has
+        patches, motion, valid = (x.flip(1) for x in (patches, motion, valid))
+        mask = valid[:, None, :, None, None]  # (B, 1, T, 1, 1)
+        x = self.embed(patches, motion)  # (B, T, 64, W)
+        x = x.view(b, t, FRAME_PATCHES, FRAME_PATCHES, WIDTH).permute(0, 4, 1, 2, 3) * mask
+        x = F.gelu(self.conv1(x)) * mask
+        x = self.conv2(x)  # (B, W, ceil(T/2), 8, 8)
         t2 = x.shape[2]
         feats = x.permute(0, 2, 3, 4, 1).reshape(b, t2 * FRAME_PATCHES ** 2, WIDTH)
         keep = F.pad(valid, (0, 2 * t2 - t)).view(b, t2, 2).any(dim=-1)  # (B, T2)
