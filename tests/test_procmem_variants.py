@@ -167,3 +167,35 @@ def test_weights_round_trip_without_the_training_only_decoder(models, tmp_path):
         b, _ = loaded.build_memory(hist)
     assert torch.allclose(a, b, atol=2e-2)  # fp16 storage
     assert pfp.HISTORY_FRAMES >= pfp.RECON_FRAMES >= 32
+
+
+def test_the_bench_scores_every_variant_at_one_token_budget(tmp_path):
+    from longvid.backends.procworld.model import WorldModel, save_model
+    from longvid.bench.procmem import BenchConfig, run
+    from longvid.bench.variant_gen import VARIANTS, weights_name
+
+    torch.manual_seed(0)
+    for name in ("window", "retrieval-oracle"):
+        save_model(WorldModel(), tmp_path / weights_name(name), {"train": "{}"})
+    save_variant(WorldModel(), "retrieval-descriptor",
+                 tmp_path / weights_name("retrieval-descriptor"), {"train": "{}"})
+    for kind in ("pfp", "mag", "malt"):
+        save_variant(MemoryWorldModel(kind), kind, tmp_path / weights_name(kind), {"train": "{}"})
+    cfg = BenchConfig(test_worlds=1, trajectories=1, euler_steps=1, retrieval_trajectories=1,
+                      long_trajectories=1, loop_trajectories=1)
+    result = run(cfg, tmp_path)
+    assert list(result["variants"]) == list(VARIANTS)
+    assert {v["context_tokens"] for v in result["variants"].values()} == {CONTEXT_TOKENS}
+    assert [n for n, v in result["variants"].items() if not v["pose_free"]] == ["retrieval-oracle"]
+    for v in result["variants"].values():
+        assert set(v) >= {"revisit", "novel", "long", "loop", "retention", "params",
+                          "ms_per_frame"}
+        assert v["params"] >= 3_000_000 and v["ms_per_frame"] > 0
+        assert "33-64" in v["retention"]  # the long trajectory reaches a 64-frame gap
+    assert result["window"] is result["variants"]["window"]
+    assert result["memory"] is result["variants"]["retrieval-oracle"]
+    assert result["pose_free_goal"]["best"] in VARIANTS
+    (tmp_path / weights_name("malt")).unlink()
+    cfg = BenchConfig(test_worlds=1, trajectories=1, euler_steps=1, retrieval_trajectories=1,
+                      long_trajectories=0, loop_trajectories=0)
+    assert run(cfg, tmp_path)["variants_missing"] == ["malt"]
