@@ -199,3 +199,23 @@ def test_the_bench_scores_every_variant_at_one_token_budget(tmp_path):
     cfg = BenchConfig(test_worlds=1, trajectories=1, euler_steps=1, retrieval_trajectories=1,
                       long_trajectories=0, loop_trajectories=0)
     assert run(cfg, tmp_path)["variants_missing"] == ["malt"]
+
+
+@pytest.mark.parametrize("variant", ["retrieval-descriptor", "pfp", "mag", "malt"])
+def test_training_is_reproducible_from_the_seed(tmp_path, variant):
+    from safetensors.torch import load_file
+
+    from longvid.bench.train import TrainConfig
+    from longvid.bench.train_variants import train_pose_free
+
+    def weights(seed: int, name: str) -> dict[str, torch.Tensor]:
+        cfg = TrainConfig(variant=variant, steps=5, batch=3, warmup_steps=1, seed=seed,
+                          train_worlds=2)
+        record = train_pose_free(cfg, tmp_path / name, log=lambda line: None)
+        assert record["steps"] == 5 and np.isfinite(record["loss_last_25"])
+        return load_file(str(tmp_path / name))
+
+    a, b, c = weights(0, "a.safetensors"), weights(0, "b.safetensors"), weights(1, "c.safetensors")
+    assert a.keys() == b.keys() and not any(".decoder." in k for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
