@@ -181,4 +181,16 @@ def test_bench_memory_quick_json_scores_the_shipped_models(cli):
         assert "1-4" in result[variant]["retention"]
     for method in ("descriptor", "oracle"):
         assert 0.0 <= result["retrieval"][method]["precision_at_1"] <= 1.0
+    # issue 15: the six shipped variants, one context budget
+    variants = result["variants"]
+    assert list(variants) == ["window", "retrieval-oracle", "retrieval-descriptor", "pfp", "mag",
+                              "malt"]
+    assert "variants_missing" not in result
+    assert {v["context_tokens"] for v in variants.values()} == {256}
+    assert [n for n, v in variants.items() if not v["pose_free"]] == ["retrieval-oracle"]
+    for v in variants.values():
+        for region in ("revisit", "novel"):
+            assert set(v[region]) >= {"psnr", "ssim"}
+        assert 5.0 < v["revisit"]["psnr"] < PSNR_CAP_DB
+        assert "33-64" in v["retention"] and v["params"] > 3_000_000
     assert set(result["gain_db"]) == {"revisit", "novel"}

@@ -1,8 +1,9 @@
 """The retention curve as a PNG, drawn with Pillow (no plotting library).
 
 x: frames since the entering region was last seen (out-and-back: 2 per returned
-frame); y: PSNR against ground truth. Solid: revisits; dashed: the novel control
-at the same generated-frame index, for reference.
+frame); y: PSNR against ground truth. Solid: each variant on the long out-and-back
+(gaps up to 64; the 16-step revisit set when a result has no long set); dashed:
+the window's novel control at the same generated-frame index, for reference.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 WIDTH_PX, HEIGHT_PX = 720, 420
-MARGIN_PX = {"left": 60, "right": 150, "top": 40, "bottom": 50}
+MARGIN_PX = {"left": 60, "right": 190, "top": 40, "bottom": 50}
 Y_MIN_DB, Y_MAX_DB = 5.0, 40.0
-COLOURS = {"window": (214, 96, 40), "memory": (40, 110, 200)}
+COLOURS = {"window": (214, 96, 40), "retrieval-oracle": (40, 110, 200),
+           "retrieval-descriptor": (60, 160, 60), "pfp": (150, 70, 180), "mag": (200, 40, 120),
+           "malt": (120, 120, 120)}
 GRID = (225, 225, 225)
 
 
@@ -36,7 +39,10 @@ def draw_retention(result: dict[str, Any], path: Path) -> Path:
     draw = ImageDraw.Draw(img)
     left, top = MARGIN_PX["left"], MARGIN_PX["top"]
     right, bottom = WIDTH_PX - MARGIN_PX["right"], HEIGHT_PX - MARGIN_PX["bottom"]
-    n_frames = len(result["window"]["revisit"]["psnr_per_frame"])
+    variants = result.get("variants") or {"window": result["window"],
+                                          "retrieval-oracle": result["memory"]}
+    region = "long" if "long" in result["window"] else "revisit"
+    n_frames = len(result["window"][region]["psnr_per_frame"])
     max_gap = 2 * n_frames
 
     def xy(gap: float, db: float) -> tuple[float, float]:
@@ -47,7 +53,7 @@ def draw_retention(result: dict[str, Any], path: Path) -> Path:
     for db in range(int(Y_MIN_DB), int(Y_MAX_DB) + 1, 5):
         draw.line([xy(0, db), xy(max_gap, db)], fill=GRID)
         draw.text((left - 28, xy(0, db)[1] - 6), f"{db}", fill="black")
-    for gap in range(0, max_gap + 1, 4):
+    for gap in range(0, max_gap + 1, 4 if max_gap <= 32 else 8):
         draw.line([xy(gap, Y_MIN_DB), xy(gap, Y_MAX_DB)], fill=GRID)
         draw.text((xy(gap, Y_MIN_DB)[0] - 5, bottom + 6), f"{gap}", fill="black")
     draw.rectangle([left, top, right, bottom], outline="black")
@@ -57,23 +63,22 @@ def draw_retention(result: dict[str, Any], path: Path) -> Path:
               fill="black")
 
     legend_y = top + 4
-    for variant, colour in COLOURS.items():
-        for region, dashed in (("revisit", False), ("novel", True)):
-            series = result[variant][region]["psnr_per_frame"]
-            points = [xy(2 * (f + 1), db) for f, db in enumerate(series)]
-            if dashed:
-                _dashed(draw, points, colour)
-            else:
-                draw.line(points, fill=colour, width=3)
-                for x, y in points:
-                    draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-            sample = [(right + 10, legend_y + 6), (right + 40, legend_y + 6)]
-            if dashed:
-                _dashed(draw, sample, colour)
-            else:
-                draw.line(sample, fill=colour, width=3)
-            draw.text((right + 46, legend_y), f"{variant} {region}", fill="black")
-            legend_y += 18
+    lines = [(name, region, False) for name in variants] + [("window", "novel", True)]
+    for name, reg, dashed in lines:
+        colour = COLOURS.get(name, (0, 0, 0))
+        series = variants[name][reg]["psnr_per_frame"]
+        points = [xy(2 * (f + 1), db) for f, db in enumerate(series)]
+        sample = [(right + 10, legend_y + 6), (right + 40, legend_y + 6)]
+        if dashed:
+            _dashed(draw, points, colour)
+            _dashed(draw, sample, colour)
+        else:
+            draw.line(points, fill=colour, width=3)
+            for x, y in points:
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+            draw.line(sample, fill=colour, width=3)
+        draw.text((right + 46, legend_y), f"{name}{' novel' if dashed else ''}", fill="black")
+        legend_y += 18
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path

@@ -18,15 +18,18 @@ def _print_human(r: dict[str, Any]) -> None:
     print(f"ProcMem on {r['config']['test_worlds']} held-out worlds, "
           f"{r['config']['trajectories']} trajectories per region, "
           f"{r['config']['euler_steps']} Euler steps ({r['wall_s']:.0f} s)")
-    print(f"{'variant':<8} {'region':<8} {'PSNR dB':>8} {'SSIM':>6}")
-    for variant in ("window", "memory"):
-        for region in ("revisit", "novel"):
-            m = r[variant][region]
-            print(f"{variant:<8} {region:<8} {m['psnr']:>8.2f} {m['ssim']:>6.3f}")
+    print(f"{'variant':<21} {'tokens':>6} {'pose-free':>9} {'revisit dB':>10} {'SSIM':>6} "
+          f"{'novel dB':>8} {'SSIM':>6} {'ms/frame':>8}")
+    for name, v in r["variants"].items():
+        print(f"{name:<21} {v['context_tokens']:>6} {'yes' if v['pose_free'] else 'no':>9} "
+              f"{v['revisit']['psnr']:>10.2f} {v['revisit']['ssim']:>6.3f} "
+              f"{v['novel']['psnr']:>8.2f} {v['novel']['ssim']:>6.3f} {v['ms_per_frame']:>8.1f}")
+    if r.get("variants_missing"):
+        print(f"not trained (no weights): {', '.join(r['variants_missing'])}")
     print("retention (revisit PSNR dB by frames since last seen):")
-    for variant in ("window", "memory"):
-        curve = "  ".join(f"{k}: {v:.1f}" for k, v in r[variant]["retention"].items())
-        print(f"  {variant:<7} {curve}")
+    for name, v in r["variants"].items():
+        curve = "  ".join(f"{k}: {x:.1f}" for k, x in v["retention"].items())
+        print(f"  {name:<21} {curve}")
     ret = r["retrieval"]
     print(f"retrieval precision@1: descriptor {ret['descriptor']['precision_at_1']:.3f}, "
           f"pose oracle {ret['oracle']['precision_at_1']:.3f} "
@@ -35,6 +38,11 @@ def _print_human(r: dict[str, Any]) -> None:
     print(f"memory - window: revisit {gain['revisit']:+.2f} dB, novel {gain['novel']:+.2f} dB; "
           f"goal (>= {goal['revisit_gain_db_min']:.0f} dB, novel within "
           f"{goal['novel_gap_db_max']:.0f} dB) {'met' if goal['met'] else 'NOT met'}")
+    pf = r["pose_free_goal"]
+    if pf["best"] is not None:
+        print(f"best pose-free: {pf['best']}: {pf['revisit_over_window_db']:+.2f} dB over the "
+              f"window, {pf['revisit_under_oracle_db']:.2f} dB under the pose oracle, novel "
+              f"{pf['novel_vs_window_db']:+.2f} dB; goal {'met' if pf['met'] else 'NOT met'}")
 
 
 @bench_app.command("memory")
@@ -45,10 +53,11 @@ def memory(
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the retention curve "
                                               "to this PNG.")] = None,
 ) -> None:
-    """Score the shipped window and memory world models on held-out ProcMem worlds.
+    """Score every shipped ProcMem world model variant on held-out worlds.
 
     Revisit PSNR/SSIM (out-and-back), the novel control (straight line), the
-    retention curve, and the bank descriptor's retrieval precision vs the pose oracle.
+    retention curve to a 64-frame gap, per-variant cost, and the bank descriptor's
+    retrieval precision vs the pose oracle.
     """
 
     def body() -> None:

@@ -157,7 +157,13 @@ class WorldModel(nn.Module):
                        ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """frames (B, F, 3, 32, 32) in [-1, 1], poses (B, F, 2) -> per-block (k, v)."""
         ctx = self.ctx_in(self.patchify(frames))  # (B, F * 64, D)
-        angles = self._angles(poses)
+        return self.encode_tokens(ctx, self.world_coords(poses))
+
+    def encode_tokens(self, ctx: torch.Tensor, coords: torch.Tensor,
+                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """ctx (B, M, D) context tokens, coords (B, M, 2) their RoPE positions -> per-block
+        (k, v). The pose-free variants' memory tokens enter here (variants/generator.py)."""
+        angles = _rope_angles(coords, self.cfg.dim // self.cfg.heads)
         return [block.context_kv(ctx, angles) for block in self.blocks]
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, pose: torch.Tensor,
@@ -175,8 +181,15 @@ class WorldModel(nn.Module):
     def sample(self, ctx_frames: torch.Tensor, ctx_poses: torch.Tensor, pose: torch.Tensor,
                euler_steps: int, generator: torch.Generator) -> torch.Tensor:
         """One new frame per batch item: (B, 3, 32, 32) in [-1, 1] at `pose` (B, 2)."""
-        cache = self.encode_context(ctx_frames, ctx_poses)
-        x = torch.randn(ctx_frames.shape[0], 3, *ctx_frames.shape[-2:], generator=generator)
+        return self.sample_cached(self.encode_context(ctx_frames, ctx_poses), pose,
+                                  euler_steps, generator)
+
+    @torch.no_grad()
+    def sample_cached(self, cache: list[tuple[torch.Tensor, torch.Tensor]], pose: torch.Tensor,
+                      euler_steps: int, generator: torch.Generator) -> torch.Tensor:
+        """Euler from noise given an encoded context; -> (B, 3, 32, 32) in [-1, 1]."""
+        x = torch.randn(pose.shape[0], 3, FRAME_PATCHES * PATCH_PX, FRAME_PATCHES * PATCH_PX,
+                        generator=generator)
         for i in range(euler_steps):
             t = torch.full((x.shape[0],), i / euler_steps)
             x = x + self.velocity(x, t, pose, cache) / euler_steps
