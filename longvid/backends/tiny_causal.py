@@ -152,7 +152,6 @@ class TinyCausalBackend(TinyWanBackend):
             stream_segment,
         )
 
-        assert request.memory is None, "tiny-causal takes no memory (caps.memory is None)"
         cond = request.conditioning(self._embed)  # (1, L, 32), mixed during a transition
         context = None if request.context is None else request.context.float()  # (1, 16, c, h, w)
         schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
@@ -164,7 +163,7 @@ class TinyCausalBackend(TinyWanBackend):
         start = SegmentStart(
             cond, context, request.context_start, request.sink,
             None if request.sink_prompt is None else self._embed(request.sink_prompt),
-            request.switched)
+            request.switched, request.memory)  # memory: a memory engine's pins
         latents, seconds = stream_segment(
             self.engine, start, request.num_latents,
             (16, request.height // 8, request.width // 8), schedule, request.seed, on_step,

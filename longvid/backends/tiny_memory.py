@@ -14,7 +14,6 @@ x 3 latents), so the replay rewrites all of them; MemFlow's is LongLive's 9.
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -22,6 +21,7 @@ from pydantic import Field
 from longvid.backends.base import (
     BackendCaps,
     BackendOptions,
+    ImageCaps,
     MemoryCaps,
     SegmentOutput,
     SegmentRequest,
@@ -39,9 +39,6 @@ from longvid.backends.tiny_causal import (
 MAG_SINK_LATENTS = 2
 MAG_PINNED = 2  # recalled latents a MAG segment pins (they take slots from the ring)
 MEMFLOW_PINNED = 2  # recalled latents a MemFlow segment pins: one bank frame stays free
-# The memory backends decode a segment whole: the context's last 2 latents warm up the
-# VAE decoder's causal convolutions and their frames are dropped.
-DECODE_WARMUP_LATENTS = 2
 TINY_MAG_SLOTS = 5  # the tiny RoPE table has 64 positions: 5 slots keep a segment in it
 
 
@@ -81,28 +78,9 @@ class TinyMemoryBackend(TinyCausalBackend):
         return super().versions() | {"memory": self.name}
 
     def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
-        import torch
-
-        from longvid.backends.causal_engine import FewStepSchedule
-        from longvid.backends.causal_memory import stream_memory_segment
-
-        cond = request.conditioning(self._embed)  # (1, L, 32)
-        context = None if request.context is None else request.context.float()
-        schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
         if hasattr(self.engine, "empty_cond"):
             self.engine.empty_cond = self._embed("")  # MAG's memory pass
-        latents, seconds = stream_memory_segment(
-            self.engine, request.memory, request.sink, context, request.num_latents,
-            (16, request.height // 8, request.width // 8), cond, schedule, request.seed,
-            on_step)  # (1, 16, n, h, w)
-        t0 = time.perf_counter()
-        with torch.no_grad():  # the context's tail warms the VAE's causal cache, then drops
-            warm = None if context is None else context[:, :, -DECODE_WARMUP_LATENTS:]
-            c = 0 if warm is None else warm.shape[2]
-            whole = latents if warm is None else torch.cat([warm, latents], dim=2)
-            frames = self._decode(whole, drop=4 * c - 3 if c else 0)
-        return SegmentOutput(latents=latents, frames=frames,
-                             seconds=seconds | {"decode": time.perf_counter() - t0})
+        return super().generate(request, on_step)  # tiny-causal's, with pins and decoder
 
 
 class TinyMagBackend(TinyMemoryBackend):
@@ -112,7 +90,8 @@ class TinyMagBackend(TinyMemoryBackend):
         max_latents=TINY_MAG_SLOTS * BLOCK_LATENTS + 4 * BLOCK_LATENTS,
         context_latents=TINY_MAG_SLOTS * BLOCK_LATENTS, size_multiple=16, max_side=512,
         takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        sink=SinkCaps(MAG_SINK_LATENTS), memory=MemoryCaps(MAG_PINNED, recall_only=True))
+        sink=SinkCaps(MAG_SINK_LATENTS), memory=MemoryCaps(MAG_PINNED, recall_only=True),
+        images=ImageCaps(first_frame=True), decode=TinyCausalBackend.caps.decode)
 
     class Options(MagOptions):
         weights_seed: int = Field(0, description="seed of the random tiny weights (the "
@@ -139,7 +118,8 @@ class TinyMemFlowBackend(TinyMemoryBackend):
         native_fps=16, any_fps=True, latent_stride_t=4,
         max_latents=CONTEXT_LATENTS + 4 * BLOCK_LATENTS, context_latents=CONTEXT_LATENTS,
         size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        sink=SinkCaps(SINK_LATENTS), memory=MemoryCaps(MEMFLOW_PINNED, recall_only=True))
+        sink=SinkCaps(SINK_LATENTS), memory=MemoryCaps(MEMFLOW_PINNED, recall_only=True),
+        images=ImageCaps(first_frame=True), decode=TinyCausalBackend.caps.decode)
 
     class Options(CausalOptions, BankOptions):
         weights_seed: int = Field(0, description="seed of the random tiny weights")
