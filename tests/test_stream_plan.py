@@ -73,6 +73,74 @@ def test_plan_counts_the_forwards_the_engine_runs(tmp_path, image):
     assert max(seen) * tokens_per_latent == plan.max_tokens
 
 
+@pytest.mark.parametrize("preset", ["tiny-mag", "tiny-memflow"])
+def test_plan_counts_the_forwards_a_memory_engine_runs(tmp_path, preset):
+    """The memory engines on every kind of segment start, with recalled latents pinned
+    in a take's first segment and in a later one: the generator's forwards and MAG's
+    memory model's (its clean pass, one per block and per pin) are what plan counts;
+    MemFlow re-caches at a switch as LongLive does, MAG replays its context by blocks."""
+    from longvid.progress import PlainProgress
+    from longvid.render import BackendPool, render_storyboard
+
+    text = (STORYBOARD.replace("preset: tiny-causal", f"preset: {preset}")
+            .replace("prompt: open water}", "prompt: open water, recall: [long]}")
+            .replace("prompt: dusk}", "prompt: dusk, recall: [long, cut]}"))
+    sb = write(tmp_path / "s.yaml", text)
+    _, loaded, plan = load_job(sb, None)
+    assert plan.stream is not None and plan.memory == "untrained"
+    bare = write(tmp_path / "bare.yaml", STORYBOARD.replace("preset: tiny-causal",
+                                                              f"preset: {preset}"))
+    unpinned = load_job(bare, None)[2].stream
+    assert unpinned is not None and plan.stream.replay_forwards > unpinned.replay_forwards
+    pool = BackendPool()
+    backend = pool.get(loaded)
+    seen = []  # latent frames of every forward of the real tiny transformers
+    models = [backend.transformer] + ([backend.engine.memory] if preset == "tiny-mag" else [])
+    hooks = [m.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(args[0].shape[2]),
+        with_kwargs=True) for m in models]
+    try:
+        render_storyboard(sb, output=tmp_path / "o.mp4", preset_name=None, crf=18, fresh=True,
+                          pool=pool, progress=PlainProgress(quiet=True))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    s = plan.stream
+    assert len(seen) == plan.forwards == s.blocks * s.forwards_per_block + s.replay_forwards
+    tokens_per_latent = plan.width * plan.height // caps_of(loaded).tokens_per_latent_px
+    assert max(seen) * tokens_per_latent == plan.max_tokens
+
+
+@pytest.mark.parametrize("preset", ["tiny-mag", "tiny-memflow"])
+def test_the_planned_kv_cache_holds_a_memory_engine_s_cache(preset):
+    """MAG: sink + slots (pins take slots); MemFlow: LongLive's window + the bank, pins
+    beyond bank_size added; read off the real caches after a long stream with pins."""
+    from longvid.backends import backend_class
+    from longvid.backends.causal_engine import FewStepSchedule, SegmentStart, stream_segment
+
+    loaded = load_preset(preset)
+    stream = caps_of(loaded).stream
+    assert stream is not None
+    backend = backend_class(loaded.backend)()
+    backend.load(loaded)
+    cond = torch.zeros(1, 8, 32)
+    if preset == "tiny-mag":
+        backend.engine.empty_cond = cond
+    pins = torch.randn(1, 16, caps_of(loaded).memory_latents, 4, 4)
+    stream_segment(backend.engine, SegmentStart(cond, memory=pins), 24, (16, 4, 4),
+                   FewStepSchedule.warped(4, 5.0), seed=0, on_step=lambda i, n: None)
+    cache = backend.engine.cache
+    tokens = 4 * 4 // 4
+    held = [t for t in cache.keys + cache.values if t is not None]
+    if preset == "tiny-memflow":
+        held += [e.k for bank in cache.bank for e in bank] + [
+            e.v for bank in cache.bank for e in bank]
+    elements = sum(t.numel() for t in held)
+    assert elements * stream.kv_bytes_per_element == (
+        stream.cached_latents * stream.kv_bytes_per_latent(tokens))
+    assert stream.cached_latents == (2 + 5 if preset == "tiny-mag" else 11 + 3)
+
+
 @pytest.mark.parametrize("clip_s", ["0.5s", "3s"])
 def test_an_extend_plans_the_forwards_the_engine_runs(tmp_path, clip_s):
     """A take continuing a clip replays the clip's first latents as its sink when the clip

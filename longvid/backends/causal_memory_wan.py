@@ -39,6 +39,7 @@ from longvid.backends.causal_wan import (
     BLOCKS_PER_SEGMENT,
     NATIVE_FPS,
     WAN21_HISTORY_LATENTS,
+    WAN_1_3B_STREAM,
     CausalWanBackend,
 )
 from longvid.backends.tiny_causal import BLOCK_LATENTS
@@ -46,8 +47,8 @@ from longvid.backends.tiny_memory import (
     MAG_PINNED,
     MAG_SINK_LATENTS,
     MEMFLOW_PINNED,
-    BankOptions,
     MagOptions,
+    MemFlowOptions,
 )
 from longvid.backends.wan_hub import WanHubOptions
 
@@ -65,7 +66,7 @@ class CausalMemFlowBackend(MemoryWanBackend):
     caps: ClassVar[BackendCaps] = replace(
         CausalWanBackend.caps, memory=MemoryCaps(MEMFLOW_PINNED, trained=True, recall_only=True))
 
-    class Options(CausalWanBackend.Options, BankOptions):
+    class Options(CausalWanBackend.Options, MemFlowOptions):
         checkpoint_repo: str = Field("KlingTeam/MemFlow", pattern=r"^[\w.-]+/[\w.-]+$",
                                      description="Hub repo of the causal generator")
         checkpoint_file: str = Field("base.pt", description="the generator's .pt in that repo")
@@ -94,7 +95,8 @@ class CausalMagBackend(MemoryWanBackend):
         takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
         sink=SinkCaps(MAG_SINK_LATENTS),
         memory=MemoryCaps(MAG_PINNED, trained=True, recall_only=True),
-        images=CausalWanBackend.caps.images, decode=CausalWanBackend.caps.decode)
+        images=CausalWanBackend.caps.images, decode=CausalWanBackend.caps.decode,
+        stream=WAN_1_3B_STREAM)
 
     class Options(WanHubOptions, MagOptions):
         slots: int = Field(MAG_SLOTS, ge=1, le=MAG_SLOTS, description="compressed frames "

@@ -14,6 +14,7 @@ x 3 latents), so the replay rewrites all of them; MemFlow's is LongLive's 9.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -27,11 +28,13 @@ from longvid.backends.base import (
     SegmentRequest,
     SinkCaps,
     StepCallback,
+    StreamCaps,
 )
 from longvid.backends.tiny_causal import (
     BLOCK_LATENTS,
     CONTEXT_LATENTS,
     SINK_LATENTS,
+    TINY_STREAM,
     CausalOptions,
     TinyCausalBackend,
 )
@@ -52,6 +55,17 @@ class MagOptions(BackendOptions):
     slots: int = Field(21, ge=1, description="compressed frames kept: the last frame of each "
                        "of this many past blocks")
 
+    def stream_caps(self, stream: StreamCaps, max_latents: int, pinned: int = 0) -> StreamCaps:
+        """The backend's stream part shaped by MAG's cache: sink + slots (pinned latents
+        take slots from the ring, so more only if there are more pins than slots), seen
+        by a block beside itself; the model's dtype (MAG has no fp8 KV); pins one memory
+        pass each; a prompt switch replays the context by blocks (no prompt in the cache)."""
+        cached = self.sink_latents + max(self.slots, pinned)
+        return replace(stream, block_latents=self.block_latents,
+                       sink_latents=self.sink_latents, cached_latents=cached,
+                       attended_latents=cached + self.block_latents, kv_bytes_per_element=2,
+                       pin_each=True, recache_on_switch=False)
+
     def policy(self) -> Any:
         from longvid.backends.causal_memory import MagPolicy
 
@@ -69,6 +83,19 @@ class BankOptions(BackendOptions):
         from longvid.backends.causal_memory import BankPolicy
 
         return BankPolicy(self.bank_size, self.record_interval)
+
+
+class MemFlowOptions(CausalOptions, BankOptions):
+    """LongLive's cache options with MemFlow's bank."""
+
+    def stream_caps(self, stream: StreamCaps, max_latents: int, pinned: int = 0) -> StreamCaps:
+        """LongLive's stream part plus the bank, which every block attends to: its
+        `bank_size` frames, or the pinned ones if more (retrieval never drops a pin);
+        the pins in one clean pass."""
+        shaped = super().stream_caps(stream, max_latents, pinned)
+        bank = max(self.bank_size, pinned)
+        return replace(shaped, cached_latents=shaped.cached_latents + bank,
+                       attended_latents=shaped.attended_latents + bank)
 
 
 class TinyMemoryBackend(TinyCausalBackend):
@@ -91,7 +118,8 @@ class TinyMagBackend(TinyMemoryBackend):
         context_latents=TINY_MAG_SLOTS * BLOCK_LATENTS, size_multiple=16, max_side=512,
         takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
         sink=SinkCaps(MAG_SINK_LATENTS), memory=MemoryCaps(MAG_PINNED, recall_only=True),
-        images=ImageCaps(first_frame=True), decode=TinyCausalBackend.caps.decode)
+        images=ImageCaps(first_frame=True), decode=TinyCausalBackend.caps.decode,
+        stream=TINY_STREAM)
 
     class Options(MagOptions):
         weights_seed: int = Field(0, description="seed of the random tiny weights (the "
@@ -119,9 +147,10 @@ class TinyMemFlowBackend(TinyMemoryBackend):
         max_latents=CONTEXT_LATENTS + 4 * BLOCK_LATENTS, context_latents=CONTEXT_LATENTS,
         size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
         sink=SinkCaps(SINK_LATENTS), memory=MemoryCaps(MEMFLOW_PINNED, recall_only=True),
-        images=ImageCaps(first_frame=True), decode=TinyCausalBackend.caps.decode)
+        images=ImageCaps(first_frame=True), decode=TinyCausalBackend.caps.decode,
+        stream=TINY_STREAM)
 
-    class Options(CausalOptions, BankOptions):
+    class Options(MemFlowOptions):
         weights_seed: int = Field(0, description="seed of the random tiny weights")
 
     def load(self, preset: Any, policy: Any = None) -> None:
