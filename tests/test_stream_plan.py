@@ -233,6 +233,43 @@ def test_the_budget_holds_the_kv_cache_beside_the_transformer_and_the_decode(tmp
     assert plan.max_tokens == 3 * 1560
 
 
+@pytest.mark.parametrize("offload", [True, False])
+def test_mag_s_memory_model_is_in_the_budget_and_it_fits_12_gib(tmp_path, offload):
+    """The memory model is a second fp8 transformer: streamed (memory_offload), it adds
+    its blocks in flight to the transformer stage only; resident, its weights to every
+    stage. Its cache is sink 2 + 21 slots."""
+    from dataclasses import replace
+
+    from longvid.budget import SecondTransformer, streamed_gib
+
+    sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 20s}]\n")
+    _, preset, plan = load_job(sb, "mag-1.3b")
+    preset = replace(preset, options=preset.options.model_copy(
+        update={"memory_offload": offload}))
+    fit = plan_policy(preset, plan, 12.0)
+    assert fit is not None and fit.fits and fit.peak_gib < 12.0
+    # the memory model resident, the generator has to stream to make room
+    assert fit.transformer == ("gpu" if offload else "group offload")
+    policy = plan_policy(preset, plan, 80.0)  # the same placements with and without it
+    assert policy is not None and policy.kv_cache is not None and policy.second is not None
+    assert policy.kv_cache.latents == 23 and policy.second.storage == "fp8"
+    weights = policy.second.weights_gib
+    assert weights == pytest.approx(2.64 / 2)
+    share = streamed_gib(weights, 30) if offload else weights
+    assert policy.second.peak_gib == pytest.approx(share)
+    kv = policy.kv_cache
+    bare = policy_for(80.0, preset.memory, plan.max_tokens, preset.quantization, kv)
+    assert bare.second is None and bare.transformer == policy.transformer
+    stages = {s.name: s.peak_gib for s in policy.stages}
+    without = {s.name: s.peak_gib for s in bare.stages}
+    assert stages["transformer"] == pytest.approx(without["transformer"] + share)
+    resident = 0.0 if offload else weights
+    assert stages["vae"] == pytest.approx(without["vae"] + resident)
+    assert stages["text encoder"] == pytest.approx(without["text encoder"] + resident)
+    assert policy_for(80.0, preset.memory, plan.max_tokens, preset.quantization, kv,
+                      SecondTransformer("memory model", offload)) == policy
+
+
 def test_plan_shows_the_kv_cache_and_the_stream_s_forwards(tmp_path, cli):
     sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 20s}]\n")
     code, out, _ = cli("plan", sb, "--preset", "longlive-1.3b")

@@ -157,8 +157,8 @@ class CausalMagBackend(MemoryWanBackend):
             apply_group_offloading(memory, onload_device=self.device,
                                    offload_type="block_level", num_blocks_per_group=1,
                                    use_stream=True)
-        else:
-            wan_parts.place_transformer(memory, self.device, policy)
+        else:  # resident, as the VRAM budget counts it (vram.second_transformer)
+            memory.to(self.device)
         self.transformer, self.memory = generator, memory
         self.engine = MagEngine(generator, memory, self.options.policy())
 

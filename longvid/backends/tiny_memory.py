@@ -5,10 +5,11 @@ MAG's compressed cache (a second tiny transformer, from another seed, is the mem
 model) or MemFlow's bank (longvid/backends/causal_memory.py). Their pictures are
 coloured texture; they exist so the memory rules, recall and resume run anywhere.
 
-A segment is a fresh stream, as in `tiny-causal`: recalled latents (the loop's memory
-picks: `recall` first) are pinned, the take's first latents (the sink) and the context
-are replayed through clean passes, then the new blocks are denoised; so a resumed
-render equals an uninterrupted one. MAG's context is every block its slots hold (slots
+A segment is `tiny-causal`'s (causal_engine.stream_segment, each block decoded as it
+is made, a take's image its first latent): recalled latents (what `recall` names) are
+pinned, the take's first latents (the sink) and the context are replayed through clean
+passes, then the new blocks are denoised; so a resumed render equals an uninterrupted
+one. MAG's context is every block its slots hold (slots
 x 3 latents), so the replay rewrites all of them; MemFlow's is LongLive's 9.
 """
 
