@@ -123,12 +123,24 @@ class KVCacheBudget:
 
 
 @dataclass(frozen=True)
+class SecondTransformer:
+    """A second transformer of the same network and storage that runs once per block
+    beside the generator (MAG's memory model). `offload`: streamed block by block through
+    the GPU (diffusers group offload) while it runs, absent from the GPU otherwise;
+    else resident from load to the end, like the transformer."""
+
+    name: str
+    offload: bool
+
+
+@dataclass(frozen=True)
 class LoadPolicy:
     vram_gib: float
     text_encoder: str  # "gpu" | "group offload"
     transformer: str  # "gpu" | "group offload"
     stages: tuple[Stage, ...]
     kv_cache: KVCacheBudget | None = None  # a streaming backend's, in the stages' peaks
+    second: Stage | None = None  # a second transformer's share, in the stages' peaks
 
     @property
     def peak_gib(self) -> float:
@@ -139,10 +151,11 @@ class LoadPolicy:
         return self.peak_gib <= self.vram_gib
 
     def to_dict(self) -> dict[str, Any]:
-        """As JSON data; `kv_cache` only for a backend that has one."""
+        """As JSON data; `kv_cache` and `second` only for a backend that has one."""
         data = asdict(self)
-        if self.kv_cache is None:
-            del data["kv_cache"]
+        for key in ("kv_cache", "second"):
+            if data[key] is None:
+                del data[key]
         return data
 
 
@@ -161,25 +174,36 @@ def text_encoder_placements(quant: Quantization) -> tuple[str, ...]:
 
 def policy_for(vram_gib: float, memory: MemorySpec, max_tokens: int,
                quant: Quantization = NO_QUANTIZATION,
-               kv: KVCacheBudget | None = None) -> LoadPolicy:
+               kv: KVCacheBudget | None = None,
+               second: SecondTransformer | None = None) -> LoadPolicy:
     """The fastest placement whose every stage fits in `vram_gib` (the transformer, which
     runs every step, resident before the text encoder, which runs once); the leanest
     placement, not fitting, when none does. `kv`: a streaming backend's KV cache, which
-    stays on the GPU while blocks are made and decoded."""
+    stays on the GPU while blocks are made and decoded; `second`: a second transformer
+    (MAG's memory model), in the transformer's storage."""
     candidates = [(te, tr) for tr in ("gpu", "group offload")
                   for te in text_encoder_placements(quant)]
-    policies = [_policy(vram_gib, memory, max_tokens, quant, te, tr, kv)
+    policies = [_policy(vram_gib, memory, max_tokens, quant, te, tr, kv, second)
                 for te, tr in candidates]
     return next((p for p in policies if p.fits), policies[-1])
 
 
 def _policy(vram_gib: float, memory: MemorySpec, max_tokens: int, quant: Quantization,
-            te_placement: str, tr_placement: str, kv: KVCacheBudget | None) -> LoadPolicy:
+            te_placement: str, tr_placement: str, kv: KVCacheBudget | None,
+            second: SecondTransformer | None = None) -> LoadPolicy:
     act = max_tokens * memory.act_bytes_per_token / 2**30
     te_weights = text_encoder_weights_gib(memory, quant)
     tr_weights = transformer_weights_gib(memory, quant)
     # the transformer and VAE are loaded (and stay) before the text encoder runs
     tr_resident = tr_weights if tr_placement == "gpu" else 0.0
+    # a second transformer: streamed while it runs (in the transformer stage only), or
+    # resident from load on, like a resident transformer
+    second_stage = None if second is None else Stage(
+        second.name, "group offload" if second.offload else "gpu",
+        streamed_gib(tr_weights, memory.transformer_blocks) if second.offload else tr_weights,
+        tr_weights, quant.transformer_storage)
+    second_gpu = 0.0 if second_stage is None else second_stage.peak_gib
+    tr_resident += 0.0 if second is None or second.offload else second_gpu
     vae_resident = memory.vae_gib
     te_gpu = te_weights if te_placement == "gpu" else streamed_gib(
         te_weights, memory.text_encoder_blocks, memory.text_encoder_embedding_gib)
@@ -189,10 +213,10 @@ def _policy(vram_gib: float, memory: MemorySpec, max_tokens: int, quant: Quantiz
         tr_weights, memory.transformer_blocks)
     kv_gib = kv.total_gib if kv is not None else 0.0
     tr = Stage("transformer", tr_placement,
-               tr_gpu + act + kv_gib + vae_resident + OVERHEAD_GIB, tr_weights,
+               tr_gpu + second_gpu + act + kv_gib + vae_resident + OVERHEAD_GIB, tr_weights,
                quant.transformer_storage)
     decode_gib = memory.vae_decode_gib  # a tiled window decode, or a streamed latent frame's
     vae = Stage("vae", "gpu", vae_resident + decode_gib + tr_resident + kv_gib
                 + OVERHEAD_GIB, memory.vae_gib,  # tiled, or streamed one latent at a time
                 kv.decoder_storage if kv is not None and kv.decoder_storage else "fp32")
-    return LoadPolicy(vram_gib, te_placement, tr_placement, (te, tr, vae), kv)
+    return LoadPolicy(vram_gib, te_placement, tr_placement, (te, tr, vae), kv, second_stage)

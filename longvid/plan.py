@@ -249,21 +249,37 @@ def _sink_replayed(seg: Segment, caps: BackendCaps, clip: bool | None) -> int:
 def _rebuild(segments: Sequence[Segment], seg: Segment, caps: BackendCaps,
              clip: bool | None) -> list[int]:
     """The latents of each forward that rebuilds a segment's cache, as
-    causal_engine.rebuild runs them: the sink in one clean pass, then the context block
-    by block; at a prompt switch the context in one forward, or sink and context together
-    when the context reaches back to the sink; plus one clean pass over a take's image."""
-    assert caps.stream is not None
-    block, c = caps.stream.block_latents, seg.context_latents
+    causal_engine.rebuild runs them: a memory engine's pins first (one pass each, or one
+    over them all), the sink in one clean pass, then the context block by block; at a
+    prompt switch (where the engine re-caches) the context in one forward, or sink and
+    context together when the context reaches back to the sink; plus one clean pass over
+    a take's image."""
+    stream = caps.stream
+    assert stream is not None
+    block, c = stream.block_latents, seg.context_latents
     image = [1] if seg.image is not None else []
+    m = _pinned(segments, seg, caps)
+    pins = ([1] * m if stream.pin_each else [m]) if m else []
     if not c:
-        return image
+        return pins + image
     sink = _sink_replayed(seg, caps, clip)
     lo = seg.first_latent - c
-    if prompt_switched(segments, seg):
-        if not sink or lo <= caps.stream.sink_latents:
-            return [sink + c] + image
-        return [sink, c] + image
-    return ([sink] if sink else []) + [min(block, c - i) for i in range(0, c, block)] + image
+    if prompt_switched(segments, seg) and stream.recache_on_switch:
+        if not sink or lo <= stream.sink_latents:
+            return pins + [sink + c] + image
+        return pins + [sink, c] + image
+    return (pins + ([sink] if sink else []) + [min(block, c - i) for i in range(0, c, block)]
+            + image)
+
+
+def _pinned(segments: Sequence[Segment], seg: Segment, caps: BackendCaps) -> int:
+    """Recalled latents a memory engine pins at a segment's start: one keyframe of each
+    shot its `recall` names that an earlier segment made (the loop's recall-only picks,
+    memory.recall.choose_memory), at most the backend's memory budget."""
+    if not seg.recall or not caps.memory_latents:
+        return 0
+    made = {s.shot_id for s in segments[:seg.index]}
+    return min(caps.memory_latents, sum(r in made for r in seg.recall))
 
 
 def _stream_work(segments: list[Segment], caps: BackendCaps, steps: int,

@@ -10,7 +10,7 @@ for a storyboard of one full window, and the one `render` refuses with.
 from __future__ import annotations
 
 from longvid.backends import caps_of
-from longvid.budget import KVCacheBudget, LoadPolicy, policy_for
+from longvid.budget import KVCacheBudget, LoadPolicy, SecondTransformer, policy_for
 from longvid.errors import ResourceError
 from longvid.plan import Plan, make_plan
 from longvid.presets import Preset
@@ -32,7 +32,13 @@ def plan_policy(preset: Preset, plan: Plan, vram_gib: float) -> LoadPolicy | Non
     if preset.memory is None:
         return None
     return policy_for(vram_gib, preset.memory, plan.max_tokens, preset.quantization,
-                      kv_cache_budget(preset, plan))
+                      kv_cache_budget(preset, plan), second_transformer(preset))
+
+
+def second_transformer(preset: Preset) -> SecondTransformer | None:
+    """MAG's memory model (a preset with `memory_offload` among its options), or None."""
+    offload = getattr(preset.options, "memory_offload", None)
+    return None if offload is None else SecondTransformer("memory model", offload)
 
 
 def kv_cache_budget(preset: Preset, plan: Plan) -> KVCacheBudget | None:

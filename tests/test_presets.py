@@ -111,6 +111,17 @@ def test_presets_show_prints_every_option_without_python_reprs(cli):
     assert rows["max_latents"]["set"] is False
 
 
+@pytest.mark.parametrize(("name", "kind"), [
+    ("mag-1.3b", "trained"), ("memflow-1.3b", "trained"), ("longlive-1.3b", "none"),
+    ("skyreels-df-1.3b", "opt-in untrained"), ("tiny", "untrained")])
+def test_presets_show_names_the_memory_kind(cli, name, kind):
+    """The memory `plan` reports for the preset, in both outputs."""
+    code, out, _ = cli("presets", "show", name)
+    assert code == 0 and re.search(rf"^ +memory_kind: {kind}$", out, re.M), out
+    code, out, _ = cli("presets", "show", name, "--json")
+    assert code == 0 and json.loads(out)["memory_kind"] == kind
+
+
 def _doc_tables() -> dict[str, dict[str, list[str]]]:
     """docs/presets.md "Backend options": backend -> option -> [type, default, meaning]."""
     text = (REPO / "docs" / "presets.md").read_text().split("## Backend options", 1)[1]

@@ -73,6 +73,74 @@ def test_plan_counts_the_forwards_the_engine_runs(tmp_path, image):
     assert max(seen) * tokens_per_latent == plan.max_tokens
 
 
+@pytest.mark.parametrize("preset", ["tiny-mag", "tiny-memflow"])
+def test_plan_counts_the_forwards_a_memory_engine_runs(tmp_path, preset):
+    """The memory engines on every kind of segment start, with recalled latents pinned
+    in a take's first segment and in a later one: the generator's forwards and MAG's
+    memory model's (its clean pass, one per block and per pin) are what plan counts;
+    MemFlow re-caches at a switch as LongLive does, MAG replays its context by blocks."""
+    from longvid.progress import PlainProgress
+    from longvid.render import BackendPool, render_storyboard
+
+    text = (STORYBOARD.replace("preset: tiny-causal", f"preset: {preset}")
+            .replace("prompt: open water}", "prompt: open water, recall: [long]}")
+            .replace("prompt: dusk}", "prompt: dusk, recall: [long, cut]}"))
+    sb = write(tmp_path / "s.yaml", text)
+    _, loaded, plan = load_job(sb, None)
+    assert plan.stream is not None and plan.memory == "untrained"
+    bare = write(tmp_path / "bare.yaml", STORYBOARD.replace("preset: tiny-causal",
+                                                              f"preset: {preset}"))
+    unpinned = load_job(bare, None)[2].stream
+    assert unpinned is not None and plan.stream.replay_forwards > unpinned.replay_forwards
+    pool = BackendPool()
+    backend = pool.get(loaded)
+    seen = []  # latent frames of every forward of the real tiny transformers
+    models = [backend.transformer] + ([backend.engine.memory] if preset == "tiny-mag" else [])
+    hooks = [m.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(args[0].shape[2]),
+        with_kwargs=True) for m in models]
+    try:
+        render_storyboard(sb, output=tmp_path / "o.mp4", preset_name=None, crf=18, fresh=True,
+                          pool=pool, progress=PlainProgress(quiet=True))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    s = plan.stream
+    assert len(seen) == plan.forwards == s.blocks * s.forwards_per_block + s.replay_forwards
+    tokens_per_latent = plan.width * plan.height // caps_of(loaded).tokens_per_latent_px
+    assert max(seen) * tokens_per_latent == plan.max_tokens
+
+
+@pytest.mark.parametrize("preset", ["tiny-mag", "tiny-memflow"])
+def test_the_planned_kv_cache_holds_a_memory_engine_s_cache(preset):
+    """MAG: sink + slots (pins take slots); MemFlow: LongLive's window + the bank, pins
+    beyond bank_size added; read off the real caches after a long stream with pins."""
+    from longvid.backends import backend_class
+    from longvid.backends.causal_engine import FewStepSchedule, SegmentStart, stream_segment
+
+    loaded = load_preset(preset)
+    stream = caps_of(loaded).stream
+    assert stream is not None
+    backend = backend_class(loaded.backend)()
+    backend.load(loaded)
+    cond = torch.zeros(1, 8, 32)
+    if preset == "tiny-mag":
+        backend.engine.empty_cond = cond
+    pins = torch.randn(1, 16, caps_of(loaded).memory_latents, 4, 4)
+    stream_segment(backend.engine, SegmentStart(cond, memory=pins), 24, (16, 4, 4),
+                   FewStepSchedule.warped(4, 5.0), seed=0, on_step=lambda i, n: None)
+    cache = backend.engine.cache
+    tokens = 4 * 4 // 4
+    held = [t for t in cache.keys + cache.values if t is not None]
+    if preset == "tiny-memflow":
+        held += [e.k for bank in cache.bank for e in bank] + [
+            e.v for bank in cache.bank for e in bank]
+    elements = sum(t.numel() for t in held)
+    assert elements * stream.kv_bytes_per_element == (
+        stream.cached_latents * stream.kv_bytes_per_latent(tokens))
+    assert stream.cached_latents == (2 + 5 if preset == "tiny-mag" else 11 + 3)
+
+
 @pytest.mark.parametrize("clip_s", ["0.5s", "3s"])
 def test_an_extend_plans_the_forwards_the_engine_runs(tmp_path, clip_s):
     """A take continuing a clip replays the clip's first latents as its sink when the clip
@@ -169,6 +237,43 @@ def test_the_budget_holds_the_kv_cache_beside_the_transformer_and_the_decode(tmp
     assert policy.fits and policy.transformer == "gpu"
     # a block is 3 latent frames: its activations, not a 33-latent window's
     assert plan.max_tokens == 3 * 1560
+
+
+@pytest.mark.parametrize("offload", [True, False])
+def test_mag_s_memory_model_is_in_the_budget_and_it_fits_12_gib(tmp_path, offload):
+    """The memory model is a second fp8 transformer: streamed (memory_offload), it adds
+    its blocks in flight to the transformer stage only; resident, its weights to every
+    stage. Its cache is sink 2 + 21 slots."""
+    from dataclasses import replace
+
+    from longvid.budget import SecondTransformer, streamed_gib
+
+    sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 20s}]\n")
+    _, preset, plan = load_job(sb, "mag-1.3b")
+    preset = replace(preset, options=preset.options.model_copy(
+        update={"memory_offload": offload}))
+    fit = plan_policy(preset, plan, 12.0)
+    assert fit is not None and fit.fits and fit.peak_gib < 12.0
+    # the memory model resident, the generator has to stream to make room
+    assert fit.transformer == ("gpu" if offload else "group offload")
+    policy = plan_policy(preset, plan, 80.0)  # the same placements with and without it
+    assert policy is not None and policy.kv_cache is not None and policy.second is not None
+    assert policy.kv_cache.latents == 23 and policy.second.storage == "fp8"
+    weights = policy.second.weights_gib
+    assert weights == pytest.approx(2.64 / 2)
+    share = streamed_gib(weights, 30) if offload else weights
+    assert policy.second.peak_gib == pytest.approx(share)
+    kv = policy.kv_cache
+    bare = policy_for(80.0, preset.memory, plan.max_tokens, preset.quantization, kv)
+    assert bare.second is None and bare.transformer == policy.transformer
+    stages = {s.name: s.peak_gib for s in policy.stages}
+    without = {s.name: s.peak_gib for s in bare.stages}
+    assert stages["transformer"] == pytest.approx(without["transformer"] + share)
+    resident = 0.0 if offload else weights
+    assert stages["vae"] == pytest.approx(without["vae"] + resident)
+    assert stages["text encoder"] == pytest.approx(without["text encoder"] + resident)
+    assert policy_for(80.0, preset.memory, plan.max_tokens, preset.quantization, kv,
+                      SecondTransformer("memory model", offload)) == policy
 
 
 def test_plan_shows_the_kv_cache_and_the_stream_s_forwards(tmp_path, cli):

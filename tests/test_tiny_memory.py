@@ -125,3 +125,29 @@ def test_a_segment_s_positions_stay_inside_the_rope_table():
         assert caps.sink is not None
         assert caps.memory_latents + caps.sink.latents + caps.max_latents <= table, cls.name
     assert CausalMagBackend.caps.context_latents == 21 * 3  # every block the slots hold
+
+
+def test_a_take_s_image_is_its_first_latent_and_mag_keeps_it_in_the_sink(backend):
+    """The shared engine path: the image latent comes back as given, through one clean
+    pass (MAG: the memory model writes it into the sink, as a later segment replays it)."""
+    from longvid.backends.base import ShotImages
+
+    first = torch.randn(1, 16, 1, 4, 4)
+    out = backend.generate(req(images=ShotImages(first_latent=first)), lambda i, n: None)
+    assert torch.equal(out.latents[:, :, :1], first) and out.latents.shape[2] == 6
+    assert out.frames.shape[0] == 4 * 6 - 3  # every block decoded, the take's first too
+    if backend.name == "tiny-mag":
+        assert backend.engine.cache.count[0]["sink"] == 2  # the image and the next latent
+
+
+def test_a_prompt_switch_re_caches_memflow_s_context_but_not_mag_s(backend):
+    """MemFlow follows LongLive (one forward over the context under the new prompt);
+    MAG's cache is written under the empty prompt, so a switch replays it unchanged."""
+    torch.manual_seed(1)
+    ctx, sink = torch.randn(1, 16, 15, 4, 4), torch.randn(1, 16, 3, 4, 4)
+    n = backend.caps.context_latents
+    kw = {"context": ctx[:, :, -n:], "sink": sink, "context_start": 15 - n + 3,
+          "sink_prompt": "a red harbour"}
+    plain = backend.generate(req(**kw), lambda i, n: None)
+    switched = backend.generate(req(**kw, switched=True), lambda i, n: None)
+    assert torch.equal(plain.latents, switched.latents) == (backend.name == "tiny-mag")

@@ -89,7 +89,9 @@ class StreamCaps:
     continues a take first replays its sink (one forward) and its context (a forward per
     block) to rebuild the cache. The planner counts those forwards; the VRAM budget keeps
     the cache on the GPU beside the transformer. A preset's options shape it
-    (`caps_for` calls their `stream_caps`)."""
+    (`caps_for` calls their `stream_caps`). A memory engine (MAG, MemFlow) first pins a
+    segment's recalled latents, and its cache holds its memory too (MAG's slots,
+    MemFlow's bank): `cached_latents` counts them."""
 
     block_latents: int  # latent frames denoised together, one forward per step
     sink_latents: int  # a take's first latents, replayed in one forward as the cache's sink
@@ -99,6 +101,10 @@ class StreamCaps:
     kv_width: int  # elements of one token's key (or value) in one layer: heads x head dim
     head_dim: int = 128  # elements of one head's key: fp8 keeps one fp32 scale per head
     kv_bytes_per_element: float = 2  # bf16; set from the options (kv_bytes_per_element())
+    # a memory engine's rebuild (causal_memory.py): recalled latents pinned first, one
+    # forward per latent (MAG's memory model writes them one by one) or one over them all
+    pin_each: bool = False
+    recache_on_switch: bool = True  # False: a prompt switch replays the context by blocks
 
     @property
     def kv_storage(self) -> str:
@@ -247,7 +253,8 @@ def caps_for(caps: BackendCaps, options: BaseModel) -> BackendCaps:
     shaped = replace(caps, **changes)
     stream_caps = getattr(options, "stream_caps", None)  # options of a streaming backend
     if caps.stream is not None and stream_caps is not None:
-        shaped = replace(shaped, stream=stream_caps(caps.stream, shaped.max_latents))
+        shaped = replace(shaped, stream=stream_caps(caps.stream, shaped.max_latents,
+                                                     pinned=shaped.memory_latents))
     return shaped
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -57,7 +57,14 @@ class CausalEngine:
     cache). The transformer's dtype is its compute dtype; latents stay float32. With
     `text_cache`, each prompt's cross-attention keys/values are computed once per stream
     (longvid/backends/causal_text.py); callers pass the same conditioning tensor for
-    the same prompt."""
+    the same prompt.
+
+    The memory engines (longvid/backends/causal_memory.py) override three hooks that
+    `rebuild` and `stream_segment` call: `pin` (recalled latents), `commit_sink` (a take's
+    first latents) and `recache_on_switch` (whether a prompt switch re-caches the context
+    in one forward, LongLive's rule, or replays it as without a switch)."""
+
+    recache_on_switch: ClassVar[bool] = True
 
     def __init__(self, transformer: Any, policy: CachePolicy, cache: KVCache | None = None,
                  text_cache: bool = True) -> None:
@@ -109,6 +116,14 @@ class CausalEngine:
         """The clean pass: clean latents (1, C, b, h, w) at t = 0 write their keys/values."""
         self._forward(x0, 0.0, cond, writing=True)
         self.next_frame += x0.shape[2]
+
+    def commit_sink(self, latents: torch.Tensor, cond: torch.Tensor) -> None:
+        """A take's first latents (1, C, s, h, w), or its starting image: one clean pass."""
+        self.commit(latents, cond)
+
+    def pin(self, latents: torch.Tensor, cond: torch.Tensor) -> None:
+        """Recalled latents (1, C, m, h, w): only a memory engine keeps them."""
+        raise ValueError("this causal engine keeps no recalled latents (caps.memory is None)")
 
     def prefill(self, latents: torch.Tensor, cond: torch.Tensor) -> None:
         """Clean passes over given latents (1, C, n, h, w), block by block from the first."""
@@ -170,6 +185,7 @@ class SegmentStart:
     sink: torch.Tensor | None = None  # the take's first latents the context lacks (1, C, s, h, w)
     sink_cond: torch.Tensor | None = None  # the prompt the sink was made under (None: cond)
     switched: bool = False  # the conditioning changed at this segment (a prompt switch)
+    memory: torch.Tensor | None = None  # recalled latents (1, C, m, h, w), pinned first
 
 
 def rebuild(engine: CausalEngine, start: SegmentStart) -> None:
@@ -185,22 +201,29 @@ def rebuild(engine: CausalEngine, start: SegmentStart) -> None:
     - A switch whose context, with the sink's part the context lacks, reaches back to
       the take's first latent (LongLive: a switch at most a window into the take, whose
       re-cache then starts at frame 0): the one forward covers the take from its start
-      and re-encodes the sink under the new prompt too."""
+      and re-encodes the sink under the new prompt too.
+    A memory engine first pins the recalled latents (`start.memory`, positions 0..m-1),
+    then the sink and context follow as above through its own `commit_sink`; one whose
+    cache no prompt enters (MAG: `recache_on_switch` False) replays the context block
+    by block at a switch too."""
     engine.reset()
     cond, s = start.cond, engine.policy.sink_latents
+    if start.memory is not None and start.memory.shape[2]:
+        engine.pin(start.memory.float(), cond)
     context = None if start.context is None else start.context.float()
     sink = start.sink if start.sink is not None and start.sink.shape[2] and s else None
     sink = None if sink is None else sink[:, :, :s].float()
     if context is None:
         return
-    if start.switched and (sink is None or start.context_start <= s):
+    switched = start.switched and engine.recache_on_switch
+    if switched and (sink is None or start.context_start <= s):
         # the context with the sink's missing part is the take from its first latent
         whole = context if sink is None else torch.cat([sink, context], dim=2)
         engine.commit(whole, cond)
         return
     if sink is not None:
-        engine.commit(sink, cond if start.sink_cond is None else start.sink_cond)
-    if start.switched:
+        engine.commit_sink(sink, cond if start.sink_cond is None else start.sink_cond)
+    if switched:
         engine.commit(context, cond)
     else:
         engine.prefill(context, cond)
@@ -219,7 +242,8 @@ def stream_segment(engine: CausalEngine, start: SegmentStart, num_latents: int,
     `first` (1, C, 1, h, w), a take's starting image encoded, is the first new latent, as
     Self-Forcing's image-to-video streams it: one clean pass at position 0 writes its keys
     and values (it is never noised; `on_block` gets it first), the other num_latents - 1
-    are denoised after it in blocks, and it is returned exactly as given."""
+    are denoised after it in blocks, and it is returned exactly as given (through the
+    engine's `commit_sink`: MAG keeps it in its sink, as a later segment's replay does)."""
     import time
 
     t0 = time.perf_counter()
@@ -227,7 +251,7 @@ def stream_segment(engine: CausalEngine, start: SegmentStart, num_latents: int,
     t1 = time.perf_counter()
     parts = []
     if first is not None:
-        engine.commit(first.float(), start.cond)
+        engine.commit_sink(first.float(), start.cond)
         parts.append(first.float().cpu())
         on_block(parts[0])
     generator = torch.Generator().manual_seed(seed)

@@ -31,13 +31,16 @@ MemFlow (KlingTeam/MemFlow `wan/modules/causal_model.py`, `configs/inference.yam
 - `recall` (longvid's): recalled latents are written into the bank as pinned entries
   that retrieval never drops; retrieval fills the other `bank_size - pinned`.
 
+A longvid segment on either is causal_engine.stream_segment: `rebuild` pins the
+recalled latents, then replays the sink and the context through the engine's hooks.
+
 Imports torch at module level: import it only where torch is already needed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -148,9 +151,12 @@ class MagCache(KVCache):
 class MagEngine(CausalEngine):
     """The causal engine with MAG's two transformers on one cache: the generator denoises
     (reading the cache), the memory model writes it, once per block, under `empty_cond`
-    (the empty prompt's embeddings, set by the caller before streaming)."""
+    (the empty prompt's embeddings, set by the caller before streaming). No prompt
+    enters the cache, so a prompt switch re-caches nothing: a segment's rebuild replays
+    the context block by block (one slot each) whatever its prompt."""
 
     cache: MagCache
+    recache_on_switch: ClassVar[bool] = False
 
     def __init__(self, transformer: Any, memory: Any, policy: MagPolicy,
                  cache_class: type[MagCache] = MagCache) -> None:
@@ -162,7 +168,7 @@ class MagEngine(CausalEngine):
 
     def reset(self) -> None:
         super().reset()
-        self.memory_engine.next_frame = 0
+        self.memory_engine.reset()  # the shared cache again, and the memory model's text
 
     def _forward(self, x: torch.Tensor, sigma: float, cond: torch.Tensor,
                  writing: bool) -> torch.Tensor:
@@ -191,9 +197,6 @@ class MagEngine(CausalEngine):
         for i in range(latents.shape[2]):
             self._commit_as("pin", latents[:, :, i:i + 1], cond)
 
-    def replay_sink(self, sink: torch.Tensor, cond: torch.Tensor) -> None:
-        """The take's first latents the context lacks (1, C, s, h, w) back into the sink."""
-        self.commit_sink(sink[:, :, :self.mag.sink_latents], cond)
 
 
 # -- MemFlow ------------------------------------------------------------------------------
@@ -306,8 +309,13 @@ def text_keys(transformer: Any, cond: torch.Tensor) -> list[torch.Tensor]:
 
 class MemFlowEngine(CausalEngine):
     """The causal engine with MemFlow's bank: blocks are counted from the stream's start
-    (pins and the take's sink excluded); a recorded block's first frame enters the bank
-    before the next block runs, retrieved against that block's prompt."""
+    (pins excluded; the take's sink is block 0); a recorded block's first frame enters
+    the bank before the next block runs, retrieved against that block's prompt.
+
+    A prompt switch follows LongLive's rule (MemFlow is LongLive plus the bank): the sink
+    stays under the take's first prompt and the context is re-cached in one forward
+    under the new prompt. That forward is one commit spanning its blocks' indices: it
+    records its first frame when its first index is a multiple of `record_interval`."""
 
     cache: MemFlowCache
 
@@ -344,8 +352,8 @@ class MemFlowEngine(CausalEngine):
             super().commit(x0, cond)
         finally:
             self.cache.record = None
-        if not self.cache.pinning:
-            self.blocks_done += 1
+        if not self.cache.pinning:  # a one-forward re-cache spans its blocks' indices
+            self.blocks_done += -(-x0.shape[2] // self.policy.block_latents)
 
     def pin(self, latents: torch.Tensor, cond: torch.Tensor) -> None:
         """Recalled latents (1, C, m, h, w) into the bank as pinned frames, one clean pass
@@ -356,36 +364,3 @@ class MemFlowEngine(CausalEngine):
         finally:
             self.cache.pinning = False
 
-    def replay_sink(self, sink: torch.Tensor, cond: torch.Tensor) -> None:
-        """The take's first latents the context lacks (1, C, s, h, w): one block, the
-        stream's block 0 (so it is recorded, as the take's first block was)."""
-        if self.policy.sink_latents:
-            self.commit(sink[:, :, :self.policy.sink_latents], cond)
-
-
-# -- one longvid segment ------------------------------------------------------------------
-
-
-def stream_memory_segment(engine: MagEngine | MemFlowEngine, memory: torch.Tensor | None,
-                          sink: torch.Tensor | None, context: torch.Tensor | None,
-                          num_latents: int, shape: tuple[int, int, int], cond: torch.Tensor,
-                          schedule: Any, seed: int, on_step: Any
-                          ) -> tuple[torch.Tensor, dict[str, float]]:
-    """One longvid segment as a fresh stream, like `stream_segment`, with the memory
-    rebuilt first: recalled latents (1, C, m, h, w) pinned (positions 0..m-1), then the
-    take's sink, then the context replayed block by block, then num_latents new ones.
-    Everything comes from the request, so a resumed render equals an uninterrupted one."""
-    import time
-
-    t0 = time.perf_counter()
-    engine.reset()
-    if memory is not None and memory.shape[2]:
-        engine.pin(memory.float(), cond)
-    if sink is not None and sink.shape[2]:
-        engine.replay_sink(sink.float(), cond)
-    if context is not None:
-        engine.prefill(context.float(), cond)
-    t1 = time.perf_counter()
-    generator = torch.Generator().manual_seed(seed)
-    latents = engine.stream(num_latents, shape, cond, schedule, generator, on_step)
-    return latents, {"prefill": t1 - t0, "denoise": time.perf_counter() - t1}

@@ -9,9 +9,12 @@
   (read as safetensors, converted once like the others); the memory model writes one
   frame per block under the empty prompt into 21 slots beside a 2-frame sink.
 
-Both run segment by segment as `causal-wan` does, with the memory rebuilt at each
-segment's start from the request (recalled latents pinned, then the sink, then the
-context), so a resumed render equals an uninterrupted one.
+Both run segment by segment as `causal-wan` does (causal_engine.stream_segment, each
+block decoded as it is made by the take's StreamDecoder, a take's image its first
+latent), with the memory rebuilt at each segment's start from the request (recalled
+latents pinned, then the sink, then the context), so a resumed render equals an
+uninterrupted one. At a prompt switch MemFlow re-caches as LongLive does; MAG's cache
+holds no prompt (its memory model writes under the empty one), so it re-caches nothing.
 
 MAG on 12 GB: two transformers (2.67 GiB each in bf16) and a cache of 23 frames (sink 2 +
 21 slots, 287.5 MB each at 480x832 in bf16: 6.2 GiB) do not fit beside the VAE's decode.
@@ -22,7 +25,6 @@ block: about 0.1 GiB of it is resident. See docs/presets.md for the budget.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -31,20 +33,22 @@ from pydantic import Field
 from longvid.backends.base import (
     BackendCaps,
     MemoryCaps,
-    SegmentOutput,
-    SegmentRequest,
     SinkCaps,
-    StepCallback,
 )
-from longvid.backends.causal_wan import BLOCKS_PER_SEGMENT, NATIVE_FPS, CausalWanBackend
+from longvid.backends.causal_wan import (
+    BLOCKS_PER_SEGMENT,
+    NATIVE_FPS,
+    WAN21_HISTORY_LATENTS,
+    WAN_1_3B_STREAM,
+    CausalWanBackend,
+)
 from longvid.backends.tiny_causal import BLOCK_LATENTS
 from longvid.backends.tiny_memory import (
-    DECODE_WARMUP_LATENTS,
     MAG_PINNED,
     MAG_SINK_LATENTS,
     MEMFLOW_PINNED,
-    BankOptions,
     MagOptions,
+    MemFlowOptions,
 )
 from longvid.backends.wan_hub import WanHubOptions
 
@@ -53,43 +57,16 @@ MAG_CONTEXT_LATENTS = MAG_SLOTS * BLOCK_LATENTS  # every block the slots hold is
 
 
 class MemoryWanBackend(CausalWanBackend):
-    """`causal-wan` with a memory engine: `load` sets `self.engine`."""
-
-    def _stream(self, request: SegmentRequest, cond: Any, context: Any, on_step: StepCallback
-                ) -> tuple[Any, dict[str, float]]:
-        from longvid.backends.causal_engine import FewStepSchedule
-        from longvid.backends.causal_memory import stream_memory_segment
-
-        schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
-        return stream_memory_segment(
-            self.engine, request.memory, request.sink, context, request.num_latents,
-            (self.vae.z_dim, request.height // 8, request.width // 8), cond, schedule,
-            request.seed, on_step)  # (1, z, n, h, w)
-
-    def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
-        import torch
-
-        cond, _ = self.prompts.conditioning(request)  # (1, L, 4096); no guidance
-        context = None if request.context is None else request.context.float()
-        with self.on_gpu("transformer"):
-            latents, seconds = self._stream(request, cond, context, on_step)
-        t0 = time.perf_counter()
-        warm = None if context is None else context[:, :, -DECODE_WARMUP_LATENTS:]
-        c = 0 if warm is None else warm.shape[2]
-        with self.on_gpu("vae"):  # the context's tail warms the VAE's causal cache, then drops
-            whole = latents if warm is None else torch.cat([warm, latents], dim=2)
-            frames = self.vae.decode(whole, drop=4 * c - 3 if c else 0)
-        return SegmentOutput(latents=latents, frames=frames,
-                             seconds=seconds | {"decode": time.perf_counter() - t0})
+    """`causal-wan` with a memory engine (`load` sets `self.engine`): the same segment
+    (causal_engine.stream_segment, recalled latents pinned first) and streaming decode."""
 
 
 class CausalMemFlowBackend(MemoryWanBackend):
     name: ClassVar[str] = "causal-memflow"
     caps: ClassVar[BackendCaps] = replace(
-        CausalWanBackend.caps, images=None, decode=None,  # whole-segment decode, no image yet
-        memory=MemoryCaps(MEMFLOW_PINNED, trained=True, recall_only=True))
+        CausalWanBackend.caps, memory=MemoryCaps(MEMFLOW_PINNED, trained=True, recall_only=True))
 
-    class Options(CausalWanBackend.Options, BankOptions):
+    class Options(CausalWanBackend.Options, MemFlowOptions):
         checkpoint_repo: str = Field("KlingTeam/MemFlow", pattern=r"^[\w.-]+/[\w.-]+$",
                                      description="Hub repo of the causal generator")
         checkpoint_file: str = Field("base.pt", description="the generator's .pt in that repo")
@@ -117,7 +94,9 @@ class CausalMagBackend(MemoryWanBackend):
         context_latents=MAG_CONTEXT_LATENTS, size_multiple=16, max_side=832,
         takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
         sink=SinkCaps(MAG_SINK_LATENTS),
-        memory=MemoryCaps(MAG_PINNED, trained=True, recall_only=True))
+        memory=MemoryCaps(MAG_PINNED, trained=True, recall_only=True),
+        images=CausalWanBackend.caps.images, decode=CausalWanBackend.caps.decode,
+        stream=WAN_1_3B_STREAM)
 
     class Options(WanHubOptions, MagOptions):
         slots: int = Field(MAG_SLOTS, ge=1, le=MAG_SLOTS, description="compressed frames "
@@ -145,6 +124,7 @@ class CausalMagBackend(MemoryWanBackend):
         from diffusers import WanTransformer3DModel
 
         from longvid.backends import wan_parts
+        from longvid.backends.causal_decode import StreamDecoder
         from longvid.backends.causal_memory import MagEngine
         from longvid.backends.causal_weights import converted_transformer
 
@@ -168,6 +148,8 @@ class CausalMagBackend(MemoryWanBackend):
 
         generator, memory = transformer(self.converted), transformer(self.memory_converted)
         self.vae = wan_parts.WanVAE(self.folder, self.device)
+        self.decoder = StreamDecoder(self.vae.model, self.vae.mean, self.vae.std,
+                                     WAN21_HISTORY_LATENTS)
         wan_parts.place_transformer(generator, self.device, policy)
         if cuda and self.options.memory_offload:
             from diffusers.hooks import apply_group_offloading
@@ -175,8 +157,8 @@ class CausalMagBackend(MemoryWanBackend):
             apply_group_offloading(memory, onload_device=self.device,
                                    offload_type="block_level", num_blocks_per_group=1,
                                    use_stream=True)
-        else:
-            wan_parts.place_transformer(memory, self.device, policy)
+        else:  # resident, as the VRAM budget counts it (vram.second_transformer)
+            memory.to(self.device)
         self.transformer, self.memory = generator, memory
         self.engine = MagEngine(generator, memory, self.options.policy())
 

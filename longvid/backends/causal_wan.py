@@ -152,7 +152,6 @@ class CausalWanBackend(WanHubBackend):
             stream_segment,
         )
 
-        assert request.memory is None, "causal-wan takes no memory (caps.memory is None)"
         cond, _ = self.prompts.conditioning(request)  # (1, L, 4096); no guidance
         context = None if request.context is None else request.context.float()
         schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
@@ -164,7 +163,7 @@ class CausalWanBackend(WanHubBackend):
             start = SegmentStart(
                 cond, context, request.context_start, request.sink,
                 None if request.sink_prompt is None else self.prompts[request.sink_prompt],
-                request.switched)
+                request.switched, request.memory)  # memory: a memory engine's pins
             latents, seconds = stream_segment(
                 self.engine, start, request.num_latents,
                 (self.vae.z_dim, request.height // 8, request.width // 8), schedule,

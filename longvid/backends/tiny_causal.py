@@ -89,11 +89,12 @@ class CausalOptions(BackendOptions):
         fp32 scale per token and head, shared by `head_dim` elements."""
         return 2.0 if self.kv_dtype == "model" else 1 + 4 / head_dim
 
-    def stream_caps(self, stream: StreamCaps, max_latents: int) -> StreamCaps:
+    def stream_caps(self, stream: StreamCaps, max_latents: int, pinned: int = 0) -> StreamCaps:
         """The backend's stream part shaped by these options: block, sink, and the frames the
         cache holds. With a window w the cache keeps the sink and the w - sink - 1 latest
         other frames (what a 1-frame block still sees: causal_cache.CachePolicy), so w - 1;
-        with no window, everything a segment replays and makes (sink + window of latents)."""
+        with no window, everything a segment replays and makes (sink + window of latents).
+        `pinned`: recalled latents a segment pins (a memory engine's; none here)."""
         if self.window_latents:
             cached, attended = self.window_latents - 1, self.window_latents
         else:
@@ -152,7 +153,6 @@ class TinyCausalBackend(TinyWanBackend):
             stream_segment,
         )
 
-        assert request.memory is None, "tiny-causal takes no memory (caps.memory is None)"
         cond = request.conditioning(self._embed)  # (1, L, 32), mixed during a transition
         context = None if request.context is None else request.context.float()  # (1, 16, c, h, w)
         schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
@@ -164,7 +164,7 @@ class TinyCausalBackend(TinyWanBackend):
         start = SegmentStart(
             cond, context, request.context_start, request.sink,
             None if request.sink_prompt is None else self._embed(request.sink_prompt),
-            request.switched)
+            request.switched, request.memory)  # memory: a memory engine's pins
         latents, seconds = stream_segment(
             self.engine, start, request.num_latents,
             (16, request.height // 8, request.width // 8), schedule, request.seed, on_step,

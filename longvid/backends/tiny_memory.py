@@ -5,16 +5,17 @@ MAG's compressed cache (a second tiny transformer, from another seed, is the mem
 model) or MemFlow's bank (longvid/backends/causal_memory.py). Their pictures are
 coloured texture; they exist so the memory rules, recall and resume run anywhere.
 
-A segment is a fresh stream, as in `tiny-causal`: recalled latents (the loop's memory
-picks: `recall` first) are pinned, the take's first latents (the sink) and the context
-are replayed through clean passes, then the new blocks are denoised; so a resumed
-render equals an uninterrupted one. MAG's context is every block its slots hold (slots
+A segment is `tiny-causal`'s (causal_engine.stream_segment, each block decoded as it
+is made, a take's image its first latent): recalled latents (what `recall` names) are
+pinned, the take's first latents (the sink) and the context are replayed through clean
+passes, then the new blocks are denoised; so a resumed render equals an uninterrupted
+one. MAG's context is every block its slots hold (slots
 x 3 latents), so the replay rewrites all of them; MemFlow's is LongLive's 9.
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -22,16 +23,19 @@ from pydantic import Field
 from longvid.backends.base import (
     BackendCaps,
     BackendOptions,
+    ImageCaps,
     MemoryCaps,
     SegmentOutput,
     SegmentRequest,
     SinkCaps,
     StepCallback,
+    StreamCaps,
 )
 from longvid.backends.tiny_causal import (
     BLOCK_LATENTS,
     CONTEXT_LATENTS,
     SINK_LATENTS,
+    TINY_STREAM,
     CausalOptions,
     TinyCausalBackend,
 )
@@ -39,9 +43,6 @@ from longvid.backends.tiny_causal import (
 MAG_SINK_LATENTS = 2
 MAG_PINNED = 2  # recalled latents a MAG segment pins (they take slots from the ring)
 MEMFLOW_PINNED = 2  # recalled latents a MemFlow segment pins: one bank frame stays free
-# The memory backends decode a segment whole: the context's last 2 latents warm up the
-# VAE decoder's causal convolutions and their frames are dropped.
-DECODE_WARMUP_LATENTS = 2
 TINY_MAG_SLOTS = 5  # the tiny RoPE table has 64 positions: 5 slots keep a segment in it
 
 
@@ -54,6 +55,17 @@ class MagOptions(BackendOptions):
                               description="a take's first latent frames, always attended to")
     slots: int = Field(21, ge=1, description="compressed frames kept: the last frame of each "
                        "of this many past blocks")
+
+    def stream_caps(self, stream: StreamCaps, max_latents: int, pinned: int = 0) -> StreamCaps:
+        """The backend's stream part shaped by MAG's cache: sink + slots (pinned latents
+        take slots from the ring, so more only if there are more pins than slots), seen
+        by a block beside itself; the model's dtype (MAG has no fp8 KV); pins one memory
+        pass each; a prompt switch replays the context by blocks (no prompt in the cache)."""
+        cached = self.sink_latents + max(self.slots, pinned)
+        return replace(stream, block_latents=self.block_latents,
+                       sink_latents=self.sink_latents, cached_latents=cached,
+                       attended_latents=cached + self.block_latents, kv_bytes_per_element=2,
+                       pin_each=True, recache_on_switch=False)
 
     def policy(self) -> Any:
         from longvid.backends.causal_memory import MagPolicy
@@ -74,6 +86,19 @@ class BankOptions(BackendOptions):
         return BankPolicy(self.bank_size, self.record_interval)
 
 
+class MemFlowOptions(CausalOptions, BankOptions):
+    """LongLive's cache options with MemFlow's bank."""
+
+    def stream_caps(self, stream: StreamCaps, max_latents: int, pinned: int = 0) -> StreamCaps:
+        """LongLive's stream part plus the bank, which every block attends to: its
+        `bank_size` frames, or the pinned ones if more (retrieval never drops a pin);
+        the pins in one clean pass."""
+        shaped = super().stream_caps(stream, max_latents, pinned)
+        bank = max(self.bank_size, pinned)
+        return replace(shaped, cached_latents=shaped.cached_latents + bank,
+                       attended_latents=shaped.attended_latents + bank)
+
+
 class TinyMemoryBackend(TinyCausalBackend):
     """The shared generate of the two tiny memory variants: `load` sets `self.engine`."""
 
@@ -81,28 +106,9 @@ class TinyMemoryBackend(TinyCausalBackend):
         return super().versions() | {"memory": self.name}
 
     def generate(self, request: SegmentRequest, on_step: StepCallback) -> SegmentOutput:
-        import torch
-
-        from longvid.backends.causal_engine import FewStepSchedule
-        from longvid.backends.causal_memory import stream_memory_segment
-
-        cond = request.conditioning(self._embed)  # (1, L, 32)
-        context = None if request.context is None else request.context.float()
-        schedule = FewStepSchedule.warped(request.steps, self.options.flow_shift)
         if hasattr(self.engine, "empty_cond"):
             self.engine.empty_cond = self._embed("")  # MAG's memory pass
-        latents, seconds = stream_memory_segment(
-            self.engine, request.memory, request.sink, context, request.num_latents,
-            (16, request.height // 8, request.width // 8), cond, schedule, request.seed,
-            on_step)  # (1, 16, n, h, w)
-        t0 = time.perf_counter()
-        with torch.no_grad():  # the context's tail warms the VAE's causal cache, then drops
-            warm = None if context is None else context[:, :, -DECODE_WARMUP_LATENTS:]
-            c = 0 if warm is None else warm.shape[2]
-            whole = latents if warm is None else torch.cat([warm, latents], dim=2)
-            frames = self._decode(whole, drop=4 * c - 3 if c else 0)
-        return SegmentOutput(latents=latents, frames=frames,
-                             seconds=seconds | {"decode": time.perf_counter() - t0})
+        return super().generate(request, on_step)  # tiny-causal's, with pins and decoder
 
 
 class TinyMagBackend(TinyMemoryBackend):
@@ -112,7 +118,9 @@ class TinyMagBackend(TinyMemoryBackend):
         max_latents=TINY_MAG_SLOTS * BLOCK_LATENTS + 4 * BLOCK_LATENTS,
         context_latents=TINY_MAG_SLOTS * BLOCK_LATENTS, size_multiple=16, max_side=512,
         takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        sink=SinkCaps(MAG_SINK_LATENTS), memory=MemoryCaps(MAG_PINNED, recall_only=True))
+        sink=SinkCaps(MAG_SINK_LATENTS), memory=MemoryCaps(MAG_PINNED, recall_only=True),
+        images=ImageCaps(first_frame=True), decode=TinyCausalBackend.caps.decode,
+        stream=TINY_STREAM)
 
     class Options(MagOptions):
         weights_seed: int = Field(0, description="seed of the random tiny weights (the "
@@ -139,9 +147,11 @@ class TinyMemFlowBackend(TinyMemoryBackend):
         native_fps=16, any_fps=True, latent_stride_t=4,
         max_latents=CONTEXT_LATENTS + 4 * BLOCK_LATENTS, context_latents=CONTEXT_LATENTS,
         size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        sink=SinkCaps(SINK_LATENTS), memory=MemoryCaps(MEMFLOW_PINNED, recall_only=True))
+        sink=SinkCaps(SINK_LATENTS), memory=MemoryCaps(MEMFLOW_PINNED, recall_only=True),
+        images=ImageCaps(first_frame=True), decode=TinyCausalBackend.caps.decode,
+        stream=TINY_STREAM)
 
-    class Options(CausalOptions, BankOptions):
+    class Options(MemFlowOptions):
         weights_seed: int = Field(0, description="seed of the random tiny weights")
 
     def load(self, preset: Any, policy: Any = None) -> None:

@@ -64,6 +64,10 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = 
                           f"{s.name} ({s.storage}, {s.weights_gib:.1f} GiB) on {s.placement}"
                           f" ~{s.peak_gib:.1f} GiB"
                           for s in policy.stages)
+                      + ("" if policy.second is None else
+                         f"; {policy.second.name} ({policy.second.storage}, "
+                         f"{policy.second.weights_gib:.1f} GiB) on {policy.second.placement}"
+                         f" ~{policy.second.peak_gib:.1f} GiB in the transformer stage")
                       + ("; VAE streamed a latent frame at a time" if kv is not None
                          and kv.decoder_gib else "; VAE tiled") + ("" if kv is None else
                                          f"; KV cache ({kv.storage}, {kv.latents} latent "

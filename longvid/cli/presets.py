@@ -74,9 +74,13 @@ def presets_show(
 
 
 def preset_dict(p: Any) -> dict[str, Any]:
-    """A preset as plain JSON values; `options` lists every option of its backend."""
+    """A preset as plain JSON values; `options` lists every option of its backend;
+    `memory_kind` is the memory its caps give it, as `plan` says it (base.MEMORY_KINDS)."""
+    from longvid.backends import caps_of
+
     data = {k: _plain(getattr(p, k)) for k in p.__dataclass_fields__ if k != "options"}
     data["resolution"] = f"{p.resolution[0]}x{p.resolution[1]}"
+    data["memory_kind"] = caps_of(p).memory_kind
     data["options"] = option_rows(p.options)
     return data
 
