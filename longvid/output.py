@@ -79,7 +79,7 @@ def claim_outputs(output: Path, inputs: list[tuple[Path, str]]) -> None:
     sidecar, run = sidecar_path(output), run_dir_for(output)
     for target in (output, sidecar, run):
         for source, what in inputs:
-            if _same_file(target, source):
+            if same_file(target, source):
                 name = "the sidecar" if target == sidecar else "the output"
                 raise InputError(f"{name} {target} is {what}",
                                  "choose another output with -o")
@@ -110,20 +110,26 @@ def _recorded_in(run: Path, output: Path) -> bool:
         return False
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
+    """Both exist and are one file (a link, another spelling of the path)."""
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
         return False
 
 
-def _is_longvid_video(path: Path) -> bool:
+def has_tag(path: Path, tag: str) -> bool:
+    """The video's container metadata holds `tag` (False for anything ffprobe cannot read)."""
     from longvid.mux import probe
 
     try:
-        return VIDEO_TAG in probe(path).tags
+        return tag in probe(path).tags
     except InputError:
         return False
+
+
+def _is_longvid_video(path: Path) -> bool:
+    return has_tag(path, VIDEO_TAG)
 
 
 def _is_longvid_sidecar(path: Path) -> bool:

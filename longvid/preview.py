@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from longvid.errors import InputError, LongvidError
+from longvid.output import has_tag, same_file
 from longvid.rundir import RunDir, intact, run_dir_for
 
 if TYPE_CHECKING:
@@ -59,14 +60,14 @@ def claim_preview(output: Path, inputs: list[tuple[Path, str]]) -> None:
     (path, what it is), a folder, or a file longvid did not write as a preview."""
     path = preview_path(output)
     for source, what in inputs:
-        if _same_file(path, source):
+        if same_file(path, source):
             raise InputError(f"the preview {path} is {what}",
                              "choose another output with -o, or render without --preview")
     if path.is_dir():
         raise InputError(f"the preview {path} would replace a folder",
                          "move that folder away, choose another output with -o, or render "
                          "without --preview")
-    if path.exists() and not _is_preview(path):
+    if path.exists() and not has_tag(path, PREVIEW_TAG):
         raise InputError(f"{path} exists and was not written by longvid as a preview; the "
                          "preview would replace it", "move that file away, choose another "
                          "output with -o, or render without --preview")
@@ -75,7 +76,7 @@ def claim_preview(output: Path, inputs: list[tuple[Path, str]]) -> None:
 def discard_preview(output: Path) -> None:
     """Remove the preview of `output` once the final video is written (only longvid's)."""
     path = preview_path(output)
-    if path.is_file() and _is_preview(path):
+    if path.is_file() and has_tag(path, PREVIEW_TAG):
         path.unlink(missing_ok=True)
 
 
@@ -222,19 +223,4 @@ def _frames(video: Path, missing: int | None = None) -> int:
             raise
         return missing
 
-
-def _is_preview(path: Path) -> bool:
-    from longvid.mux import probe
-
-    try:
-        return PREVIEW_TAG in probe(path).tags
-    except InputError:
-        return False
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 

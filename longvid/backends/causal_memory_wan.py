@@ -38,7 +38,6 @@ from longvid.backends.base import (
 from longvid.backends.causal_wan import (
     BLOCKS_PER_SEGMENT,
     NATIVE_FPS,
-    WAN21_HISTORY_LATENTS,
     WAN_1_3B_STREAM,
     CausalWanBackend,
 )
@@ -120,38 +119,24 @@ class CausalMagBackend(MemoryWanBackend):
                                 ("generator", "generator_ema", "model"))
 
     def load(self, preset: Any, policy: Any = None) -> None:
-        import torch
         from diffusers import WanTransformer3DModel
 
         from longvid.backends import wan_parts
-        from longvid.backends.causal_decode import StreamDecoder
         from longvid.backends.causal_memory import MagEngine
         from longvid.backends.causal_weights import converted_transformer
 
-        self.preset, self.policy = preset, policy
-        self.options = preset.options
-        cuda = torch.cuda.is_available()
-        preset.check_gpu(cuda, cpu_preset="tiny-mag")  # before any download
-        wan_parts.check_installed(preset.quantization, WanTransformer3DModel)
-        self.weights = wan_parts.Weights.resolve(preset)  # text encoder, tokenizer, VAE
-        self.folder = self.weights.folder
-        label = self.weights_label(preset)
+        label = self.load_shared(preset, policy, cpu_preset="tiny-mag")
         self.converted = converted_transformer(self.checkpoint(), self.folder, label)
         self.memory_converted = converted_transformer(self.checkpoint("memory"), self.folder,
                                                       label)
-        self.device = torch.device("cuda" if cuda else "cpu")
-        self.dtype = torch.bfloat16 if cuda else torch.float32
 
         def transformer(folder: Any) -> Any:
             return wan_parts.load_transformer(WanTransformer3DModel, wan_parts.Weights(folder),
                                               preset.quantization, self.dtype).eval()
 
         generator, memory = transformer(self.converted), transformer(self.memory_converted)
-        self.vae = wan_parts.WanVAE(self.folder, self.device)
-        self.decoder = StreamDecoder(self.vae.model, self.vae.mean, self.vae.std,
-                                     WAN21_HISTORY_LATENTS)
         wan_parts.place_transformer(generator, self.device, policy)
-        if cuda and self.options.memory_offload:
+        if self.device.type == "cuda" and self.options.memory_offload:
             from diffusers.hooks import apply_group_offloading
 
             apply_group_offloading(memory, onload_device=self.device,

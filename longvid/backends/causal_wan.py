@@ -93,36 +93,46 @@ class CausalWanBackend(WanHubBackend):
     # -- models --------------------------------------------------------------------------
 
     def load(self, preset: Any, policy: Any = None) -> None:
+        from diffusers import WanTransformer3DModel
+
+        from longvid.backends import wan_parts
+        from longvid.backends.causal_engine import CausalEngine
+        from longvid.backends.causal_weights import converted_transformer
+
+        label = self.load_shared(preset, policy, cpu_preset="tiny-causal")
+        self.converted = converted_transformer(self.options.checkpoint(), self.folder, label)
+        transformer = wan_parts.load_transformer(
+            WanTransformer3DModel, wan_parts.Weights(self.converted), preset.quantization,
+            self.dtype).eval()
+        wan_parts.place_transformer(transformer, self.device, policy)
+        self.transformer = transformer
+        self.engine = CausalEngine(transformer, self.options.policy())
+
+    def load_shared(self, preset: Any, policy: Any, cpu_preset: str) -> str:
+        """What every causal Hub backend loads before its transformers: checks (before any
+        download), the Wan2.1 text encoder, tokenizer and VAE, and the streaming decoder.
+        Returns the label of the converted weights' cache entry."""
         import torch
         from diffusers import WanTransformer3DModel
 
         from longvid.backends import wan_parts
         from longvid.backends.causal_decode import StreamDecoder
-        from longvid.backends.causal_engine import CausalEngine
-        from longvid.backends.causal_weights import converted_transformer
 
         self.preset, self.policy = preset, policy
         self.options = preset.options
         cuda = torch.cuda.is_available()
-        preset.check_gpu(cuda, cpu_preset="tiny-causal")  # before any download
+        preset.check_gpu(cuda, cpu_preset=cpu_preset)  # before any download
         wan_parts.check_installed(preset.quantization, WanTransformer3DModel)
         self.weights = wan_parts.Weights.resolve(preset)  # text encoder, tokenizer, VAE
         self.folder = self.weights.folder
-        label = self.weights_label(preset)
-        self.converted = converted_transformer(self.options.checkpoint(), self.folder, label)
         self.device = torch.device("cuda" if cuda else "cpu")
         self.dtype = torch.bfloat16 if cuda else torch.float32
-        transformer = wan_parts.load_transformer(
-            WanTransformer3DModel, wan_parts.Weights(self.converted), preset.quantization,
-            self.dtype).eval()
         # block by block, untiled: the decoder's causal cache of a 480x832 take is 1.9 GB in
         # bf16 on a GPU (3.8 GB in fp32), held beside the transformer and the KV cache
         self.vae = wan_parts.WanVAE(self.folder, self.device, gpu_dtype=torch.bfloat16)
         self.decoder = StreamDecoder(self.vae.model, self.vae.mean, self.vae.std,
                                      WAN21_HISTORY_LATENTS)
-        wan_parts.place_transformer(transformer, self.device, policy)
-        self.transformer = transformer
-        self.engine = CausalEngine(transformer, self.options.policy())
+        return self.weights_label(preset)
 
     @staticmethod
     def weights_label(preset: Any) -> str:
