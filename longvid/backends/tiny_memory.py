@@ -33,8 +33,6 @@ from longvid.backends.base import (
 )
 from longvid.backends.tiny_causal import (
     BLOCK_LATENTS,
-    CONTEXT_LATENTS,
-    SINK_LATENTS,
     TINY_STREAM,
     CausalOptions,
     TinyCausalBackend,
@@ -143,13 +141,8 @@ class TinyMagBackend(TinyMemoryBackend):
 
 class TinyMemFlowBackend(TinyMemoryBackend):
     name: ClassVar[str] = "tiny-memflow"
-    caps: ClassVar[BackendCaps] = BackendCaps(
-        native_fps=16, any_fps=True, latent_stride_t=4,
-        max_latents=CONTEXT_LATENTS + 4 * BLOCK_LATENTS, context_latents=CONTEXT_LATENTS,
-        size_multiple=16, max_side=512, takes_context=True, tokens_per_latent_px=8 * 8 * 2 * 2,
-        sink=SinkCaps(SINK_LATENTS), memory=MemoryCaps(MEMFLOW_PINNED, recall_only=True),
-        images=ImageCaps(first_frame=True), decode=TinyCausalBackend.caps.decode,
-        stream=TINY_STREAM)
+    caps: ClassVar[BackendCaps] = replace(  # tiny-causal's, with the bank's recall
+        TinyCausalBackend.caps, memory=MemoryCaps(MEMFLOW_PINNED, recall_only=True))
 
     class Options(MemFlowOptions):
         weights_seed: int = Field(0, description="seed of the random tiny weights")

@@ -58,6 +58,14 @@ def sample_batch(rng: np.random.Generator, worlds: list[np.ndarray], variant: st
     return np.stack(ctx), np.stack(ctx_poses), np.stack(target), np.stack(target_pose)
 
 
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine down to 10 % of `cfg.lr`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
 def train(cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> dict:
     """Train one variant; write `out` (safetensors) and return the run record."""
     import torch
@@ -73,12 +81,6 @@ def train(cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> di
     params = sum(p.numel() for p in model.parameters())
     log(f"{cfg.variant}: {params / 1e6:.2f} M params, {cfg.steps} steps of batch {cfg.batch}")
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
     losses: list[float] = []
     start_s = time.perf_counter()
     for step in range(cfg.steps):
@@ -93,7 +95,7 @@ def train(cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> di
         v = model.velocity(x_t, t, torch.from_numpy(target_pose), cache)
         loss = torch.mean((v - (x1 - noise)) ** 2)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = lr_at(cfg, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

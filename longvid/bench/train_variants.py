@@ -13,7 +13,6 @@ together (flow loss + reconstruction loss).
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from longvid.bench.train import (
     MAX_LEG_STEPS,
     MIN_LEG_STEPS,
     TrainConfig,
+    lr_at,
 )
 
 POSE_FREE = ("retrieval-descriptor", "pfp", "mag", "malt")
@@ -87,12 +87,6 @@ def train_pose_free(cfg: TrainConfig, out: Path, log: Callable[[str], None] = pr
     log(f"{cfg.variant}: {params / 1e6:.2f} M params, {cfg.steps} steps of batch {cfg.batch} "
         f"({pretrain} memory pretraining)")
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
     losses: list[float] = []
     start_s = time.perf_counter()
     for step in range(cfg.steps):
@@ -121,7 +115,7 @@ def train_pose_free(cfg: TrainConfig, out: Path, log: Callable[[str], None] = pr
                 cache = model.encode(recent, rec_off, memory)
                 loss = model.loss(x1, noise, t_flow, cache) + aux
         for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = lr_at(cfg, step)
         opt.zero_grad(set_to_none=True)
         if loss.requires_grad:  # a mag pretraining batch may hold no complete block
             loss.backward()
