@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from longvid.errors import InputError, LongvidError
 from longvid.output import has_tag, same_file
-from longvid.rundir import RunDir, intact, run_dir_for
+from longvid.rundir import RunDir, find_run, intact
 
 if TYPE_CHECKING:
     from longvid.generate import SegmentDone
@@ -131,7 +131,7 @@ def preview_run(target: Path) -> tuple[Path, Path, Committed]:
     """`longvid preview`: (run directory, preview path, what it joins) for a run directory
     or the output video a render is writing (its run directory is found as render finds
     it). Exit 3 when there is no run or no committed segment yet."""
-    run_root = _find_run(target)
+    run_root = find_run(target)
     try:
         manifest = json.loads((run_root / "manifest.json").read_text(encoding="utf-8"))
         output, fps = Path(manifest["output"]), int(manifest["fps"])
@@ -193,24 +193,6 @@ class LivePreview:
             # the preview is a view of the run, not part of it: the render goes on
             self.progress.message(f"warning: the preview {preview_path(self.output)} could "
                                   f"not be refreshed ({exc})")
-
-
-def _find_run(target: Path) -> Path:
-    if target.is_dir():
-        if (target / "manifest.json").is_file():
-            return target
-        raise InputError(f"{target} is not a longvid run directory (it has no manifest.json)",
-                         "pass a run directory (`scene.run`) or the output video a render "
-                         "is writing")
-    if target.suffix.lower() == ".mp4":
-        run_root = run_dir_for(target)
-        if (run_root / "manifest.json").is_file():
-            return run_root
-        raise InputError(f"no run of {target} (looked for {run_root})",
-                         "pass the output a render is writing (or wrote), or its run "
-                         "directory; with LONGVID_HOME set, set it as the render had it")
-    raise InputError(f"{target} is neither a run directory nor an .mp4",
-                     "pass the output a render is writing, or its run directory")
 
 
 def _frames(video: Path, missing: int | None = None) -> int:

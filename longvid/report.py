@@ -15,7 +15,6 @@ from longvid.errors import InputError
 from longvid.memory.bank import Keyframe
 from longvid.memory.drift import COLOUR_LIMIT, LATENT_LIMIT
 from longvid.memory.store import load_keyframes, memory_path
-from longvid.rundir import run_dir_for
 from longvid.timecode import timecode
 
 THUMB_PX = 96  # drawn size of a keyframe
@@ -27,22 +26,6 @@ _BG, _FG, _GRID = (24, 24, 28), (230, 230, 230), (70, 70, 80)
 class Report:
     contact_sheet: Path
     drift_plot: Path
-
-
-def find_run(target: Path) -> Path:
-    """A run directory, or the video a render wrote (its run directory is found beside it
-    or under $LONGVID_HOME/runs/)."""
-    if target.is_dir() and (target / "manifest.json").exists():
-        return target
-    if target.suffix.lower() == ".mp4":
-        run = run_dir_for(target)
-        if (run / "manifest.json").exists():
-            return run
-        raise InputError(f"no run directory for {target} (looked for {run})",
-                         "report needs the run directory a render keeps; it is gone if the "
-                         "video was moved or the run was deleted")
-    raise InputError(f"{target} is neither a run directory nor an .mp4",
-                     "pass the video `longvid render` wrote, or its `.run` directory")
 
 
 _REPAIR = ("run the same `longvid render` again: it checks the run directory and renders "

@@ -55,6 +55,26 @@ def run_dir_for(output: Path) -> Path:
     return output.with_suffix(".run")
 
 
+def find_run(target: Path) -> Path:
+    """A run directory, or the video a render writes or wrote (its run directory is found
+    beside it or under $LONGVID_HOME/runs/); exit 3 with what to pass otherwise."""
+    if target.is_dir():
+        if (target / "manifest.json").is_file():
+            return target
+        raise InputError(f"{target} is not a longvid run directory (it has no manifest.json)",
+                         "pass a run directory (`scene.run`) or the output video a render "
+                         "is writing")
+    if target.suffix.lower() == ".mp4":
+        run_root = run_dir_for(target)
+        if (run_root / "manifest.json").is_file():
+            return run_root
+        raise InputError(f"no run of {target}: no run directory (looked for {run_root})",
+                         "pass the output a render is writing (or wrote), or its run "
+                         "directory; with LONGVID_HOME set, set it as the render had it")
+    raise InputError(f"{target} is neither a run directory nor an .mp4",
+                     "pass the output a render is writing, or its run directory")
+
+
 def segment_file(segments: Path, index: int, kind: str) -> Path:
     """`seg_0007.<kind>` for segment 7, `init.<kind>` for index -1: every per-segment name."""
     name = INIT if index < 0 else f"seg_{index:04d}"

@@ -119,3 +119,15 @@ def test_text_encoder_cpu_reports_a_full_width_block_in_fp32_and_bf16(tmp_path):
     for dtype, seconds in report["block_s"].items():  # 24 blocks, 512 / 8 times the tokens
         estimate = pytest.approx(seconds * 24 * 64, rel=0.02, abs=1.5)
         assert report["prompt_s_estimate"][dtype] == estimate
+
+
+def test_commit_cost_fits_the_encode_and_writes_a_real_size_state():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "commit_cost.py"), "--frames",
+                           "2", "6", "--repeats", "1"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["size"] == "832x480" and set(data["encode_median_s"]) == {"2", "6"}
+    assert data["encode_fit"]["per_frame_ms"] > 0
+    # 9 + 3 + 38 latents of 16 x 60 x 104 in fp32: 19 MiB, as docs/presets.md says
+    assert data["state_mib"] == pytest.approx(50 * 16 * 60 * 104 * 4 / 2**20, abs=0.1)

@@ -20,7 +20,8 @@ def report(
 ) -> None:
     """Draw a contact sheet (one row per shot) and a drift plot of a render."""
     def body() -> None:
-        from longvid.report import find_run, write_report
+        from longvid.report import write_report
+        from longvid.rundir import find_run
 
         run = find_run(target)
         result = write_report(run, out_dir)
