@@ -3,6 +3,7 @@
     python benchmarks/gpu_proof.py --group 1 --json proof-1.json   # about 4.8 min, one H100
     python benchmarks/gpu_proof.py --group 2 --json proof-2.json   # about 4.8 min
     python benchmarks/gpu_proof.py --group 3 --json proof-3.json   # about 3.2 min
+    python benchmarks/gpu_proof.py --all --jobs 3 --json proof.json # every preset, 3 at once
     python benchmarks/gpu_proof.py --list                          # the groups, estimates
     python benchmarks/gpu_proof.py --tiny                          # CPU, tiny models, all
     python benchmarks/gpu_proof.py --preset NAME [--tiny]          # one preset, this process
@@ -61,6 +62,15 @@ wan-vace-1.3b, skyreels-df-1.3b (~275 s).
 The causal presets' estimates are not yet measured. Give each command `timeout_s` 330,
 and run each group right after the one before (the machine idles out in 30 s).
 
+`--jobs N` runs N presets at once on the one GPU (with `--all`: every preset, longest
+first), for a lent GPU whose time will not hold the groups one after another. Each
+process keeps its own 11.4 GiB cap, so the allocator peaks are what they are alone; the
+driver-level peak is the process's own where NVML lists it, else it is left out; CPU
+threads are split between the processes; the presets take RAM-backed storage while it
+has room for them (and the host RAM their loads need), the temp dir otherwise. Seconds
+per step are then measured with N-1 other presets on the GPU and the CPU: each row
+says how many ran beside it, and those timings are upper bounds, not the card's speed.
+
 `--tiny` runs the same code with tiny models (2-layer configs, 32x32) on the CPU in
 under 3 minutes for all presets; memory figures are reported only on CUDA. On a GPU
 machine without diffusers, bitsandbytes or gguf, carry the wheels that
@@ -77,6 +87,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -140,6 +151,21 @@ def work_root(tiny: bool) -> Path:
     return Path(tempfile.gettempdir())
 
 
+def shm_slots(jobs: int, tiny: bool) -> int:
+    """How many of `jobs` concurrent presets RAM-backed storage can hold: its free space,
+    and the host RAM left once every process has its loaded weights (~16 GiB each)."""
+    if tiny or not SHM.is_dir():
+        return jobs if SHM.is_dir() else 0
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text()
+                      .splitlines())
+        available_gib = int(fields["MemAvailable"].split()[0]) / 2**20
+    except (OSError, KeyError, ValueError):
+        return 1
+    by_ram = int((available_gib - 16 * jobs) // WORK_GIB)
+    return max(0, min(jobs, int(shutil.disk_usage(SHM).free / GIB // WORK_GIB), by_ram))
+
+
 def tiny_preset(preset: Any, work: Path) -> Any:
     """The preset at test size: same backend, hub sources, quantization and steps."""
     import yaml
@@ -195,18 +221,18 @@ def bare_forward(backend: Any, request: Any) -> Any:
     return None
 
 
-def measure(name: str, tiny: bool) -> dict:
+def measure(name: str, tiny: bool, root: Path | None = None, jobs: int = 1) -> dict:
     """One preset, in this process; its work folder is gone when this returns."""
-    work = Path(tempfile.mkdtemp(prefix=f"longvid-proof-{name}-", dir=work_root(tiny)))
+    work = Path(tempfile.mkdtemp(prefix=f"longvid-proof-{name}-", dir=root or work_root(tiny)))
     try:
         os.environ.update(HF_HUB_CACHE=str(work / "hub"), HF_HUB_OFFLINE="1",
                           LONGVID_HOME=str(work / "home"))
-        return _measure(name, tiny, work)
+        return _measure(name, tiny, work, jobs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _measure(name: str, tiny: bool, work: Path) -> dict:
+def _measure(name: str, tiny: bool, work: Path, jobs: int) -> dict:
     import torch
     from checkpoints import install_preset, storage_of
 
@@ -215,6 +241,8 @@ def _measure(name: str, tiny: bool, work: Path) -> dict:
     from longvid.presets import load_preset
     from longvid.vram import choose_policy, plan_policy
 
+    if jobs > 1:  # the CPU shared with the other presets' processes
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
     preset = load_preset(name)
     if gap := not_covered(preset):
         raise RuntimeError(gap)
@@ -248,7 +276,7 @@ def _measure(name: str, tiny: bool, work: Path) -> dict:
     assert planned is not None  # every Hub preset has `memory:` figures
     policy = choose_policy(preset, plan, CAP_GIB) if cuda else None  # exit 4 if it cannot fit
 
-    meter, stages = Meter(cuda), {}
+    meter, stages = Meter(cuda, shared=jobs > 1), {}
     try:
         # 3. load, then the prompts with the transformer and VAE resident
         backend = backend_class(preset.backend)()
@@ -325,6 +353,7 @@ def _measure(name: str, tiny: bool, work: Path) -> dict:
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "torch": torch.__version__, "cap_gib": CAP_GIB if cuda else None,
         "cap_enforced": cap_enforced, "work_dir": str(work.parent),
+        "concurrent": jobs, "driver_scope": meter.scope if cuda else None,
         "quantization": {"text_encoder": preset.quantization.text_encoder,
                          "transformer": preset.quantization.transformer_storage},
         "transformer_storage": storage_of(backend.transformer),
@@ -342,19 +371,66 @@ def _measure(name: str, tiny: bool, work: Path) -> dict:
     }
 
 
-def run_child(name: str, tiny: bool, timeout_s: float) -> dict:
-    """One preset in a fresh process: no allocator state or peak carried over."""
+def run_child(name: str, tiny: bool, timeout_s: float, root: Path | None = None,
+              jobs: int = 1) -> dict:
+    """One preset in a fresh process: no allocator state or peak carried over. Its stderr
+    is printed when it ends, whole, so concurrent presets' logs do not interleave."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run.json"
-        cmd = [sys.executable, __file__, "--preset", name, "--json", str(out)]
-        try:
-            done = subprocess.run(cmd + (["--tiny"] if tiny else []), timeout=timeout_s,
-                                  stdout=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
+        out, log = Path(tmp) / "run.json", Path(tmp) / "stderr.log"
+        cmd = [sys.executable, __file__, "--preset", name, "--json", str(out),
+               "--jobs", str(jobs)] + (["--tiny"] if tiny else [])
+        cmd += ["--work-root", str(root)] if root else []
+        t0 = time.perf_counter()
+        with log.open("w") as err:
+            try:
+                done = subprocess.run(cmd, timeout=timeout_s, stdout=subprocess.DEVNULL,
+                                      stderr=err)
+                code = done.returncode
+            except subprocess.TimeoutExpired:
+                code = None
+        text = log.read_text(errors="replace")
+        print(f"--- {name}: {time.perf_counter() - t0:.0f} s, "
+              f"{'timed out' if code is None else f'exit {code}'}", flush=True)
+        if text.strip():
+            print(text.rstrip()[-6000:], file=sys.stderr, flush=True)
+        if code is None:
             return {"preset": name, "error": f"timed out after {timeout_s:.0f} s"}
-        if done.returncode == 0:
+        if code == 0:
             return json.loads(out.read_text())
-        return {"preset": name, "error": f"exit {done.returncode} (traceback above)"}
+        return {"preset": name, "error": f"exit {code} (traceback above)"}
+
+
+def run_all(chosen: list[str], tiny: bool, jobs: int,
+            on_done: Any = None) -> dict[str, dict]:
+    """`chosen` presets, `jobs` at a time, longest first; each in its own process.
+    `on_done(results so far)` after each, so a command stopped at its limit keeps them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    order = sorted(chosen, key=lambda n: -ESTIMATE_S.get(n, DEFAULT_ESTIMATE_S))
+    lock, free_shm = threading.Lock(), [shm_slots(jobs, tiny)]
+    results: dict[str, dict] = {}
+
+    def one(name: str) -> dict:
+        with lock:
+            in_shm = free_shm[0] > 0
+            free_shm[0] -= in_shm
+        root = SHM if in_shm else Path(tempfile.gettempdir())
+        slow = 1 + 0.5 * (jobs - 1)  # sharing the GPU and the CPU
+        budget = 170 if tiny else 2 * ESTIMATE_S.get(name, DEFAULT_ESTIMATE_S) * slow
+        try:
+            run = run_child(name, tiny, budget, root if jobs > 1 else None, jobs)
+        except Exception as exc:  # noqa: BLE001 - one preset's failure is a row of the table
+            traceback.print_exc()
+            run = {"preset": name, "error": f"{type(exc).__name__}: {exc}"}
+        with lock:
+            free_shm[0] += in_shm
+            results[name] = run
+            if on_done:
+                on_done(dict(results))
+        return run
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return dict(zip(order, pool.map(one, order), strict=True))
 
 
 def main() -> None:
@@ -363,13 +439,19 @@ def main() -> None:
     parser.add_argument("--preset", help="run one preset in this process")
     parser.add_argument("--tiny", action="store_true", help="tiny models, every preset")
     parser.add_argument("--list", action="store_true", help="print the groups and exit")
+    parser.add_argument("--all", action="store_true", help="every preset (with --jobs)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="presets at once on the one GPU (see the docstring)")
+    parser.add_argument("--work-root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     from longvid.budget import ALLOCATOR_CONF
 
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", ALLOCATOR_CONF)  # as the CLI sets it
     if args.preset:
-        result = measure(args.preset, args.tiny)
+        result = measure(args.preset, args.tiny, args.work_root, args.jobs)
         print(json.dumps(result, indent=2))
         if args.json:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -385,26 +467,35 @@ def main() -> None:
         for name, gap in gaps.items():
             print(f"{name}: {gap}")
         return
-    if args.group is None and not args.tiny:
-        parser.error("choose --group N (see --list), --preset NAME or --tiny")
-    chosen = names if args.group is None else packed[args.group - 1]
-    runs = []
-    for name in names:
-        if name in gaps:  # named in the table and the JSON, never silently left out
-            runs.append({"preset": name, "error": gaps[name]})
-            continue
-        if name not in chosen:
-            group = next(k for k, g in enumerate(packed, 1) if name in g)
-            runs.append({"preset": name, "error": f"not run: in group {group}"})
-            continue
-        budget = 170 if args.tiny else 2 * ESTIMATE_S.get(name, DEFAULT_ESTIMATE_S)
-        try:
-            runs.append(run_child(name, args.tiny, budget))
-        except Exception as exc:  # noqa: BLE001 - one preset's failure is a row of the table
-            traceback.print_exc()
-            runs.append({"preset": name, "error": f"{type(exc).__name__}: {exc}"})
+    if args.group is None and not (args.tiny or args.all):
+        parser.error("choose --group N (see --list), --all, --preset NAME or --tiny")
+    if args.group is not None and not 1 <= args.group <= len(packed):
+        parser.error(f"--group must be 1 to {len(packed)} (see --list)")
+    chosen = [n for n in names if n not in gaps] if args.group is None \
+        else packed[args.group - 1]
+
+    def rows(done: dict[str, dict]) -> list[dict]:
+        runs = []
+        for name in names:  # in the preset list's order, every Hub preset named
+            if name in gaps:  # named in the table and the JSON, never silently left out
+                runs.append({"preset": name, "error": gaps[name]})
+            elif name not in chosen:
+                group = next(k for k, g in enumerate(packed, 1) if name in g)
+                runs.append({"preset": name, "error": f"not run: in group {group}"})
+            else:
+                runs.append(done.get(name, {"preset": name, "error": "unfinished"}))
+        return runs
+
+    def save(done: dict[str, dict]) -> None:
+        if args.json:  # replaced whole, so a stopped command leaves a readable file
+            tmp = args.json.with_name(args.json.name + ".tmp")
+            tmp.write_text(json.dumps(dict(result, runs=rows(done)), indent=2) + "\n")
+            os.replace(tmp, args.json)
+
     result = {"benchmark": "gpu_proof", "tiny": args.tiny, "group": args.group,
-              "cap_gib": CAP_GIB, "runs": runs}
+              "jobs": args.jobs, "cap_gib": CAP_GIB, "runs": rows({})}
+    save({})
+    result["runs"] = runs = rows(run_all(chosen, args.tiny, args.jobs, save))
     print(table(runs))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

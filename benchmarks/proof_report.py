@@ -3,31 +3,69 @@
 `Meter`: peak GPU memory of one stage of a render, three ways: what PyTorch's
 allocator handed out (allocated), what it held from the driver (reserved), and what
 the driver reports in use (sampled on a thread: the CUDA context, kernels and library
-handles included, which an allocator cap does not see). Inert without CUDA.
+handles included, which an allocator cap does not see). The driver figure is this
+process's own where NVML lists it (`scope` "process"), else the whole device's
+("device"), which means nothing while other processes share the GPU: then it is None.
+Inert without CUDA.
 `table`: one Markdown row per preset, beside the plan's figures."""
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable
 
 GIB = 2**30
+
+
+def own_gpu_bytes() -> Callable[[], int | None] | None:
+    """A reader of the GPU memory the driver holds for this process (NVML's per-process
+    figure: context, kernels, allocator), or None where NVML cannot say."""
+    try:
+        import pynvml  # nvidia-ml-py: on GPU machines, not a longvid dependency
+        import torch
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+    except Exception:  # noqa: BLE001 - no NVML: the device-wide figure instead
+        return None
+    pid = os.getpid()
+
+    def used() -> int | None:
+        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            if proc.pid == pid and proc.usedGpuMemory is not None:
+                return int(proc.usedGpuMemory)
+        return None
+
+    try:
+        return used if used() is not None else None
+    except Exception:  # noqa: BLE001
+        return None
 
 
 class Meter:
     """Peaks of one stage: allocator allocated/reserved, driver-level used (sampled every
     2 ms on a thread), allocator retries and OOMs. Inert without CUDA."""
 
-    def __init__(self, cuda: bool) -> None:
+    def __init__(self, cuda: bool, shared: bool = False) -> None:
         self.cuda, self.driver_peak, self._stop = cuda, 0, threading.Event()
+        self._own = own_gpu_bytes() if cuda else None
+        self.scope = "process" if self._own else "device"
+        self.blind = shared and self._own is None  # a device figure, others on the GPU
         if cuda:
             threading.Thread(target=self._sample, daemon=True).start()
 
-    def _sample(self) -> None:
+    def _used(self) -> int:
         import torch
 
-        while not self._stop.wait(0.002):
-            free, total = torch.cuda.mem_get_info()
-            self.driver_peak = max(self.driver_peak, total - free)
+        if self._own is not None and (own := self._own()) is not None:
+            return own
+        free, total = torch.cuda.mem_get_info()
+        return total - free
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005 if self._own else 0.002):
+            self.driver_peak = max(self.driver_peak, self._used())
 
     def start(self) -> None:
         import torch
@@ -35,8 +73,7 @@ class Meter:
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            free, total = torch.cuda.mem_get_info()
-            self.driver_peak = total - free
+            self.driver_peak = self._used()
 
     def stop(self) -> dict[str, float | None]:
         import torch
@@ -44,11 +81,11 @@ class Meter:
         if not self.cuda:
             return {"allocated_gib": None, "reserved_gib": None, "driver_gib": None}
         torch.cuda.synchronize()
-        free, total = torch.cuda.mem_get_info()
+        driver = max(self.driver_peak, self._used())
         stats = torch.cuda.memory_stats()
         return {"allocated_gib": round(torch.cuda.max_memory_allocated() / GIB, 3),
                 "reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 3),
-                "driver_gib": round(max(self.driver_peak, total - free) / GIB, 3),
+                "driver_gib": None if self.blind else round(driver / GIB, 3),
                 "alloc_retries": stats.get("num_alloc_retries", 0),
                 "ooms": stats.get("num_ooms", 0)}
 
@@ -65,6 +102,10 @@ def table(runs: list[dict]) -> str:
         v = (stage or {}).get(key)
         return "-" if v is None else f"{v:.2f}"
 
+    def shared(run: dict) -> str:  # timings taken beside other presets' processes
+        n = run.get("concurrent", 1)
+        return f" ({n} at once)" if n > 1 else ""
+
     lines = ["| preset | TE / DiT | plan TE, DiT | TE res/drv GiB | DiT res/drv GiB "
              "| VAE res/drv GiB | planned GiB | s/step | bare | ratio | fits |",
              "|---" * 11 + "|"]
@@ -79,6 +120,7 @@ def table(runs: list[dict]) -> str:
         lines.append(
             f"| {r['preset']} | {q['text_encoder']} / {q['transformer']} | "
             f"{p['text_encoder']}, {p['transformer']} | {' | '.join(cells)} | {planned} | "
-            f"{r['s_per_step']} | {r['bare_s_per_step'] or '-'} | {r['overhead_ratio'] or '-'} "
+            f"{r['s_per_step']}{shared(r)} | {r['bare_s_per_step'] or '-'} | "
+            f"{r['overhead_ratio'] or '-'} "
             f"| {'-' if r['fits'] is None else ('yes' if r['fits'] else 'NO')} |")
     return "\n".join(lines)
