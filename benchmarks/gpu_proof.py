@@ -98,6 +98,7 @@ from proof_report import Meter, table, worst  # noqa: E402
 
 CAP_GIB = 11.4  # a 12 GiB card less ~0.6 GiB of CUDA context and desktop
 FIT_GIB = 11.5  # what a preset's every peak must stay under
+CARD_GIB = 12.0  # the cap for a preset planned over CAP_GIB: the whole card, no desktop
 PROOF_STEPS = 3  # the peak is at the first forward; steps 2-3 give s/step
 FEW_STEP_PRESET = 4  # presets of at most this many steps run all of them
 ESTIMATE_S = {"anyflow-far-1.3b": 170, "skyreels-df-1.3b": 85, "skyreels-df-1.3b-gguf-q8": 95,
@@ -257,26 +258,46 @@ def _measure(name: str, tiny: bool, work: Path, jobs: int) -> dict:
     install_preset(work / "hub", preset, tiny=tiny, device=device, work=work)
     build_s = time.perf_counter() - t0
 
-    # 2. the cap, checked once; the plan for it, as render makes it
+    # 2. the plan, as render makes it; the cap, checked once
+    caps = caps_of(preset)
+    window, ctx, mem = caps.max_latents, caps.context_latents, caps.memory_latents
+    plan = proof_plan(preset, work)
+    cap = CAP_GIB
+    planned = plan_policy(preset, plan, cap)  # the figures `plan --vram 11.4` prints
+    assert planned is not None  # every Hub preset has `memory:` figures
+    if cuda and not planned.fits:  # planned over the proof's cap (mag-1.3b): measured on a
+        cap = CARD_GIB  # whole 12 GiB card, and the table says it does not fit 11.4
+        planned = plan_policy(preset, plan, cap)
+        assert planned is not None
     cap_enforced = None
     if cuda:
         torch.cuda.empty_cache()
         total = torch.cuda.get_device_properties(0).total_memory
-        torch.cuda.set_per_process_memory_fraction(CAP_GIB * GIB / total)
+        torch.cuda.set_per_process_memory_fraction(cap * GIB / total)
         try:
-            torch.empty(int((CAP_GIB + 0.25) * GIB), dtype=torch.uint8, device="cuda")
+            torch.empty(int((cap + 0.25) * GIB), dtype=torch.uint8, device="cuda")
             cap_enforced = False
         except torch.cuda.OutOfMemoryError:
             cap_enforced = True
         torch.cuda.empty_cache()
-    caps = caps_of(preset)
-    window, ctx, mem = caps.max_latents, caps.context_latents, caps.memory_latents
-    plan = proof_plan(preset, work)
-    planned = plan_policy(preset, plan, CAP_GIB)  # the figures `plan --vram 11.4` prints
-    assert planned is not None  # every Hub preset has `memory:` figures
-    policy = choose_policy(preset, plan, CAP_GIB) if cuda else None  # exit 4 if it cannot fit
+    policy = choose_policy(preset, plan, cap) if cuda else None  # exit 4 if it cannot fit
 
     meter, stages = Meter(cuda, shared=jobs > 1), {}
+    base = {
+        "benchmark": "gpu_proof", "date": time.strftime("%Y-%m-%d"), "preset": name,
+        "backend": preset.backend, "tiny": tiny,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "torch": torch.__version__, "cap_gib": cap if cuda else None,
+        "cap_enforced": cap_enforced, "work_dir": str(work.parent),
+        "concurrent": jobs, "driver_scope": meter.scope if cuda else None,
+        "quantization": {"text_encoder": preset.quantization.text_encoder,
+                         "transformer": preset.quantization.transformer_storage},
+        "resolution": f"{plan.width}x{plan.height}", "window_tokens": plan.max_tokens,
+        "memory_latents": mem, "preset_steps": preset.steps, "build_s": round(build_s, 1),
+        "policy": {"text_encoder": planned.text_encoder, "transformer": planned.transformer,
+                   "stages_gib": {s.name: round(s.peak_gib, 2) for s in planned.stages}},
+    }
+    stage = ["load"]  # the stage running now, for a failure's row
     try:
         # 3. load, then the prompts with the transformer and VAE resident
         backend = backend_class(preset.backend)()
@@ -286,6 +307,7 @@ def _measure(name: str, tiny: bool, work: Path, jobs: int) -> dict:
         load_s = time.perf_counter() - t0
         stages["load"] = meter.stop()
         prompts = ["a harbour at dusk", "the harbour at night, lanterns on the water"]
+        stage[0] = "text encoder"
         meter.start()
         t0 = time.perf_counter()
         backend.prepare(prompts, plan.negative_prompt, preset.guidance_scale)
@@ -320,8 +342,10 @@ def _measure(name: str, tiny: bool, work: Path, jobs: int) -> dict:
                 marks.append(time.perf_counter())
                 if i == n:
                     peaks["transformer"], peaks["n"] = meter.stop(), n
+                    stage[0] = "vae"
                     meter.start()
 
+            stage[0] = "transformer"
             meter.start()
             t0 = time.perf_counter()
             out = backend.generate(request, on_step)
@@ -343,25 +367,25 @@ def _measure(name: str, tiny: bool, work: Path, jobs: int) -> dict:
                 if cuda:
                     torch.cuda.synchronize()
             bare_s = (time.perf_counter() - t0) * (2 if preset.guidance_scale > 1 else 1)
+    except Exception as exc:  # on a GPU a stage's failure is a result: its peak, its cause
+        if not cuda:
+            raise
+        traceback.print_exc()
+        stages[stage[0]] = meter.stop()  # the peak up to the failure
+        cause = exc.__context__ if exc.__suppress_context__ and exc.__context__ else exc
+        oom = isinstance(cause, torch.cuda.OutOfMemoryError)
+        what = "out of memory" if oom else f"{type(cause).__name__}: {str(cause)[:200]}"
+        return base | {"stages": stages, "fits": False if oom else None,
+                       "error": f"{stage[0]} stage: {what} (reserved "
+                                f"{stages[stage[0]]['reserved_gib']} GiB at the failure)",
+                       "cause": str(cause)[:2000]}
     finally:
         meter.close()
     worst_gib = max((v for s in stages.values() for k, v in s.items()
                      if k in ("reserved_gib", "driver_gib") and v is not None), default=None)
-    return {
-        "benchmark": "gpu_proof", "date": time.strftime("%Y-%m-%d"), "preset": name,
-        "backend": preset.backend, "tiny": tiny,
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-        "torch": torch.__version__, "cap_gib": CAP_GIB if cuda else None,
-        "cap_enforced": cap_enforced, "work_dir": str(work.parent),
-        "concurrent": jobs, "driver_scope": meter.scope if cuda else None,
-        "quantization": {"text_encoder": preset.quantization.text_encoder,
-                         "transformer": preset.quantization.transformer_storage},
-        "transformer_storage": storage_of(backend.transformer),
-        "resolution": f"{plan.width}x{plan.height}", "window_tokens": plan.max_tokens,
-        "memory_latents": mem, "steps_run": steps, "preset_steps": preset.steps,
-        "policy": {"text_encoder": planned.text_encoder, "transformer": planned.transformer,
-                   "stages_gib": {s.name: round(s.peak_gib, 2) for s in planned.stages}},
-        "stages": stages, "build_s": round(build_s, 1), "load_s": round(load_s, 1),
+    return base | {
+        "transformer_storage": storage_of(backend.transformer), "steps_run": steps,
+        "stages": stages, "load_s": round(load_s, 1),
         "prepare_s": round(prepare_s, 2), "window_s": [round(s, 2) for s in window_s],
         "s_per_step": round(step_s, 4),
         "window_s_at_preset_steps": round(step_s * peaks["n"] * preset.steps / steps, 3),

@@ -106,6 +106,11 @@ def table(runs: list[dict]) -> str:
         n = run.get("concurrent", 1)
         return f" ({n} at once)" if n > 1 else ""
 
+    def capped(run: dict) -> str:  # measured under another cap than the others
+        cap = run.get("cap_gib")
+        return "" if cap is None or cap == min(r.get("cap_gib") or cap for r in runs) \
+            else f" (cap {cap} GiB)"
+
     lines = ["| preset | TE / DiT | plan TE, DiT | TE res/drv GiB | DiT res/drv GiB "
              "| VAE res/drv GiB | planned GiB | s/step | bare | ratio | fits |",
              "|---" * 11 + "|"]
@@ -118,7 +123,7 @@ def table(runs: list[dict]) -> str:
                  for k in ("text encoder", "transformer", "vae")]
         planned = " / ".join(f"{p['stages_gib'][k]:.2f}" for k in p["stages_gib"])
         lines.append(
-            f"| {r['preset']} | {q['text_encoder']} / {q['transformer']} | "
+            f"| {r['preset']}{capped(r)} | {q['text_encoder']} / {q['transformer']} | "
             f"{p['text_encoder']}, {p['transformer']} | {' | '.join(cells)} | {planned} | "
             f"{r['s_per_step']}{shared(r)} | {r['bare_s_per_step'] or '-'} | "
             f"{r['overhead_ratio'] or '-'} "

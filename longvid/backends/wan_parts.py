@@ -170,10 +170,13 @@ def text_pipeline(pipeline_cls: Any, folder: Path, quant: Quantization, dtype: A
         from diffusers.hooks import apply_group_offloading
 
         text_encoder = load_text_encoder(folder, quant, dtype, torch.device("cpu"))
-        # the blocks sit under `encoder` (UMT5Stack), not at the top: name it a block module
-        apply_group_offloading(text_encoder, onload_device=device, offload_type="block_level",
-                               num_blocks_per_group=1, use_stream=True, low_cpu_mem_usage=True,
-                               block_modules=["encoder"])
+        # The blocks sit under `encoder` (UMT5Stack), which holds every weight (the top's
+        # `shared` is its `embed_tokens`): offload the stack itself. Naming it in
+        # `block_modules` instead registers diffusers' (0.42.1) layer tracker twice with
+        # streams, a ValueError on the first GPU run.
+        apply_group_offloading(text_encoder.encoder, onload_device=device,
+                               offload_type="block_level", num_blocks_per_group=1,
+                               use_stream=True, low_cpu_mem_usage=True)
     else:
         text_encoder = load_text_encoder(folder, quant, dtype, device)
     return pipeline_cls(tokenizer=tokenizer, text_encoder=text_encoder, transformer=None,
