@@ -424,13 +424,14 @@ def run_child(name: str, tiny: bool, timeout_s: float, root: Path | None = None,
         return {"preset": name, "error": f"exit {code} (traceback above)"}
 
 
-def run_all(chosen: list[str], tiny: bool, jobs: int,
-            on_done: Any = None) -> dict[str, dict]:
+def run_all(chosen: list[str], tiny: bool, jobs: int, on_done: Any = None,
+            ordered: bool = False) -> dict[str, dict]:
     """`chosen` presets, `jobs` at a time, longest first; each in its own process.
     `on_done(results so far)` after each, so a command stopped at its limit keeps them."""
     from concurrent.futures import ThreadPoolExecutor
 
-    order = sorted(chosen, key=lambda n: -ESTIMATE_S.get(n, DEFAULT_ESTIMATE_S))
+    order = chosen if ordered else sorted(chosen, key=lambda n: -ESTIMATE_S.get(
+        n, DEFAULT_ESTIMATE_S))
     lock, free_shm = threading.Lock(), [shm_slots(jobs, tiny)]
     results: dict[str, dict] = {}
 
@@ -464,6 +465,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny models, every preset")
     parser.add_argument("--list", action="store_true", help="print the groups and exit")
     parser.add_argument("--all", action="store_true", help="every preset (with --jobs)")
+    parser.add_argument("--presets", help="these presets, comma-separated, in this order")
     parser.add_argument("--jobs", type=int, default=1,
                         help="presets at once on the one GPU (see the docstring)")
     parser.add_argument("--work-root", type=Path, help=argparse.SUPPRESS)
@@ -491,12 +493,16 @@ def main() -> None:
         for name, gap in gaps.items():
             print(f"{name}: {gap}")
         return
-    if args.group is None and not (args.tiny or args.all):
-        parser.error("choose --group N (see --list), --all, --preset NAME or --tiny")
+    if args.group is None and not (args.tiny or args.all or args.presets):
+        parser.error("choose --group N (see --list), --all, --presets A,B, --preset NAME "
+                     "or --tiny")
+    picked = args.presets.split(",") if args.presets else None
+    if picked and (unknown := set(picked) - set(names)):
+        parser.error(f"not a Hub preset: {', '.join(sorted(unknown))}")
     if args.group is not None and not 1 <= args.group <= len(packed):
         parser.error(f"--group must be 1 to {len(packed)} (see --list)")
-    chosen = [n for n in names if n not in gaps] if args.group is None \
-        else packed[args.group - 1]
+    chosen = picked or ([n for n in names if n not in gaps] if args.group is None
+                        else packed[args.group - 1])
 
     def rows(done: dict[str, dict]) -> list[dict]:
         runs = []
@@ -519,7 +525,7 @@ def main() -> None:
     result = {"benchmark": "gpu_proof", "tiny": args.tiny, "group": args.group,
               "jobs": args.jobs, "cap_gib": CAP_GIB, "runs": rows({})}
     save({})
-    result["runs"] = runs = rows(run_all(chosen, args.tiny, args.jobs, save))
+    result["runs"] = runs = rows(run_all(chosen, args.tiny, args.jobs, save, bool(picked)))
     print(table(runs))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

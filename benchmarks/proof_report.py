@@ -49,6 +49,7 @@ class Meter:
 
     def __init__(self, cuda: bool, shared: bool = False) -> None:
         self.cuda, self.driver_peak, self._stop = cuda, 0, threading.Event()
+        self._counts = (0, 0)
         self._own = own_gpu_bytes() if cuda else None
         self.scope = "process" if self._own else "device"
         self.blind = shared and self._own is None  # a device figure, others on the GPU
@@ -74,6 +75,8 @@ class Meter:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self.driver_peak = self._used()
+            stats = torch.cuda.memory_stats()  # counters are cumulative: this stage's only
+            self._counts = (stats.get("num_alloc_retries", 0), stats.get("num_ooms", 0))
 
     def stop(self) -> dict[str, float | None]:
         import torch
@@ -86,8 +89,8 @@ class Meter:
         return {"allocated_gib": round(torch.cuda.max_memory_allocated() / GIB, 3),
                 "reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 3),
                 "driver_gib": None if self.blind else round(driver / GIB, 3),
-                "alloc_retries": stats.get("num_alloc_retries", 0),
-                "ooms": stats.get("num_ooms", 0)}
+                "alloc_retries": stats.get("num_alloc_retries", 0) - self._counts[0],
+                "ooms": stats.get("num_ooms", 0) - self._counts[1]}
 
     def close(self) -> None:
         self._stop.set()

@@ -354,3 +354,31 @@ def test_fp8_keys_and_values_stay_close_to_full_precision_over_a_long_stream(set
     assert err[0] == 0.0  # the first block reads no cache
     assert 0 < max(err[1:]) < 0.02
     assert max(err[-5:]) <= 2 * max(err[1:6])
+
+
+def test_a_checkpoint_loaded_in_bf16_streams_with_its_fp32_modules_kept(setup, tmp_path):
+    """As the Hub backends load it (`from_pretrained(torch_dtype=bfloat16)`), diffusers
+    keeps `_keep_in_fp32_modules` wide, and the first parameter is the fp32
+    `scale_shift_table`: the engine must feed the model its compute dtype (bf16), not the
+    first parameter's, or the patch embedding fails on its first block (the first GPU run
+    of longlive-1.3b and self-forcing-1.3b). The prompt's memory keys likewise."""
+    from longvid.backends.causal_engine import compute_placement
+    from longvid.backends.causal_memory import text_keys
+
+    model, cond, _ = setup
+    model.save_pretrained(tmp_path)
+    loaded = WanTransformer3DModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).eval()
+    first = next(loaded.parameters())
+    assert first.dtype == torch.float32 and loaded.patch_embedding.weight.dtype == torch.bfloat16
+    assert compute_placement(loaded) == (torch.device("cpu"), torch.bfloat16)
+    engine = CausalEngine(loaded, CachePolicy(block_latents=3, window_latents=12,
+                                              sink_latents=3))
+    engine.reset()
+    out = engine.stream(6, (C, H, W), cond, SCHEDULE, torch.Generator().manual_seed(0))
+    reference = engine_latents(model, CachePolicy(block_latents=3, window_latents=12,
+                                                  sink_latents=3), SCHEDULE, cond,
+                               torch.zeros(1, C, 0, H, W), 6, 0)
+    assert out.shape == reference.shape == (1, C, 6, H, W) and torch.isfinite(out).all()
+    assert (out.float() - reference).abs().mean() < 0.1 * reference.abs().mean()  # bf16
+    keys = text_keys(loaded, cond)
+    assert len(keys) == 2 and keys[0].dtype == torch.bfloat16

@@ -316,6 +316,32 @@ def test_a_text_encoder_streamed_through_the_gpu_gives_the_resident_ones_embeddi
     torch.testing.assert_close(embeds[True], embeds[False])
 
 
+@pytest.mark.parametrize("name", ["skyreels-df-1.3b", "skyreels-df-1.3b-lowvram",
+                                  "skyreels-df-1.3b-gguf-q8"])
+def test_prompts_encode_without_autograd_and_no_loaded_weight_asks_for_a_gradient(
+        hub_cache, tmp_path, name):
+    """The first GPU run ran out of memory in every preset's text-encoder stage: the prompt
+    cache called `encode_prompt` outside the pipeline's no_grad `__call__`, and autograd
+    kept UMT5's activations (~8 GiB at 4 x 512 tokens). Prompts encode with autograd off,
+    and every weight the load path loads (bf16, nf4, fp8, GGUF) is frozen."""
+    backend = SkyReelsDFBackend()
+    backend.load(load_preset(str(shrunk(tmp_path, name))))
+    seen: list[tuple[bool, bool]] = []
+    real = backend._text_pipeline
+
+    def watched() -> object:  # the real pipeline, with a hook that records the mode
+        pipe = real()
+        pipe.text_encoder.register_forward_hook(lambda m, i, o: seen.append(
+            (torch.is_grad_enabled(), any(p.requires_grad for p in m.parameters()))))
+        return pipe
+
+    backend._text_pipeline = watched  # type: ignore[method-assign]
+    backend.prepare([f"a pier seen in {tmp_path.name}", "the same pier at night"], "", 1.0)
+    assert seen == [(False, False)]  # one pass for both prompts, no graph, frozen
+    for module in (backend.transformer, backend.vae.model):
+        assert not any(p.requires_grad for p in module.parameters())
+
+
 @pytest.mark.parametrize("name", ["skyreels-df-1.3b-lowvram", "skyreels-df-1.3b-gguf-q8"])
 def test_lora_on_a_quantized_transformer(hub_cache, tmp_path, name):
     """fp8 storage and GGUF Q8_0 take a LoRA too (its adapters stay float32), and weight 0

@@ -33,6 +33,15 @@ from longvid.backends.causal_cache import (
 from longvid.backends.causal_text import CachedCrossAttnProcessor, TextKVCache
 
 
+def compute_placement(model: Any) -> tuple[torch.device, torch.dtype]:
+    """Where and in what dtype `model` computes: its first parameter's device, and
+    diffusers' `dtype` (the compute dtype under fp8 layerwise casting; it skips the modules
+    `_keep_in_fp32_modules` keeps wide, such as Wan's top-level `scale_shift_table`, which
+    is the first parameter of a checkpoint loaded in bf16)."""
+    param = next(model.parameters())
+    return param.device, getattr(model, "dtype", param.dtype)
+
+
 @dataclass(frozen=True)
 class FewStepSchedule:
     """The noise levels of the steps, highest first; the model's timestep is 1000 sigma."""
@@ -92,10 +101,6 @@ class CausalEngine:
             self.text.reset()
         self.next_frame = 0
 
-    @property
-    def _param(self) -> torch.Tensor:
-        return next(self.transformer.parameters())
-
     def _forward(self, x: torch.Tensor, sigma: float, cond: torch.Tensor,
                  writing: bool) -> torch.Tensor:
         """x (1, C, b, h, w) float32 at noise level sigma -> flow prediction, same shape."""
@@ -104,11 +109,11 @@ class CausalEngine:
         self.cache.begin(height * width // self._patch_area, frames, writing)
         if self.text is not None:  # the prompt's cross-attention keys/values, once
             self.text.use(cond)
-        param = self._param
-        timestep = torch.full((x.shape[0],), 1000.0 * sigma, device=param.device)
+        device, dtype = compute_placement(self.transformer)
+        timestep = torch.full((x.shape[0],), 1000.0 * sigma, device=device)
         with torch.no_grad():
-            out = self.transformer(x.to(param.device, param.dtype), timestep=timestep,
-                                   encoder_hidden_states=cond.to(param.device, param.dtype),
+            out = self.transformer(x.to(device, dtype), timestep=timestep,
+                                   encoder_hidden_states=cond.to(device, dtype),
                                    return_dict=False)[0]
         return out.float()
 
@@ -136,7 +141,7 @@ class CausalEngine:
                       on_step: Callable[[], None] = lambda: None) -> torch.Tensor:
         """Pure noise (1, C, b, h, w) -> the block's clean latents x0, same shape."""
         sigmas = schedule.sigmas
-        x = noise.to(self._param.device)
+        x = noise.to(compute_placement(self.transformer)[0])
         x0 = x
         for i, sigma in enumerate(sigmas):
             x0 = x - sigma * self._forward(x, sigma, cond, writing=False)

@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 import torch
 
 from longvid.backends.causal_cache import CachePolicy, KVCache, rms_norm_fp32
-from longvid.backends.causal_engine import CausalEngine
+from longvid.backends.causal_engine import CausalEngine, compute_placement
 
 # -- MAG --------------------------------------------------------------------------------
 
@@ -297,9 +297,9 @@ def relevance(text_k: torch.Tensor, entries: list[torch.Tensor]) -> list[float]:
 def text_keys(transformer: Any, cond: torch.Tensor) -> list[torch.Tensor]:
     """Each block's cross-attention keys of the prompt (MemFlow's `crossattn_cache["k"]`):
     cond (1, L, D_text) -> per layer (1, L, H, D), as WanAttnProcessor computes them."""
-    param = next(transformer.parameters())
+    device, dtype = compute_placement(transformer)
     with torch.no_grad():
-        text = transformer.condition_embedder.text_embedder(cond.to(param.device, param.dtype))
+        text = transformer.condition_embedder.text_embedder(cond.to(device, dtype))
         out = []
         for block in transformer.blocks:
             attn = block.attn2

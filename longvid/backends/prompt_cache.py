@@ -43,27 +43,36 @@ class PromptCache:
         """Load every text's embeddings; encode the missing ones on `device` with a
         diffusers pipeline that holds only a tokenizer and text encoder (its own cleaning
         and padding)."""
+        import torch
         from safetensors.torch import load_file, save_file
 
         missing = list(dict.fromkeys(t for t in texts if not self.path(t).exists()))
         if missing:
             encoder = text_pipeline()
             embeddings_cache_dir().mkdir(parents=True, exist_ok=True)
-            for start in range(0, len(missing), PROMPTS_PER_PASS):
-                batch = missing[start:start + PROMPTS_PER_PASS]
-                embeds, _ = encoder.encode_prompt(  # (B, L, D), each row padded alone
-                    prompt=batch, do_classifier_free_guidance=False,
-                    max_sequence_length=max_sequence_length, device=device)
-                for row, text in enumerate(batch):
-                    path = self.path(text)
-                    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                    save_file({"embeds": embeds[row:row + 1].float().cpu().contiguous()},
-                              str(tmp))
-                    os.replace(tmp, path)
-            del encoder, embeds
+            # encode_prompt runs outside the pipeline's own no_grad __call__: without this,
+            # autograd keeps every layer's activations (~8 GiB for UMT5-XXL at 4 x 512
+            # tokens: out of memory on the first GPU run at 11.4 GiB)
+            with torch.no_grad():
+                self._encode(encoder, missing, max_sequence_length, device, save_file)
+            del encoder
             release_gpu_memory()  # the text encoder is gone before the first denoising step
         for text in texts:
             self._embeds[text] = load_file(str(self.path(text)))["embeds"]
+
+    def _encode(self, encoder: Any, missing: list[str], max_sequence_length: int,
+                device: Any, save_file: Callable[..., None]) -> None:
+        for start in range(0, len(missing), PROMPTS_PER_PASS):
+            batch = missing[start:start + PROMPTS_PER_PASS]
+            embeds, _ = encoder.encode_prompt(  # (B, L, D), each row padded alone
+                prompt=batch, do_classifier_free_guidance=False,
+                max_sequence_length=max_sequence_length, device=device)
+            for row, text in enumerate(batch):
+                path = self.path(text)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                save_file({"embeds": embeds[row:row + 1].float().cpu().contiguous()},
+                          str(tmp))
+                os.replace(tmp, path)
 
     def __getitem__(self, text: str) -> Any:
         return self._embeds[text]

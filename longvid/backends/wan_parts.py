@@ -88,16 +88,18 @@ class Weights:
 
 
 def load_transformer(cls: Any, weights: Weights, quant: Quantization, dtype: Any) -> Any:
-    """`cls` (e.g. SkyReelsV2Transformer3DModel) on the CPU, computing in `dtype`."""
+    """`cls` (e.g. SkyReelsV2Transformer3DModel) on the CPU, computing in `dtype`, frozen
+    (inference only: no call through it can build an autograd graph)."""
     import torch
 
     if quant.transformer == "gguf":
-        return _from_gguf(cls, weights.folder, weights.gguf_file, quant.gguf_type, dtype)
+        model = _from_gguf(cls, weights.folder, weights.gguf_file, quant.gguf_type, dtype)
+        return model.requires_grad_(False)
     model = cls.from_pretrained(weights.folder, subfolder="transformer", torch_dtype=dtype)
     if quant.transformer == "fp8":  # the class's _skip_layerwise_casting_patterns keep
         # the patch and condition embedders and the norms wide
         model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
-    return model
+    return model.requires_grad_(False)
 
 
 def _from_gguf(cls: Any, folder: Path, gguf_file: Path | None, gguf_type: str | None,
@@ -142,7 +144,7 @@ def load_text_encoder(folder: Path, quant: Quantization, dtype: Any, device: Any
     assert dtype in (torch.bfloat16, torch.float32), "fp16 overflows T5 activations"
     if quant.text_encoder == "bf16":
         return UMT5EncoderModel.from_pretrained(folder, subfolder="text_encoder",
-                                                dtype=dtype).to(device).eval()
+                                                dtype=dtype).to(device).eval().requires_grad_(False)
     if quant.text_encoder == "nf4":
         config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                     bnb_4bit_compute_dtype=dtype)
@@ -152,7 +154,8 @@ def load_text_encoder(folder: Path, quant: Quantization, dtype: Any, device: Any
     # quantized model is not moved afterwards
     return UMT5EncoderModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype,
                                             quantization_config=config,
-                                            device_map={"": str(device)}).eval()
+                                            device_map={"": str(device)}
+                                            ).eval().requires_grad_(False)
 
 
 def text_pipeline(pipeline_cls: Any, folder: Path, quant: Quantization, dtype: Any,
@@ -240,7 +243,8 @@ class WanVAE:
         from diffusers import AutoencoderKLWan
 
         self.model = AutoencoderKLWan.from_pretrained(folder, subfolder="vae",
-                                                      torch_dtype=torch.float32).eval()
+                                                      torch_dtype=torch.float32
+                                                      ).eval().requires_grad_(False)
         if device.type == "cuda":
             self.model.to(device, gpu_dtype or torch.float32).enable_tiling()
         self.z_dim = z = self.model.config.z_dim
