@@ -59,7 +59,9 @@ today's presets (1080 s in all, so four commands): group 1 = anyflow-far-1.3b,
 longlive-1.3b (~290 s), group 2 = mag-1.3b, self-forcing-1.3b (~280 s), group 3 =
 memflow-1.3b, skyreels-df-1.3b-gguf-q8 (~225 s), group 4 = skyreels-df-1.3b-lowvram,
 wan-vace-1.3b, skyreels-df-1.3b (~275 s).
-The causal presets' estimates are not yet measured. Give each command `timeout_s` 330,
+Measured on one H100 with four presets at once (2026-11-27): skyreels-df-1.3b and
+skyreels-df-1.3b-lowvram took 154 and 153 s whole; the causal presets reached their
+first block in 56-82 s. Give each command `timeout_s` 330,
 and run each group right after the one before (the machine idles out in 30 s).
 
 `--jobs N` runs N presets at once on the one GPU (with `--all`: every preset, longest

@@ -21,7 +21,7 @@ def test_stage_peaks_count_what_is_resident_on_the_gpu_in_each_stage():
     policy = policy_for(24, MEM, WINDOW_TOKENS)
     peaks = {s.name: s.peak_gib for s in policy.stages}
     act = WINDOW_TOKENS * MEM.act_bytes_per_token / 2**30
-    assert act == pytest.approx(2.38, abs=0.01)  # ~49 KB per token
+    assert act == pytest.approx(6.52, abs=0.01)  # 134 KiB per token, measured on a GPU
     dit, vae = MEM.transformer_gib, MEM.vae_gib
     assert peaks["text encoder"] == pytest.approx(10.6 + 0.5 + dit + vae + 1.0)
     assert peaks["transformer"] == pytest.approx(dit + act + vae + 1.0)
@@ -38,8 +38,7 @@ def test_a_streamed_text_encoder_holds_its_embedding_and_three_blocks():
 
 
 @pytest.mark.parametrize(("vram", "text_encoder", "transformer"), [
-    (24, "gpu", "gpu"), (12, "group offload", "gpu"), (8, "group offload", "gpu"),
-    (6, "group offload", "group offload"),
+    (24, "gpu", "gpu"), (12, "group offload", "gpu"), (9, "group offload", "group offload"),
 ])
 def test_less_vram_moves_components_off_the_gpu(vram, text_encoder, transformer):
     policy = policy_for(vram, MEM, WINDOW_TOKENS)

@@ -277,7 +277,8 @@ def test_plan_uses_the_stored_sizes(quant, text_encoder_gib, transformer_gib):
 
 def test_at_8_gib_every_text_encoder_runs_on_the_gpu_beside_what_is_resident(cli):
     """bf16 streams through the GPU; nf4 (bitsandbytes, not streamable) stays resident
-    beside the VAE, so the transformer streams instead."""
+    beside the VAE. At 960x544 the transformer's activations (measured: 6.5 GiB) leave
+    no room for any of them resident, so the transformer streams too."""
     story = HARBOUR
     placements = {}
     for name in ("skyreels-df-1.3b", "skyreels-df-1.3b-lowvram", "skyreels-df-1.3b-gguf-q8"):
@@ -286,7 +287,8 @@ def test_at_8_gib_every_text_encoder_runs_on_the_gpu_beside_what_is_resident(cli
         assert code == 0 and policy["stages"][0]["peak_gib"] <= 8
         placements[name] = [(s["storage"], s["placement"]) for s in policy["stages"]]
     assert placements == {
-        "skyreels-df-1.3b": [("bf16", "group offload"), ("bf16", "gpu"), ("fp32", "gpu")],
+        "skyreels-df-1.3b": [("bf16", "group offload"), ("bf16", "group offload"),
+                             ("fp32", "gpu")],
         "skyreels-df-1.3b-lowvram": [("nf4", "gpu"), ("fp8", "group offload"),
                                      ("fp32", "gpu")],
         "skyreels-df-1.3b-gguf-q8": [("nf4", "gpu"), ("gguf Q8_0", "group offload"),
