@@ -57,3 +57,24 @@ def test_the_proof_plans_the_figures_plan_and_doctor_show(tmp_path):
             assert not proof.fits and proof.peak_gib < 12.0
         else:
             assert proof.fits, preset.name
+
+
+def test_every_hub_preset_renders_in_the_gpus_dtype_on_the_cpu(monkeypatch):
+    """On a GPU the Wan models compute in bf16, with the modules diffusers keeps wide
+    (`scale_shift_table`, norms, the time embedder) in fp32; the CPU tests otherwise run
+    fp32 throughout, which hid the dtype bug that stopped four presets at their first
+    block on the first GPU run. Here every Hub preset's two tiny windows run through the
+    proof's own path (load, prompts, context, memory, sink) in bf16 on the CPU."""
+    import torch
+
+    from longvid.backends import wan_parts
+
+    monkeypatch.setattr(wan_parts, "compute_dtype", lambda device: torch.bfloat16)
+    for key in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "LONGVID_HOME"):  # measure() sets them
+        monkeypatch.setenv(key, "")
+    names = [p.name for p in gpu_proof.hub_presets() if not gpu_proof.not_covered(p)]
+    assert set(names) >= HUB_PRESETS
+    for name in names:
+        result = gpu_proof.measure(name, tiny=True)
+        assert len(result["window_s"]) == 2 and result["s_per_step"] > 0, name
+        assert "torch.bfloat16" in result["transformer_storage"], name

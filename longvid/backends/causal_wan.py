@@ -126,7 +126,7 @@ class CausalWanBackend(WanHubBackend):
         self.weights = wan_parts.Weights.resolve(preset)  # text encoder, tokenizer, VAE
         self.folder = self.weights.folder
         self.device = torch.device("cuda" if cuda else "cpu")
-        self.dtype = torch.bfloat16 if cuda else torch.float32
+        self.dtype = wan_parts.compute_dtype(self.device)
         # block by block, untiled: the decoder's causal cache of a 480x832 take is 1.9 GB in
         # bf16 on a GPU (3.8 GB in fp32), held beside the transformer and the KV cache
         self.vae = wan_parts.WanVAE(self.folder, self.device, gpu_dtype=torch.bfloat16)

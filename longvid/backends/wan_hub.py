@@ -59,7 +59,7 @@ class WanHubBackend:
         self.weights = wan_parts.Weights.resolve(preset)
         self.folder = self.weights.folder
         self.device = torch.device("cuda" if cuda else "cpu")
-        self.dtype = torch.bfloat16 if cuda else torch.float32
+        self.dtype = wan_parts.compute_dtype(self.device)
         transformer = wan_parts.load_transformer(
             transformer_cls, self.weights, preset.quantization, self.dtype).eval()
         self.vae = wan_parts.WanVAE(self.folder, self.device)

@@ -87,6 +87,14 @@ class Weights:
         return key
 
 
+def compute_dtype(device: Any) -> Any:
+    """What the Wan models compute in: bf16 on a GPU, fp32 on a CPU (bf16 matmuls are slow
+    there without AVX-512-BF16). One place, so a test can run the GPU's dtype on a CPU."""
+    import torch
+
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
 def load_transformer(cls: Any, weights: Weights, quant: Quantization, dtype: Any) -> Any:
     """`cls` (e.g. SkyReelsV2Transformer3DModel) on the CPU, computing in `dtype`, frozen
     (inference only: no call through it can build an autograd graph)."""
