@@ -34,12 +34,14 @@ from longvid.backends.causal_text import CachedCrossAttnProcessor, TextKVCache
 
 
 def compute_placement(model: Any) -> tuple[torch.device, torch.dtype]:
-    """Where and in what dtype `model` computes: its first parameter's device, and
-    diffusers' `dtype` (the compute dtype under fp8 layerwise casting; it skips the modules
-    `_keep_in_fp32_modules` keeps wide, such as Wan's top-level `scale_shift_table`, which
-    is the first parameter of a checkpoint loaded in bf16)."""
+    """Where and in what dtype `model` computes, as diffusers reports them: `device` is
+    the GPU a group-offloaded model runs on (its weights wait on the CPU between
+    forwards, and its outputs come back on the GPU); `dtype` is the compute dtype under
+    fp8 layerwise casting, and skips the modules `_keep_in_fp32_modules` keeps wide, such
+    as Wan's `scale_shift_table`, the first parameter of a checkpoint loaded in bf16.
+    A plain torch module: its first parameter's."""
     param = next(model.parameters())
-    return param.device, getattr(model, "dtype", param.dtype)
+    return getattr(model, "device", param.device), getattr(model, "dtype", param.dtype)
 
 
 @dataclass(frozen=True)

@@ -297,13 +297,17 @@ def relevance(text_k: torch.Tensor, entries: list[torch.Tensor]) -> list[float]:
 def text_keys(transformer: Any, cond: torch.Tensor) -> list[torch.Tensor]:
     """Each block's cross-attention keys of the prompt (MemFlow's `crossattn_cache["k"]`):
     cond (1, L, D_text) -> per layer (1, L, H, D), as WanAttnProcessor computes them."""
-    device, dtype = compute_placement(transformer)
+    dtype = compute_placement(transformer)[1]
+    embedder = transformer.condition_embedder.text_embedder
+    # where the weights are now: a group-offloaded model's wait on the CPU between forwards
+    device = next(embedder.parameters()).device
     with torch.no_grad():
-        text = transformer.condition_embedder.text_embedder(cond.to(device, dtype))
+        text = embedder(cond.to(device, dtype))
         out = []
         for block in transformer.blocks:
             attn = block.attn2
-            out.append(rms_norm_fp32(attn.norm_k, attn.to_k(text)).unflatten(2, (attn.heads, -1)))
+            k = attn.to_k(text.to(attn.to_k.weight.device))
+            out.append(rms_norm_fp32(attn.norm_k, k).unflatten(2, (attn.heads, -1)))
     return out
 
 
