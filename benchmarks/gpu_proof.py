@@ -498,7 +498,7 @@ def main() -> None:
     if args.group is None and not (args.tiny or args.all or args.presets):
         parser.error("choose --group N (see --list), --all, --presets A,B, --preset NAME "
                      "or --tiny")
-    picked = args.presets.split(",") if args.presets else None
+    picked = list(dict.fromkeys(args.presets.split(","))) if args.presets else None
     if picked and (unknown := set(picked) - set(names)):
         parser.error(f"not a Hub preset: {', '.join(sorted(unknown))}")
     if args.group is not None and not 1 <= args.group <= len(packed):

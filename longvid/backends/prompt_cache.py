@@ -44,7 +44,7 @@ class PromptCache:
         diffusers pipeline that holds only a tokenizer and text encoder (its own cleaning
         and padding)."""
         import torch
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
 
         missing = list(dict.fromkeys(t for t in texts if not self.path(t).exists()))
         if missing:
@@ -54,14 +54,17 @@ class PromptCache:
             # autograd keeps every layer's activations (~8 GiB for UMT5-XXL at 4 x 512
             # tokens: out of memory on the first GPU run at 11.4 GiB)
             with torch.no_grad():
-                self._encode(encoder, missing, max_sequence_length, device, save_file)
+                self._encode(encoder, missing, max_sequence_length, device)
             del encoder
             release_gpu_memory()  # the text encoder is gone before the first denoising step
         for text in texts:
             self._embeds[text] = load_file(str(self.path(text)))["embeds"]
 
     def _encode(self, encoder: Any, missing: list[str], max_sequence_length: int,
-                device: Any, save_file: Callable[..., None]) -> None:
+                device: Any) -> None:
+        """Encode `missing` texts, PROMPTS_PER_PASS at a time, each saved atomically."""
+        from safetensors.torch import save_file
+
         for start in range(0, len(missing), PROMPTS_PER_PASS):
             batch = missing[start:start + PROMPTS_PER_PASS]
             embeds, _ = encoder.encode_prompt(  # (B, L, D), each row padded alone
