@@ -1,8 +1,9 @@
 """The 12 GiB proof: every Hub preset at real size, random weights, under a hard cap.
 
     python benchmarks/gpu_proof.py --group 1 --json proof-1.json   # about 4.8 min, one H100
-    python benchmarks/gpu_proof.py --group 2 --json proof-2.json   # about 4.8 min
-    python benchmarks/gpu_proof.py --group 3 --json proof-3.json   # about 3.2 min
+    python benchmarks/gpu_proof.py --group 2 --json proof-2.json   # about 4.7 min
+    python benchmarks/gpu_proof.py --group 3 --json proof-3.json   # about 3.8 min
+    python benchmarks/gpu_proof.py --group 4 --json proof-4.json   # about 4.6 min
     python benchmarks/gpu_proof.py --all --jobs 3 --json proof.json # every preset, 3 at once
     python benchmarks/gpu_proof.py --list                          # the groups, estimates
     python benchmarks/gpu_proof.py --tiny                          # CPU, tiny models, all

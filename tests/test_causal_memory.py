@@ -115,6 +115,25 @@ def memory_pass(memory, policy, clean, empty):
     return [p.captured for p in procs]
 
 
+def denoise_after(model, clean, cond, b, g):
+    """One block of b latents denoised after `clean` (1, C, done, H, W), no cache: each
+    step runs the whole sequence, the clean frames at t = 0; the processors set on the
+    model hold the mask. Returns the block's x0 (1, C, b, H, W)."""
+    done = clean.shape[2]
+    x = torch.randn((1, C, b, H, W), generator=g)
+    for i, sigma in enumerate(SCHEDULE.sigmas):
+        seq = torch.cat([clean, x], dim=2)
+        t = torch.zeros(1, seq.shape[2] * TOKENS)
+        t[:, done * TOKENS:] = 1000.0 * sigma
+        with torch.no_grad():
+            v = model(seq, timestep=t, encoder_hidden_states=cond, return_dict=False)[0]
+        x0 = x - sigma * v[:, :, done:]
+        if i + 1 < len(SCHEDULE.sigmas):
+            s = SCHEDULE.sigmas[i + 1]
+            x = (1 - s) * x0 + s * torch.randn(x.shape, generator=g)
+    return x0
+
+
 def mag_reference(gen, memory, policy, cond, empty, blocks, seed, want_cache=False):
     gen, memory = copy.deepcopy(gen), copy.deepcopy(memory)
     g = torch.Generator().manual_seed(seed)
@@ -128,18 +147,7 @@ def mag_reference(gen, memory, policy, cond, empty, blocks, seed, want_cache=Fal
         mask = mask_of(rows)
         for layer, blk in enumerate(gen.blocks):
             blk.attn1.set_processor(Reference(mask, None if kv is None else kv[layer]))
-        x = torch.randn((1, C, b, H, W), generator=g)
-        for i, sigma in enumerate(SCHEDULE.sigmas):
-            seq = torch.cat([clean, x], dim=2)
-            t = torch.zeros(1, seq.shape[2] * TOKENS)
-            t[:, done * TOKENS:] = 1000.0 * sigma
-            with torch.no_grad():
-                v = gen(seq, timestep=t, encoder_hidden_states=cond, return_dict=False)[0]
-            x0 = x - sigma * v[:, :, done:]
-            if i + 1 < len(SCHEDULE.sigmas):
-                s = SCHEDULE.sigmas[i + 1]
-                x = (1 - s) * x0 + s * torch.randn(x.shape, generator=g)
-        clean = torch.cat([clean, x0], dim=2)
+        clean = torch.cat([clean, denoise_after(gen, clean, cond, b, g)], dim=2)
     kv = memory_pass(memory, policy, clean, empty) if want_cache else None
     return clean, kv
 
@@ -351,18 +359,7 @@ def memflow_reference(model, cond, blocks, interval, recent, seed):
         rows += [memflow_seen(j, interval, recent)] * b
         for blk in model.blocks:
             blk.attn1.set_processor(Reference(mask_of(rows)))
-        x = torch.randn((1, C, b, H, W), generator=g)
-        for i, sigma in enumerate(SCHEDULE.sigmas):
-            seq = torch.cat([clean, x], dim=2)
-            t = torch.zeros(1, seq.shape[2] * TOKENS)
-            t[:, done * TOKENS:] = 1000.0 * sigma
-            with torch.no_grad():
-                v = model(seq, timestep=t, encoder_hidden_states=cond, return_dict=False)[0]
-            x0 = x - sigma * v[:, :, done:]
-            if i + 1 < len(SCHEDULE.sigmas):
-                s = SCHEDULE.sigmas[i + 1]
-                x = (1 - s) * x0 + s * torch.randn(x.shape, generator=g)
-        clean = torch.cat([clean, x0], dim=2)
+        clean = torch.cat([clean, denoise_after(model, clean, cond, b, g)], dim=2)
     return clean
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +67,27 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def optimizer_step(opt: Any, model: Any, loss: Any, lr: float) -> None:
+    """One AdamW step at `lr`, gradients clipped to norm 1; none for a loss that holds no
+    graph (a batch with nothing to learn)."""
+    import torch
+
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    if loss.requires_grad:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+
+def log_progress(log: Callable[[str], None], cfg: TrainConfig, step: int,
+                 losses: list[float], start_s: float) -> None:
+    elapsed_s = time.perf_counter() - start_s
+    log(f"{cfg.variant} step {step + 1}/{cfg.steps} loss {np.mean(losses[-25:]):.4f} "
+        f"{elapsed_s:.0f} s ({elapsed_s / (step + 1):.2f} s/step)")
+
+
 def train(cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> dict:
     """Train one variant; write `out` (safetensors) and return the run record."""
     import torch
@@ -94,17 +116,10 @@ def train(cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> di
         cache = model.encode_context(ctx_x, torch.from_numpy(ctx_poses))
         v = model.velocity(x_t, t, torch.from_numpy(target_pose), cache)
         loss = torch.mean((v - (x1 - noise)) ** 2)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, model, loss, lr_at(cfg, step))
         losses.append(float(loss.detach()))
         if (step + 1) % 25 == 0 or step == cfg.steps - 1:
-            elapsed_s = time.perf_counter() - start_s
-            log(f"{cfg.variant} step {step + 1}/{cfg.steps} loss {np.mean(losses[-25:]):.4f} "
-                f"{elapsed_s:.0f} s ({elapsed_s / (step + 1):.2f} s/step)")
+            log_progress(log, cfg, step, losses, start_s)
     wall_s = time.perf_counter() - start_s
     record = {"variant": cfg.variant, "steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr,
               "seed": cfg.seed, "train_worlds": cfg.train_worlds, "threads": cfg.threads,

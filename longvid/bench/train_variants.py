@@ -27,7 +27,9 @@ from longvid.bench.train import (
     MAX_LEG_STEPS,
     MIN_LEG_STEPS,
     TrainConfig,
+    log_progress,
     lr_at,
+    optimizer_step,
 )
 
 POSE_FREE = ("retrieval-descriptor", "pfp", "mag", "malt")
@@ -114,18 +116,11 @@ def train_pose_free(cfg: TrainConfig, out: Path, log: Callable[[str], None] = pr
                 rec_off = torch.from_numpy(np.stack([recent_offsets(m, t, 2) for _, m, t in clips]))
                 cache = model.encode(recent, rec_off, memory)
                 loss = model.loss(x1, noise, t_flow, cache) + aux
-        for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, step)
-        opt.zero_grad(set_to_none=True)
-        if loss.requires_grad:  # a mag pretraining batch may hold no complete block
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+        # a mag pretraining batch may hold no complete block: no step then
+        optimizer_step(opt, model, loss, lr_at(cfg, step))
         losses.append(float(loss.detach()))
         if (step + 1) % 25 == 0 or step == cfg.steps - 1 or step < 3:
-            elapsed_s = time.perf_counter() - start_s
-            log(f"{cfg.variant} step {step + 1}/{cfg.steps} loss {np.mean(losses[-25:]):.4f} "
-                f"{elapsed_s:.0f} s ({elapsed_s / (step + 1):.2f} s/step)")
+            log_progress(log, cfg, step, losses, start_s)
     wall_s = time.perf_counter() - start_s
     record = {"variant": cfg.variant, "steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr,
               "seed": cfg.seed, "train_worlds": cfg.train_worlds, "threads": cfg.threads,
