@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from longvid import signals
 from longvid.backends.base import Backend, SegmentRequest, ViewPath
 from longvid.memory.bank import DEFAULT_CAPACITY, MemoryBank
 from longvid.memory.drift import correct_frames, correct_latents, read_drift
@@ -43,6 +44,10 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
                     on_start: Callable[[Segment], None] = lambda seg: None,
                     on_step: Callable[[int, int], None] = lambda i, n: None
                     ) -> Iterator[SegmentDone]:
+    def step(i: int, n: int) -> None:
+        signals.check()  # a stop a library swallowed ends the segment here (longvid.signals)
+        on_step(i, n)
+
     todo = [seg for seg in plan.segments if not run.is_done(seg.index)]
     as_frames = False  # recalled keyframes go in as latents
     recall_only = False  # True: only `recall` (the model's own memory does the rest)
@@ -68,6 +73,7 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
                 bank.add(load_keyframes(memory_path(run.segments, seg.index)))
             yield SegmentDone(seg, skipped=True, seconds=0.0)
             continue
+        signals.check()
         on_start(seg)
         t0 = time.perf_counter()
 
@@ -106,7 +112,7 @@ def render_segments(plan: Plan, backend: Backend | None, run: RunDir, *, crf: in
             sink=lacking, history=history,
             **(stream_facts(plan, seg, continuing=context is not None)
                if backend.caps.sink is not None else {}),
-            images=inputs.images(seg), loras=inputs.loras(seg)), on_step)
+            images=inputs.images(seg), loras=inputs.loras(seg)), step)
         frames = out.frames
         if frames.shape[0] != seg.num_frames:
             raise RuntimeError(f"backend {backend.name!r} returned {frames.shape[0]} frames for "

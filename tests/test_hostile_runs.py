@@ -5,6 +5,7 @@ later run finishes the job."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -53,6 +54,83 @@ def test_sigterm_stops_like_ctrl_c_and_the_render_resumes(tmp_path):
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["resumed_segments"] >= 1
     assert probe(tmp_path / "s.mp4").frames == FRAMES
+
+
+# A stop signal lands wherever the main thread is, also inside a C or Rust extension
+# calling back into Python. Such a library can turn the exception into an error of its own
+# (CI once saw "ValueError: could not determine the shape of object type
+# 'torch.storage.UntypedStorage'" and exit 1) or swallow it. The driver below plays that
+# library in the segment loop's write of segment 0.
+DRIVER = """
+import os, signal, sys, time
+import longvid.generate as g
+real, calls, mode = g.encode_frames, [], sys.argv[1]
+
+def library(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 1:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler raises here
+        except KeyboardInterrupt:
+            if mode == "mangles":
+                raise ValueError("could not determine the shape of object type") from None
+    return real(*args, **kwargs)
+
+g.encode_frames = library
+sys.argv = ["longvid", "render", *sys.argv[2:], "-q"]
+from longvid.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("library", ["mangles", "swallows"])
+def test_sigterm_a_library_mangled_or_swallowed_still_stops_the_batch_with_143(tmp_path,
+                                                                              library):
+    first = write(tmp_path / "one.yaml", STORY % '"one"')
+    second = write(tmp_path / "two.yaml", STORY % '"two"')
+    proc = subprocess.run([sys.executable, "-c", DRIVER, library, str(first), str(second)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 143, proc.stderr
+    assert "terminated" in proc.stderr and "run the same command again" in proc.stderr
+    assert "ValueError" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "two.run").exists()  # the batch stopped at the first
+    # swallowed: segment 0 was committed and the stop came at segment 1's start
+    committed = sorted(p.name for p in (tmp_path / "one.run" / "segments").glob("*.json"))
+    assert committed == ([] if library == "mangles" else ["seg_0000.json"])
+    again = run_longvid("render", first, "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["resumed_segments"] == len(committed)
+    assert probe(tmp_path / "one.mp4").frames == FRAMES
+
+
+def test_a_render_prints_nothing_but_its_own_messages(tmp_path):
+    """A library's warning (bitsandbytes asks at import for a `kernels` download on a CPU
+    with AVX-512-BF16) does not reach the user; LONGVID_DEBUG=1 shows it."""
+    plain = run_longvid("render", story(tmp_path / "plain"), "-q", cwd=tmp_path)
+    assert plain.returncode == 0 and plain.stderr == "", plain.stderr
+    driver = """
+import logging, sys
+import longvid.generate as g
+real = g.encode_frames
+
+def library(*args, **kwargs):  # a library that logs while the render runs
+    logging.getLogger("somelib").warning("please pip install kernels")
+    return real(*args, **kwargs)
+
+g.encode_frames = library
+sys.argv = ["longvid", "render", *sys.argv[1:], "-q"]
+from longvid.cli import main
+main()
+"""
+    sb = story(tmp_path / "lib")
+    quiet = subprocess.run([sys.executable, "-c", driver, str(sb)], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    shown = subprocess.run([sys.executable, "-c", driver, str(sb), "--fresh"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "LONGVID_DEBUG": "1"})
+    assert shown.returncode == 0 and "somelib: please pip install kernels" in shown.stderr
 
 
 def test_a_full_disk_while_rendering_is_exit_4_and_the_next_run_finishes(tmp_path):

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import signal
 from typing import Annotated
 
 import typer
 
-from longvid import __version__
+from longvid import __version__, signals
 from longvid.budget import ALLOCATOR_CONF
 from longvid.cli import doctor, extend, models, plan, presets, preview, render, report
 from longvid.cli.bench import bench_app
-from longvid.errors import Terminated
 
 app = typer.Typer(
     name="longvid", no_args_is_help=True, add_completion=False,
@@ -61,9 +60,9 @@ def main() -> None:
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", ALLOCATOR_CONF)
     # SIGTERM (Slurm at a time limit, `kill`, a container stop) ends a render as Ctrl-C
     # does: the segment in progress is abandoned and the run stays resumable
-    signal.signal(signal.SIGTERM, _terminate)
+    signals.install()
+    # a library's warnings at import (bitsandbytes asking for a `kernels` download on
+    # some CPUs) are not the user's business; LONGVID_DEBUG=1 shows them
+    logging.basicConfig(level=logging.WARNING if os.environ.get("LONGVID_DEBUG")
+                        else logging.ERROR, format="%(name)s: %(message)s")
     app()
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated()

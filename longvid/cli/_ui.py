@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import typer
 
+from longvid import signals
 from longvid.errors import ExitCode, LongvidError, Terminated
 from longvid.terminal import plain
 
@@ -32,6 +33,10 @@ _SYSTEM_REFUSALS = {errno.ENOSPC: _ROOM, errno.EFBIG: _ROOM, errno.EDQUOT: _ROOM
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
+    stopped_by = signals.received()
+    if stopped_by is not None and not isinstance(exc, KeyboardInterrupt):
+        # whatever a library made of the stop exception, the stop is what happened
+        exc = signals.stop_exception(stopped_by)
     if isinstance(exc, LongvidError):
         return {"code": int(exc.code), "message": exc.message, "hint": exc.hint}
     if isinstance(exc, OSError) and exc.errno in _SYSTEM_REFUSALS:
