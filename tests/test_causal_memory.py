@@ -337,6 +337,41 @@ def test_text_keys_are_the_cross_attention_keys(models):
     assert (keys[1].flatten(2) - seen["k"]).abs().max().item() < 1e-6
 
 
+@pytest.mark.parametrize("where", ["group offload", "fp8 storage"])
+def test_text_keys_are_computed_where_the_model_computes(models, where):
+    """MemFlow's prompt keys of a group-offloaded model come out on its onload device (the
+    GPU where there is one: its weights wait on the CPU, slow in bf16 on most desktop
+    CPUs) and equal the resident model's; under fp8 layerwise casting they use the fp8
+    weights cast to the compute dtype, as the model's own forward does."""
+    from diffusers.hooks import apply_group_offloading
+
+    gen, _, cond, _ = models
+    model = copy.deepcopy(gen)
+    reference_model = copy.deepcopy(gen)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if where == "group offload":
+        reference_model.to(device)
+        apply_group_offloading(model, onload_device=device, offload_type="block_level",
+                               num_blocks_per_group=1)
+        assert model.blocks[0].attn2.to_k.weight.device.type == "cpu"
+    else:
+        device = torch.device("cpu")
+        model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
+                                       compute_dtype=torch.float32)
+        assert model.blocks[0].attn2.to_k.weight.dtype == torch.float8_e4m3fn
+        with torch.no_grad():
+            for block in reference_model.blocks:  # weight and bias stored in fp8
+                for p in block.attn2.to_k.parameters():
+                    p.copy_(p.to(torch.float8_e4m3fn).float())
+    keys, reference = text_keys(model, cond), text_keys(reference_model, cond.to(device))
+    assert [k.shape for k in keys] == [r.shape for r in reference]
+    for k, r in zip(keys, reference, strict=True):
+        assert k.device.type == device.type and k.dtype == torch.float32
+        assert (k - r).abs().max().item() < TOL * r.abs().max().item()
+    if where == "fp8 storage":  # the rounding shows: fp8 weights were used, not fp32 ones
+        assert (keys[0] - text_keys(gen, cond)[0]).abs().max() > TOL
+
+
 def memflow_seen(block: int, interval: int, recent: int, b: int = 3,
                  recorded_frame: int = 0) -> list[int]:
     """Frames block `block` attends to under MemFlow's rule when the bank never fills and

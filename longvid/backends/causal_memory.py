@@ -40,6 +40,7 @@ Imports torch at module level: import it only where torch is already needed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import torch
@@ -277,7 +278,7 @@ class MemFlowCache(KVCache):
             if room <= 0:
                 continue
             if len(free) + 1 > room:
-                query = text_keys[layer].to(new.k.device)  # an offloaded model's are on the CPU
+                query = text_keys[layer].to(new.k.device)  # where the cache is
                 scores = relevance(query, [e.k for e in free])
                 best = sorted(range(len(free)), key=lambda i: -scores[i])[:room - 1]
                 free = [free[i] for i in sorted(best)]  # oldest first, as recorded
@@ -296,19 +297,31 @@ def relevance(text_k: torch.Tensor, entries: list[torch.Tensor]) -> list[float]:
 
 def text_keys(transformer: Any, cond: torch.Tensor) -> list[torch.Tensor]:
     """Each block's cross-attention keys of the prompt (MemFlow's `crossattn_cache["k"]`):
-    cond (1, L, D_text) -> per layer (1, L, H, D), as WanAttnProcessor computes them."""
-    dtype = compute_placement(transformer)[1]
-    embedder = transformer.condition_embedder.text_embedder
-    # where the weights are now: a group-offloaded model's wait on the CPU between forwards
-    device = next(embedder.parameters()).device
+    cond (1, L, D_text) -> per layer (1, L, H, D), as WanAttnProcessor computes them, on
+    the device and in the dtype the model computes in. A group-offloaded model's weights
+    wait on the CPU between forwards, and a consumer CPU has no fast bf16 matmul (about a
+    minute per prompt at 1.3B without AVX-512-BF16), so the layers used here are read
+    onto the GPU for the call (about 150 MB at 1.3B, once per prompt)."""
+    device, dtype = compute_placement(transformer)
+    embedder = transformer.condition_embedder.text_embedder  # PixArtAlphaTextProjection
     with torch.no_grad():
-        text = embedder(cond.to(device, dtype))
+        text = cond.to(device, dtype)
+        text = _linear(embedder.linear_2, embedder.act_1(_linear(embedder.linear_1, text)))
         out = []
         for block in transformer.blocks:
             attn = block.attn2
-            k = attn.to_k(text.to(attn.to_k.weight.device))
-            out.append(rms_norm_fp32(attn.norm_k, k).unflatten(2, (attn.heads, -1)))
+            norm_k = SimpleNamespace(eps=attn.norm_k.eps,
+                                     weight=attn.norm_k.weight.to(device, dtype))
+            k = rms_norm_fp32(norm_k, _linear(attn.to_k, text))
+            out.append(k.unflatten(2, (attn.heads, -1)))
     return out
+
+
+def _linear(layer: Any, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)` with its weights read to x's device and dtype, wherever they wait (the
+    CPU for a group-offloaded model, fp8 under layerwise casting)."""
+    bias = None if layer.bias is None else layer.bias.to(x.device, x.dtype)
+    return torch.nn.functional.linear(x, layer.weight.to(x.device, x.dtype), bias)
 
 
 class MemFlowEngine(CausalEngine):
