@@ -25,9 +25,10 @@ from longvid.memory.store import (
     save_keyframes,
 )
 from longvid.mux import encode_frames
-from longvid.plan import Plan, Segment, prompt_switched
+from longvid.plan import Plan, Segment
 from longvid.rundir import RunDir
 from longvid.segment_inputs import SegmentInputs
+from longvid.stream_work import prompt_switched
 from longvid.transitions import crossfade
 
 

@@ -10,15 +10,15 @@ has exactly the storyboard's frame count.
 Inside a take, the first segment of n latents yields (n-1)*stride+1 frames and every
 later one n*stride (Wan's causal VAE: 4n-3 and 4n). Prompt switches snap to these
 latent boundaries, at most two frames from where the storyboard asked; `plan` shows
-both. The steps live in three modules: `timeline.py` places the shots in frames,
+both. The steps live in four modules: `timeline.py` places the shots in frames,
 `takes.py` holds the arithmetic inside one take (latent boundaries, snapping, model
-windows), and this module builds the segments, prompt switches and camera paths.
+windows), this module builds the segments, prompt switches and camera paths, and
+`stream_work.py` counts a streaming backend's forwards over them.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -26,11 +26,12 @@ from longvid import camera
 from longvid.backends.base import BackendCaps, CameraCaps
 from longvid.camera import CAMERA_MOVES
 from longvid.errors import StoryboardError
-from longvid.images import ImageFile
 from longvid.loras import LoraRef
 from longvid.presets import Preset
+from longvid.segments import Segment
 from longvid.shot_inputs import attach_inputs
 from longvid.storyboard import Shot, Storyboard
+from longvid.stream_work import StreamWork, stream_max_latents, stream_work
 from longvid.takes import PromptFade, TakeGeometry, Window, prompt_fade, split_windows
 from longvid.timeline import PlannedShot, check_format, place_shots, take_groups
 
@@ -65,44 +66,6 @@ class Take:
     def position(self, frame: int) -> tuple[int, int]:
         """The camera position (y, x) of timeline `frame` as generated in this take."""
         return self.camera[frame - self.origin]
-
-
-@dataclass(frozen=True)
-class Segment:
-    index: int
-    take: int
-    shot_id: str
-    first_latent: int  # take-local index of its first new latent
-    num_latents: int  # new latents
-    context_latents: int  # latents carried in from the previous segment (0 at a take start)
-    start_frame: int  # timeline frame of its first new frame (negative only in a crossfade lead)
-    num_frames: int  # new frames the backend returns
-    blend_frames: int  # first frames dissolved with the held tail of the previous take
-    emit_frames: int  # frames written to the video (blended ones included)
-    hold_frames: int  # frames kept back for the next take's crossfade
-    prompt: str
-    seed: int
-    blend_prompt: str | None = None  # mixed into `prompt` during a `continue` transition
-    blend_weight: float = 0.0  # weight of blend_prompt's embeddings
-    recall: tuple[str, ...] = ()  # shots whose keyframes this segment is given (`recall`)
-    image: ImageFile | None = None  # the take's first frame (first segment of a take only)
-    refs: tuple[ImageFile, ...] = ()  # reference images (a backend with `caps.images.refs`)
-    lora_weights: tuple[float, ...] = ()  # weight of each of the plan's `loras`
-
-
-@dataclass(frozen=True)
-class StreamWork:
-    """The transformer forwards of a streaming backend (`caps.stream`), as its engine runs
-    them: per block, one forward per step and one clean pass at t = 0; per segment that
-    continues a take, clean passes replaying the take's sink (one forward) and its context
-    latents (one per block) to rebuild the KV cache."""
-
-    block_latents: int
-    blocks: int  # blocks denoised (a segment's last one may be shorter)
-    forwards_per_block: int  # steps + 1 (the clean pass)
-    replay_forwards: int  # cache rebuilds, all segments together
-    cached_latents: int  # latent frames the KV cache holds at most
-    kv_gib_per_latent: float  # its keys and values per latent frame at the plan's size
 
 
 @dataclass(frozen=True)
@@ -195,11 +158,11 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         warnings.append(f"backend {preset.backend!r} ignores prompts: the storyboard's seed "
                         "picks its world and `camera` moves through it")
     clip = clip_sink if continues else None  # what the first take's sink comes from
-    stream = None if caps.stream is None else _stream_work(
+    stream = None if caps.stream is None else stream_work(
         segments, caps, preset.steps, tokens_per_latent, clip)
     if stream is not None:
         forwards = stream.blocks * stream.forwards_per_block + stream.replay_forwards
-        max_tokens = _stream_max_latents(segments, caps, clip) * tokens_per_latent
+        max_tokens = stream_max_latents(segments, caps, clip) * tokens_per_latent
     else:
         forwards = (sum(s.num_latents for s in segments) if caps.per_frame
                     else len(segments)) * preset.steps * cfg
@@ -219,88 +182,6 @@ def make_plan(sb: Storyboard, preset: Preset, caps: BackendCaps, *,
         forwards=forwards, max_tokens=max_tokens,
         warnings=tuple(warnings + input_warnings), seed=sb.seed, loras=loras, stream=stream,
     )
-
-
-def prompt_switched(segments: Sequence[Segment], seg: Segment) -> bool:
-    """A segment continuing its take under other conditioning than the segment before it
-    (a timed prompt, a `continue`, a blend step): a stream re-caches at it."""
-    prev = segments[seg.index - 1] if seg.index > 0 else None
-    return bool(seg.context_latents) and prev is not None and prev.take == seg.take and (
-        (prev.prompt, prev.blend_prompt, prev.blend_weight)
-        != (seg.prompt, seg.blend_prompt, seg.blend_weight))
-
-
-def _sink_replayed(seg: Segment, caps: BackendCaps, clip: bool | None) -> int:
-    """Latents of the take's sink a segment replays before its context (0: none): those
-    the context lacks, [0, where the context starts). `clip`: None, or whether the clip a
-    first take continues (`extend`) gave it a sink (its first latents, all of which
-    precede the context); without one, that take carries no sink at all."""
-    assert caps.stream is not None
-    lo = seg.first_latent - seg.context_latents  # where the context starts in the take
-    if (not seg.context_latents or caps.sink is None or not caps.stream.sink_latents
-            or (seg.take == 0 and clip is False)):
-        return 0
-    full = min(caps.sink.latents, caps.stream.sink_latents)
-    if lo < 0:
-        return full if seg.take == 0 and clip else 0
-    return min(lo, full)
-
-
-def _rebuild(segments: Sequence[Segment], seg: Segment, caps: BackendCaps,
-             clip: bool | None) -> list[int]:
-    """The latents of each forward that rebuilds a segment's cache, as
-    causal_engine.rebuild runs them: a memory engine's pins first (one pass each, or one
-    over them all), the sink in one clean pass, then the context block by block; at a
-    prompt switch (where the engine re-caches) the context in one forward, or sink and
-    context together when the context reaches back to the sink; plus one clean pass over
-    a take's image."""
-    stream = caps.stream
-    assert stream is not None
-    block, c = stream.block_latents, seg.context_latents
-    image = [1] if seg.image is not None else []
-    m = _pinned(segments, seg, caps)
-    pins = ([1] * m if stream.pin_each else [m]) if m else []
-    if not c:
-        return pins + image
-    sink = _sink_replayed(seg, caps, clip)
-    lo = seg.first_latent - c
-    if prompt_switched(segments, seg) and stream.recache_on_switch:
-        if not sink or lo <= stream.sink_latents:
-            return pins + [sink + c] + image
-        return pins + [sink, c] + image
-    return (pins + ([sink] if sink else []) + [min(block, c - i) for i in range(0, c, block)]
-            + image)
-
-
-def _pinned(segments: Sequence[Segment], seg: Segment, caps: BackendCaps) -> int:
-    """Recalled latents a memory engine pins at a segment's start: one keyframe of each
-    shot its `recall` names that an earlier segment made (the loop's recall-only picks,
-    memory.recall.choose_memory), at most the backend's memory budget."""
-    if not seg.recall or not caps.memory_latents:
-        return 0
-    made = {s.shot_id for s in segments[:seg.index]}
-    return min(caps.memory_latents, sum(r in made for r in seg.recall))
-
-
-def _stream_work(segments: list[Segment], caps: BackendCaps, steps: int,
-                 tokens_per_latent: int, clip: bool | None) -> StreamWork:
-    stream = caps.stream
-    assert stream is not None
-    block = stream.block_latents
-    # a take's starting image is one clean pass; the latents after it are denoised in blocks
-    blocks = sum(-(-(s.num_latents - (s.image is not None)) // block) for s in segments)
-    replay = sum(len(_rebuild(segments, s, caps, clip)) for s in segments)
-    return StreamWork(block_latents=block, blocks=blocks, forwards_per_block=steps + 1,
-                      replay_forwards=replay, cached_latents=stream.cached_latents,
-                      kv_gib_per_latent=stream.kv_bytes_per_latent(tokens_per_latent) / 2**30)
-
-
-def _stream_max_latents(segments: list[Segment], caps: BackendCaps, clip: bool | None) -> int:
-    """The most latents one forward of a stream takes: a block, or a replay forward."""
-    assert caps.stream is not None
-    block = caps.stream.block_latents
-    return max(max([min(block, s.num_latents), *_rebuild(segments, s, caps, clip)])
-               for s in segments)
 
 
 def _no_recall(preset: Preset, caps: BackendCaps, recalling: list[str]) -> str:
