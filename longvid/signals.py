@@ -8,15 +8,19 @@ about a tensor's shape) or swallow it. So the handler also records the signal:
   resumable), never as an unexpected error (exit 1) or as one storyboard of a batch
   failing while the others go on;
 - the segment loop calls `check()` before each segment and each denoising step, so a
-  stop that a library swallowed still ends the command at the next safe point.
+  stop that a library swallowed still ends the command at the next safe point;
+- a second stop signal while the first unwinds (Ctrl-C pressed again) leaves at once
+  with the first one's exit code. That is safe: every write is atomic, the run's lock
+  is an flock the system releases, and a later run removes temporary files.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from types import FrameType
 
-from longvid.errors import Terminated
+from longvid.errors import ExitCode, Terminated
 
 _received: int | None = None  # the first stop signal this process got
 
@@ -45,8 +49,15 @@ def check() -> None:
         raise stop_exception(_received)
 
 
+def exit_code(signum: int) -> int:
+    """The documented exit code of a stop by `signum`: 143 for SIGTERM, 130 else."""
+    return int(ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED)
+
+
 def _handle(signum: int, frame: FrameType | None) -> None:
     global _received
-    if _received is None:
-        _received = signum
+    if _received is not None:  # the second: no more unwinding (the run stays resumable)
+        os.write(2, b"error: stopped again; run the same command again to resume\n")
+        os._exit(exit_code(_received))
+    _received = signum
     raise stop_exception(signum)

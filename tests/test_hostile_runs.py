@@ -75,13 +75,39 @@ def library(*args, **kwargs):
         except KeyboardInterrupt:
             if mode == "mangles":
                 raise ValueError("could not determine the shape of object type") from None
+            if mode == "twice":
+                raise
     return real(*args, **kwargs)
 
 g.encode_frames = library
 sys.argv = ["longvid", "render", *sys.argv[2:], "-q"]
+import longvid.cli.render as r
+report = r.report
+
+def impatient(*args, **kwargs):  # Ctrl-C again while the first stop is reported
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(30)
+    return report(*args, **kwargs)
+
+if mode == "twice":
+    r.report = impatient
 from longvid.cli import main
 main()
 """
+
+
+def test_a_second_stop_while_the_first_unwinds_leaves_at_once_with_the_first_code(tmp_path):
+    """Without it the second KeyboardInterrupt escapes the rim, and click exits 130 without
+    a word after a SIGTERM."""
+    sb = story(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", DRIVER, "twice", str(sb)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 143, proc.stderr
+    assert "stopped again; run the same command again to resume" in proc.stderr
+    assert "Aborted" not in proc.stderr and "Traceback" not in proc.stderr
+    again = run_longvid("render", sb, "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert probe(tmp_path / "s.mp4").frames == FRAMES
 
 
 @pytest.mark.parametrize("library", ["mangles", "swallows"])
