@@ -13,6 +13,7 @@ to float32 rounding.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -311,6 +312,37 @@ def test_memflow_pinned_entries_are_never_dropped(models):
     labels = [e.label for e in engine.cache.bank[1]]
     assert labels[:2] == [("pin", 0), ("pin", 1)] and len(labels) == 3
     assert labels[2] == ("block", 4)  # one free slot: the newest recorded block
+
+
+@pytest.mark.parametrize("kv", ["model", "float8_e4m3fn"])
+def test_memflow_s_bank_holds_only_its_frames_in_the_cache_s_dtype(models, kv):
+    """A bank entry is one frame in storage of its own: as a view it kept alive every frame
+    of the forward that wrote it (3 for a block, all of a pin or re-cache forward), beyond
+    the VRAM plan. Under an fp8 cache it is fp8 too (the plan counts the bank at the
+    cache's element size), and the stream stays close to the full-precision one."""
+    gen, _, cond, _ = models
+    out = {}
+    for kv_dtype in ("model", kv):
+        engine = MemFlowEngine(copy.deepcopy(gen), replace(LONGLIVE, kv_dtype=kv_dtype),
+                               BankPolicy(3, 1))
+        engine.reset()
+        engine.pin(torch.randn(1, C, 2, H, W, generator=torch.Generator().manual_seed(1)),
+                   cond)
+        out[kv_dtype] = engine.stream(15, (C, H, W), cond, FewStepSchedule.warped(1, 5.0),
+                                      torch.Generator().manual_seed(0))
+        engine._admit(cond)
+        for layer in engine.cache.bank:
+            assert [e.label for e in layer][:2] == [("pin", 0), ("pin", 1)]
+            assert len(layer) == 3
+            for entry in layer:
+                for x in (entry.k, entry.v):
+                    assert x.shape == (1, TOKENS, 2, 16)
+                    assert x.untyped_storage().nbytes() == x.nbytes  # not a view
+                    assert x.dtype == (torch.float32 if kv_dtype == "model"
+                                       else torch.float8_e4m3fn)
+                assert (entry.k_scale is None) == (kv_dtype == "model")
+    err = (out["model"] - out[kv]).abs().max().item()
+    assert err == 0.0 if kv == "model" else 0 < err < 0.05
 
 
 def test_text_keys_are_the_cross_attention_keys(models):

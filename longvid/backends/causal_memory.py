@@ -45,7 +45,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from longvid.backends.causal_cache import CachePolicy, KVCache, rms_norm_fp32
+from longvid.backends.causal_cache import (
+    CachePolicy,
+    KVCache,
+    dequantize,
+    quantize,
+    rms_norm_fp32,
+)
 from longvid.backends.causal_engine import CausalEngine, compute_placement
 
 # -- MAG --------------------------------------------------------------------------------
@@ -217,10 +223,34 @@ class BankPolicy:
 
 @dataclass
 class BankEntry:
+    """One latent frame of one layer in MemFlow's bank: keys and values (B, T, H, D) in
+    storage of their own, never a view of the forward that wrote them (a view keeps all
+    of that forward's frames alive: 3 for a block, up to 15 for a re-cache). Under
+    `kv_dtype: float8_e4m3fn` they are fp8 with fp32 scales (B, T, H, 1), as the window
+    is, so the bank takes what the VRAM plan counts for it."""
+
     label: Any  # what the frame was, for inspection: ("block", i) or ("pin", i)
     k: torch.Tensor  # (B, T, H, D)
     v: torch.Tensor
     pinned: bool = False
+    k_scale: torch.Tensor | None = None  # fp8 only: (B, T, H, 1) fp32
+    v_scale: torch.Tensor | None = None
+
+    @classmethod
+    def keep(cls, label: Any, k: torch.Tensor, v: torch.Tensor, kv_dtype: str,
+             pinned: bool = False) -> BankEntry:
+        """An entry for frame keys/values (B, T, H, D) stored as `kv_dtype` says."""
+        if kv_dtype == "model":
+            return cls(label, k.clone(), v.clone(), pinned)
+        (k8, k_scale), (v8, v_scale) = quantize(k), quantize(v)
+        return cls(label, k8, v8, pinned, k_scale, v_scale)
+
+    def read(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values in `dtype` (None: as stored, fp8 ones dequantized to fp32)."""
+        if self.k_scale is None or self.v_scale is None:
+            return self.k, self.v
+        out = dtype or torch.float32
+        return dequantize(self.k, self.k_scale, out), dequantize(self.v, self.v_scale, out)
 
 
 class MemFlowCache(KVCache):
@@ -243,8 +273,9 @@ class MemFlowCache(KVCache):
         bank = self.bank[layer]
         if not bank:
             return window
-        bank_k = torch.cat([e.k for e in bank], dim=1)
-        bank_v = torch.cat([e.v for e in bank], dim=1)
+        entries = [e.read(dtype) for e in bank]
+        bank_k = torch.cat([k for k, _ in entries], dim=1)
+        bank_v = torch.cat([v for _, v in entries], dim=1)
         if window is None:
             return bank_k, bank_v
         cut = min(self.policy.sink_latents, self.frames[layer]) * self.frame_tokens
@@ -253,15 +284,15 @@ class MemFlowCache(KVCache):
                 torch.cat([v[:, :cut], bank_v, v[:, cut:]], dim=1))
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        t = self.frame_tokens
+        t, kv_dtype = self.frame_tokens, self.policy.kv_dtype
         if self.pinning:
-            self.bank[layer] += [BankEntry(("pin", i), k[:, i * t:(i + 1) * t],
-                                           v[:, i * t:(i + 1) * t], pinned=True)
+            self.bank[layer] += [BankEntry.keep(("pin", i), k[:, i * t:(i + 1) * t],
+                                                v[:, i * t:(i + 1) * t], kv_dtype, pinned=True)
                                  for i in range(k.shape[1] // t)]
             return
         super().write(layer, k, v)
         if self.record is not None:
-            self.pending[layer] = BankEntry(self.record, k[:, :t], v[:, :t])
+            self.pending[layer] = BankEntry.keep(self.record, k[:, :t], v[:, :t], kv_dtype)
 
     def admit(self, text_keys: list[torch.Tensor]) -> None:
         """The pending entries enter the bank, scored against the prompt's text keys
@@ -279,7 +310,7 @@ class MemFlowCache(KVCache):
                 continue
             if len(free) + 1 > room:
                 query = text_keys[layer].to(new.k.device)  # where the cache is
-                scores = relevance(query, [e.k for e in free])
+                scores = relevance(query, [e.read(torch.float32)[0] for e in free])
                 best = sorted(range(len(free)), key=lambda i: -scores[i])[:room - 1]
                 free = [free[i] for i in sorted(best)]  # oldest first, as recorded
             self.bank[layer] = pinned + free + [new]

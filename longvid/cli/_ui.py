@@ -34,7 +34,7 @@ _SYSTEM_REFUSALS = {errno.ENOSPC: _ROOM, errno.EFBIG: _ROOM, errno.EDQUOT: _ROOM
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
     stopped_by = signals.received()
-    if stopped_by is not None and not isinstance(exc, KeyboardInterrupt):
+    if stopped_by is not None:
         # whatever a library made of the stop exception, the stop is what happened
         exc = signals.stop_exception(stopped_by)
     if isinstance(exc, LongvidError):
