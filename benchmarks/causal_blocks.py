@@ -1,6 +1,7 @@
 """Does a causal block cost the same at block 300 as at block 10? The engine, block by block.
 
     python benchmarks/causal_blocks.py [--blocks 300] [--real] [--threads 1] [--json out.json]
+        [--kv-dtype float8_e4m3fn] [--reference fp32|model-kv] [--reference-blocks N]
 
 Streams `--blocks` blocks of 3 latent frames through longvid's causal engine
 (longvid/backends/causal_engine.py) with LongLive's cache policy (window 12, sink 3)
@@ -13,7 +14,14 @@ RoPE table is sized to hold them). Reports:
   the 3-frame block alone): the ratio is what the cache costs, attention over up to 9
   more frames included, not only bookkeeping;
 - the process RSS (host) after block 10 and after the last block: the cache is
-  bounded, so it should not grow.
+  bounded, so it should not grow;
+- with `--reference`, how far the stream drifts from a reference stream of the same
+  weights and noise, each committing its own blocks (so errors compound as they would
+  in a render): `fp32` is the model and its cache in fp32 (the drift bf16 causes),
+  `model-kv` the model in its dtype with its cache in that dtype too (what fp8 KV
+  adds). Per block: mean |x0 - reference| over mean |reference|, and the largest
+  |x0 - reference|; reported at blocks 1, 10, 20, 40, 80, 160, 300 and the last, for
+  the first `--reference-blocks` blocks (untimed: block times are the stream's own).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -47,6 +56,10 @@ def main() -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--kv-dtype", choices=["model", "float8_e4m3fn"], default="model",
                         help="how the KV cache is stored (the preset option kv_dtype)")
+    parser.add_argument("--reference", choices=["fp32", "model-kv"],
+                        help="also stream a reference and report the drift from it")
+    parser.add_argument("--reference-blocks", type=int,
+                        help="compare only the first N blocks (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -68,8 +81,16 @@ def main() -> dict:
     model = (model.to(device, dtype) if args.real else model).eval()  # timing only: the
     # fp32 modules' precision does not matter here
     stock = copy.deepcopy(model)
-    engine = CausalEngine(model, CachePolicy(block_latents=3, window_latents=12,
-                                             sink_latents=3, kv_dtype=args.kv_dtype))
+    policy = CachePolicy(block_latents=3, window_latents=12, sink_latents=3)
+    engine = CausalEngine(model, replace(policy, kv_dtype=args.kv_dtype))
+    reference = None
+    if args.reference:  # the same weights (fp32: the bf16 ones widened), a cache of its own
+        ref_model = copy.deepcopy(stock)  # stock stays diffusers' own, for the bare forward
+        reference = CausalEngine(ref_model.float() if args.reference == "fp32" else ref_model,
+                                 policy)
+        reference.reset()
+    compared = min(args.reference_blocks or args.blocks, args.blocks)
+    drift: list[tuple[float, float]] = []  # per compared block: relative mean, max abs
     cond = torch.randn(1, 512 if args.real else 16, config["text_dim"])
     schedule = FewStepSchedule.warped(4, 5.0)
     generator = torch.Generator().manual_seed(0)
@@ -84,10 +105,19 @@ def main() -> dict:
         sync()
         t0 = time.perf_counter()
         noise = torch.randn((1, 16, 3, h, w), generator=generator)
+        state = generator.get_state()  # the reference draws the same step noise
         x0 = engine.denoise_block(noise, cond, schedule, generator)
         engine.commit(x0, cond)
         sync()
         block_s.append(time.perf_counter() - t0)
+        if reference is not None and b < compared:
+            after = generator.get_state()
+            generator.set_state(state)
+            ref = reference.denoise_block(noise, cond, schedule, generator).float()
+            reference.commit(ref, cond)
+            generator.set_state(after)
+            diff = (x0.float() - ref).abs()
+            drift.append((float(diff.mean() / ref.abs().mean()), float(diff.max())))
         if b + 1 in (10, args.blocks):
             rss[b + 1] = round(rss_mib(), 1)
 
@@ -115,6 +145,14 @@ def main() -> dict:
         "bare_5_forwards_s": round(bare_s, 5), "block_over_bare": round(last10 / bare_s, 3),
         "rss_mib": {str(k): v for k, v in rss.items()},
     }
+    if reference is not None:
+        at = sorted({b for b in (1, 10, 20, 40, 80, 160, 300) if b <= compared} | {compared})
+        result["reference"] = {
+            "kind": args.reference, "blocks": compared,
+            "relative_mean_error": {str(b): round(drift[b - 1][0], 6) for b in at},
+            "max_abs_error": {str(b): round(drift[b - 1][1], 5) for b in at},
+            "worst_relative_mean_error": round(max(d[0] for d in drift), 6),
+        }
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
