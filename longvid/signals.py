@@ -57,7 +57,9 @@ def exit_code(signum: int) -> int:
 def _handle(signum: int, frame: FrameType | None) -> None:
     global _received
     if _received is not None:  # the second: no more unwinding (the run stays resumable)
-        os.write(2, b"error: stopped again; run the same command again to resume\n")
-        os._exit(exit_code(_received))
+        try:
+            os.write(2, b"error: stopped again; run the same command again to resume\n")
+        finally:  # even with stderr closed
+            os._exit(exit_code(_received))
     _received = signum
     raise stop_exception(signum)
