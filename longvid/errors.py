@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     MISSING_RESOURCE = 4  # ffmpeg, weights, GPU too small, run directory busy
     INTERRUPTED = 130  # Ctrl-C; the run is resumable
     TERMINATED = 143  # SIGTERM (a scheduler's time limit or pre-emption); resumable
+    OUTPUT_CLOSED = 141  # stdout/stderr's reader exited (`| head`, `| grep -q`), as SIGPIPE
 
 
 class Terminated(KeyboardInterrupt):

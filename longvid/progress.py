@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from longvid.plan import Plan
-from longvid.terminal import for_rich, plain
+from longvid.terminal import console, for_rich, plain
 from longvid.timecode import timecode
 
 
@@ -76,14 +76,13 @@ class RichProgress(Progress):
     """Two bars (segments, denoising steps) with an ETA, for an interactive terminal."""
 
     def start(self, plan: Plan, label: str) -> None:
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as Bars
 
         super().start(plan, label)
         self.bars = Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                          TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
-                         console=Console(stderr=True), transient=False)
+                         console=console(stderr=True), transient=False)
         self.bars.start()
         self.seg_task = self.bars.add_task(f"{for_rich(label)} segments", total=len(plan.segments),
                                            eta="ETA ?")

@@ -1,10 +1,19 @@
 """Text for a terminal: a user's strings (titles, prompts, ids, file names) never reach
 it raw. Control characters (escape sequences, bells, NUL) are shown as `\\x1b`-style
-escapes, and in rich output square brackets are not taken as markup."""
+escapes, and in rich output square brackets are not taken as markup.
+
+When the reader of stdout or stderr goes away (`longvid plan x | head -1`, `| grep -q`),
+a write raises BrokenPipeError, rich's consoles included (`console()`), and the CLI
+rim ends the command quietly with exit 141, as a Unix tool killed by SIGPIPE."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import select
+import sys
+from typing import Any
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # tab and newline pass
 
@@ -17,3 +26,41 @@ def for_rich(text: str) -> str:
     from rich.markup import escape
 
     return escape(plain(text))
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich Console whose closed output raises BrokenPipeError for the CLI rim (rich's
+    own exits 1 and redirects stdout even when the closed one is stderr)."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "the output's reader exited")
+
+    return _Console(stderr=stderr)
+
+
+def output_closed() -> bool:
+    """Whether stdout or stderr is a pipe (or socket) whose reader has gone."""
+    for fd in (1, 2):
+        try:
+            poll = select.poll()
+            poll.register(fd, select.POLLOUT)
+            if any(flags & select.POLLERR for _, flags in poll.poll(0)):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def silence_output() -> None:
+    """Point stdout and stderr at /dev/null, so the interpreter's last flush of what is
+    still buffered for a closed pipe prints nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):
+            continue
+    os.close(devnull)

@@ -245,3 +245,22 @@ def test_report_on_a_damaged_run_names_the_file(cli, tmp_path):
         assert code == 3 and str(damaged) in err and "longvid render" in err, err
         damaged.write_bytes(good)
     assert cli("report", tmp_path / "s.mp4")[0] == 0
+
+
+@pytest.mark.parametrize("args", [["plan", "STORY", "--json"], ["plan", "STORY"],
+                                  ["presets", "list"], ["--version"], ["--help"],
+                                  ["render", "STORY", "--json", "-q"]])
+def test_a_reader_that_has_gone_ends_the_command_quietly_with_141(tmp_path, args):
+    """`longvid ... | head -1` or `| grep -q`: stdout's reader exits. Not a bug (exit 1,
+    "BrokenPipeError", or Python's "Exception ignored" at exit): 141, as for a Unix tool
+    killed by SIGPIPE, and nothing on stderr. A render's video is complete."""
+    sb = story(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "longvid",
+                             *[str(sb) if a == "STORY" else a for a in args]],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first write
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141, err
+    assert err == ""
+    if args[0] == "render":
+        assert probe(tmp_path / "s.mp4").frames == FRAMES

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Annotated
+import sys
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -12,6 +13,8 @@ from longvid import __version__, signals
 from longvid.budget import ALLOCATOR_CONF
 from longvid.cli import doctor, extend, models, plan, presets, preview, render, report
 from longvid.cli.bench import bench_app
+from longvid.errors import ExitCode
+from longvid.terminal import output_closed, silence_output
 
 app = typer.Typer(
     name="longvid", no_args_is_help=True, add_completion=False,
@@ -19,7 +22,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Author long AI videos from a YAML storyboard on one consumer GPU.\n\n"
          "Exit codes: 0 ok, 1 unexpected, 2 usage, 3 invalid storyboard or input, "
-         "4 missing resource, 130 interrupted, 143 terminated (both resumable).",
+         "4 missing resource, 130 interrupted, 143 terminated (both resumable), 141 "
+         "output's reader gone (`| head`).",
 )
 
 
@@ -65,4 +69,21 @@ def main() -> None:
     # some CPUs) are not the user's business; LONGVID_DEBUG=1 shows them
     logging.basicConfig(level=logging.WARNING if os.environ.get("LONGVID_DEBUG")
                         else logging.ERROR, format="%(name)s: %(message)s")
-    app()
+    try:
+        app()  # always ends in SystemExit (typer's standalone mode)
+    except SystemExit as done:
+        # a reader that has gone (`| head`) ends the command quietly with 141: what is
+        # still buffered for stdout goes now, not as a flush error at exit; and click's
+        # own exit 1 for a closed pipe (--help, --version: it swaps sys.stdout) is 141 too
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _closed_output()
+        if done.code == 1 and sys.stdout is not sys.__stdout__ and output_closed():
+            _closed_output()
+        raise
+
+
+def _closed_output() -> NoReturn:
+    silence_output()
+    raise SystemExit(int(ExitCode.OUTPUT_CLOSED)) from None

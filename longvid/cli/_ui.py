@@ -18,7 +18,7 @@ import typer
 
 from longvid import signals
 from longvid.errors import ExitCode, LongvidError, Terminated
-from longvid.terminal import plain
+from longvid.terminal import output_closed, plain, silence_output
 
 _ROOM = ("free disk space there, or write elsewhere (-o, LONGVID_HOME), then run the same "
          "command again: committed segments are kept")
@@ -37,6 +37,8 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
     if stopped_by is not None:
         # whatever a library made of the stop exception, the stop is what happened
         exc = signals.stop_exception(stopped_by)
+    if isinstance(exc, BrokenPipeError) and output_closed():  # `| head`: not an error
+        return {"code": int(ExitCode.OUTPUT_CLOSED), "message": "", "hint": ""}
     if isinstance(exc, LongvidError):
         return {"code": int(exc.code), "message": exc.message, "hint": exc.hint}
     if isinstance(exc, OSError) and exc.errno in _SYSTEM_REFUSALS:
@@ -57,6 +59,9 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
 def report(exc: BaseException, as_json: bool) -> int:
     """Print `exc` for a human (stderr) or a script (stdout JSON); return its exit code."""
     err = error_dict(exc)
+    if err["code"] == ExitCode.OUTPUT_CLOSED:  # nobody reads: say nothing, quietly
+        silence_output()
+        return err["code"]
     if os.environ.get("LONGVID_DEBUG") and not isinstance(exc, KeyboardInterrupt):
         import traceback
 

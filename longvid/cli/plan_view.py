@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from longvid.budget import LoadPolicy
 from longvid.plan import Plan
 from longvid.render import RunReuse
+from longvid.terminal import console as make_console
 from longvid.terminal import for_rich
 from longvid.timecode import timecode
 
@@ -17,7 +17,7 @@ NEGATIVE_SHOWN_CHARS = 60
 
 def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = "",
               reuse: RunReuse | None = None) -> None:
-    console = Console()
+    console = make_console()
     tc = lambda f: timecode(max(f, 0), p.fps)  # noqa: E731
     console.print(f"[bold]{for_rich(p.title)}[/]  {p.width}x{p.height} @ {p.fps} fps, "
                   f"{p.total_frames} frames ({p.duration_s:.2f}s), preset {for_rich(p.preset)} "

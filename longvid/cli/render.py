@@ -13,7 +13,8 @@ from longvid.errors import ExitCode
 
 T = TypeVar("T")
 # worst first: an interrupt, then a bug, then missing resources, then bad input
-SEVERITY = (ExitCode.INTERRUPTED, ExitCode.TERMINATED, ExitCode.UNEXPECTED,
+SEVERITY = (ExitCode.INTERRUPTED, ExitCode.TERMINATED, ExitCode.OUTPUT_CLOSED,
+            ExitCode.UNEXPECTED,
             ExitCode.MISSING_RESOURCE, ExitCode.INVALID_INPUT, ExitCode.OK)
 
 
@@ -92,7 +93,7 @@ def render(
             progress.finish()
             code = ExitCode(report(exc, as_json=False) if not as_json else _json_error(path, exc))
             worst = min(worst, code, key=SEVERITY.index)
-            if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
+            if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED, ExitCode.OUTPUT_CLOSED):
                 break
             continue
         if with_report and not as_json and not quiet:
