@@ -54,6 +54,24 @@ def output_closed() -> bool:
     return False
 
 
+def open_std_streams() -> None:
+    """Give a closed stdin, stdout or stderr (`>&-`, `2>&-`, some job schedulers) /dev/null.
+    Else the next file opened takes its number: a C library's or a child's writes to
+    stderr would land in a run file, and Python's own streams would be None."""
+    for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, mode)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process's stdout
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+
+
 def silence_output() -> None:
     """Point stdout and stderr at /dev/null, so the interpreter's last flush of what is
     still buffered for a closed pipe prints nothing."""

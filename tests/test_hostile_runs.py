@@ -264,3 +264,35 @@ def test_a_reader_that_has_gone_ends_the_command_quietly_with_141(tmp_path, args
     assert err == ""
     if args[0] == "render":
         assert probe(tmp_path / "s.mp4").frames == FRAMES
+
+
+def _close_stdio() -> None:  # as `>&- 2>&- <&-` in a shell
+    for fd in (0, 1, 2):
+        os.close(fd)
+
+
+def test_closed_standard_streams_get_dev_null_before_any_file_takes_their_number(tmp_path):
+    """With fd 2 closed the next file opened would be fd 2, and a C library's or a child's
+    writes to stderr would land in it; Python's own sys.stderr would be None."""
+    code = ("import os, sys; from longvid.terminal import open_std_streams; "
+            "open_std_streams(); f = open('probe.txt', 'w'); "
+            "os.write(os.open('fds.txt', os.O_WRONLY | os.O_CREAT), "
+            "f'{f.fileno()} {sys.stdout is None} {sys.stderr is None}'.encode())")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, timeout=60,
+                          preexec_fn=_close_stdio)
+    assert done.returncode == 0
+    fileno, stdout_none, stderr_none = (tmp_path / "fds.txt").read_text().split()
+    assert int(fileno) > 2 and stdout_none == stderr_none == "False"
+
+
+@pytest.mark.parametrize("args", [["plan", "STORY"], ["plan", "STORY", "--json"],
+                                  ["render", "STORY"]])
+def test_a_command_with_its_standard_streams_closed_does_its_work(tmp_path, args):
+    sb = story(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "longvid",
+                           *[str(sb) if a == "STORY" else a for a in args]],
+                          cwd=tmp_path, timeout=300, preexec_fn=_close_stdio)
+    assert done.returncode == 0
+    if args[0] == "render":
+        assert probe(tmp_path / "s.mp4").frames == FRAMES
+        assert json.loads((tmp_path / "s.json").read_text())["frames"] == FRAMES

@@ -14,7 +14,7 @@ from longvid.budget import ALLOCATOR_CONF
 from longvid.cli import doctor, extend, models, plan, presets, preview, render, report
 from longvid.cli.bench import bench_app
 from longvid.errors import ExitCode
-from longvid.terminal import output_closed, silence_output
+from longvid.terminal import open_std_streams, output_closed, silence_output
 
 app = typer.Typer(
     name="longvid", no_args_is_help=True, add_completion=False,
@@ -53,6 +53,7 @@ app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:
+    open_std_streams()  # before anything opens a file: a closed fd 2 would be its number
     # numpy's OpenBLAS keeps its worker threads spinning ~0.1 s after each call; on a
     # small CPU they then compete with torch's threads. The memory bank's eviction (a
     # 65x768 matrix product per segment once the bank is full) made every later
