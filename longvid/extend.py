@@ -25,6 +25,7 @@ from longvid.rundir import file_sha256
 from longvid.storyboard import Storyboard, one_shot
 from longvid.timecode import MAX_SECONDS
 from longvid.vram import choose_policy
+from longvid.yamlsrc import unicode_text
 
 DEFAULT_PROMPT = "the same scene continues"
 SHOT_ID = "extend"
@@ -50,6 +51,11 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
         raise InputError(f"--seconds must be positive and at most {MAX_SECONDS // 3600} h "
                          f"(a number of seconds), got {seconds:g}",
                          "say how much to add, e.g. --seconds 60")
+    if prompt is not None and unicode_text(prompt) is None:
+        raise InputError("--prompt is not valid text: it holds bytes that are not UTF-8",
+                         "pass the prompt as UTF-8 (check the terminal's or script's "
+                         "encoding)")
+    prompt = unicode_text(prompt) if prompt is not None else None
     info = probe(clip)
     fps = max(1, round(info.fps))
     if info.fps != fps:  # 30000/1001 (NTSC, phones), 12.5, ...: a stated constant rate

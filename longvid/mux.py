@@ -50,6 +50,20 @@ def ffmpeg_exe() -> str:
                             "`pip install imageio-ffmpeg`") from None
 
 
+def ffmpeg_path(path: Path) -> str:
+    """`path` as ffmpeg-python takes it, or InputError (exit 3) for a name whose bytes are
+    not UTF-8 (Python holds them as lone surrogates, which ffmpeg-python cannot encode)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+        raise InputError(f"{shown}: the name holds bytes that are not UTF-8, and ffmpeg "
+                         "cannot be given it", "rename that file or folder with a UTF-8 name, "
+                         "or write elsewhere (-o, LONGVID_HOME)") from None
+    return text
+
+
 def _failed(stderr: bytes, what: str, writing: Path, returncode: int) -> Exception:
     """ffmpeg's failure as an OSError naming `writing` when the system refused the write
     (full disk, read-only, no permission: the CLI's exit 4), else a RuntimeError."""
@@ -82,7 +96,7 @@ def encode_frames(frames: Any, path: Path, fps: int, crf: int,
                           framerate=fps)
     if size is not None and size != (width, height):
         stream = stream.filter("scale", size[0], size[1], flags="bicubic")
-    out = stream.output(str(tmp), crf=crf, r=fps, video_track_timescale=fps * 1000,
+    out = stream.output(ffmpeg_path(tmp), crf=crf, r=fps, video_track_timescale=fps * 1000,
                         **ENCODE_ARGS).overwrite_output().global_args("-nostdin")
     proc = out.run_async(cmd=ffmpeg_exe(), pipe_stdin=True, pipe_stderr=True, quiet=True)
     _, err = proc.communicate(input=frames.tobytes())
@@ -98,11 +112,11 @@ def reencode_video(source: Path, path: Path, fps: int, crf: int,
     import ffmpeg
 
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
-    stream = ffmpeg.input(str(source)).video
+    stream = ffmpeg.input(ffmpeg_path(source)).video
     if size is not None:
         stream = stream.filter("scale", size[0], size[1], flags="bicubic")
     out = stream.output(
-        str(tmp), crf=crf, r=fps, video_track_timescale=fps * 1000, **ENCODE_ARGS)
+        ffmpeg_path(tmp), crf=crf, r=fps, video_track_timescale=fps * 1000, **ENCODE_ARGS)
     try:
         _run(out.overwrite_output().global_args("-nostdin"), f"re-encode {source}", path)
     except BaseException:
@@ -121,18 +135,18 @@ def concat(videos: list[Path], path: Path, *, fps: int, total_frames: int,
     lines = ["ffconcat version 1.0"] + [_concat_entry(v, list_file.parent) for v in videos]
     list_file.write_text("\n".join(lines) + "\n")
     duration = total_frames / fps
-    video = ffmpeg.input(str(list_file), format="concat", safe=0).video
+    video = ffmpeg.input(ffmpeg_path(list_file), format="concat", safe=0).video
     streams, args = [video], {"c:v": "copy"}
     if audio is not None:
         source, offset_s = audio
-        sound = ffmpeg.input(str(source), ss=offset_s).audio.filter("apad")
+        sound = ffmpeg.input(ffmpeg_path(source), ss=offset_s).audio.filter("apad")
         streams.append(sound)
         args |= {"c:a": "aac", "b:a": "192k"}
     for i, (key, value) in enumerate((metadata or {}).items()):
         args[f"metadata:g:{i}"] = f"{key}={_tag(value)}"
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = ffmpeg.output(*streams, str(tmp), t=f"{duration:.6f}",
+    out = ffmpeg.output(*streams, ffmpeg_path(tmp), t=f"{duration:.6f}",
                         movflags="+faststart+use_metadata_tags", **args)
     try:
         _run(out.overwrite_output().global_args("-nostdin"), f"write {path}", path)
@@ -145,8 +159,10 @@ def concat(videos: list[Path], path: Path, *, fps: int, total_frames: int,
 
 def _tag(value: str) -> str:
     """A metadata value ffmpeg's argv can carry: no control characters (a NUL cannot be
-    passed at all), at most MAX_TAG_CHARS characters."""
-    clean = _CONTROL.sub(" ", value)
+    passed at all), valid UTF-8 (a title taken from a file name whose bytes are not:
+    each such byte becomes U+FFFD), at most MAX_TAG_CHARS characters."""
+    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    clean = _CONTROL.sub(" ", text)
     return clean if len(clean) <= MAX_TAG_CHARS else clean[:MAX_TAG_CHARS - 1] + "…"
 
 
@@ -205,7 +221,7 @@ def probe(path: Path) -> MediaInfo:
     if not path.is_file() or path.stat().st_size == 0:
         raise InputError(f"{path}: {'empty file' if path.is_file() else 'file not found'}",
                          "pass an existing, non-empty video file")
-    count = (ffmpeg.input(str(path)).output("-", format="null", map="0:v:0", c="copy")
+    count = (ffmpeg.input(ffmpeg_path(path)).output("-", format="null", map="0:v:0", c="copy")
              .global_args("-hide_banner", "-nostdin"))
     try:
         _, raw = count.run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
@@ -235,7 +251,7 @@ def probe_audio(path: Path) -> float:
     """Seconds of the first audio stream, which must exist and decode to the end."""
     import ffmpeg
 
-    decode = (ffmpeg.input(str(path)).output("-", format="null", map="0:a:0")
+    decode = (ffmpeg.input(ffmpeg_path(path)).output("-", format="null", map="0:a:0")
               .global_args("-hide_banner", "-nostdin"))
     try:
         _, raw = decode.run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
@@ -254,7 +270,7 @@ def read_frames(path: Path, width: int, height: int, first: int = 0,
     import ffmpeg
     import numpy as np
 
-    stream = ffmpeg.input(str(path)).video
+    stream = ffmpeg.input(ffmpeg_path(path)).video
     if only is not None:
         stream = stream.filter("select", "+".join(f"eq(n,{n})" for n in sorted(set(only))))
     elif first:

@@ -47,7 +47,9 @@ def check(plan: Plan, preset: Preset, output: Path, run_root: Path, *,
     `generates`: some segment is still to be made (a re-join needs no GPU and no
     weights); `found`: problems the caller met already; `more`: its own checks."""
     warnings: list[str] = []
-    checks: list[Callable[[], object]] = [_ffmpeg, lambda: _writable(output.parent),
+    checks: list[Callable[[], object]] = [_ffmpeg,
+                                          lambda: _ffmpeg_names(output, run_root, audio),
+                                          lambda: _writable(output.parent),
                                           lambda: _writable(run_root.parent),
                                           lambda: _disk(plan, output, run_root), *more]
     if audio is not None:
@@ -69,6 +71,15 @@ def _ffmpeg() -> None:
     from longvid.mux import ffmpeg_exe
 
     ffmpeg_exe()
+
+
+def _ffmpeg_names(output: Path, run_root: Path, audio: tuple[Path, float] | None) -> None:
+    """Every path ffmpeg will be given has a UTF-8 name (segment files live in the run
+    directory), checked before the first segment is generated, not at its encode."""
+    from longvid.mux import ffmpeg_path
+
+    for path in (output, run_root / "segments", *([audio[0]] if audio else [])):
+        ffmpeg_path(path.absolute())
 
 
 def _existing(path: Path) -> Path:

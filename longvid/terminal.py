@@ -57,7 +57,8 @@ def output_closed() -> bool:
 def open_std_streams() -> None:
     """Give a closed stdin, stdout or stderr (`>&-`, `2>&-`, some job schedulers) /dev/null.
     Else the next file opened takes its number: a C library's or a child's writes to
-    stderr would land in a run file, and Python's own streams would be None."""
+    stderr would land in a run file, and Python's own streams would be None. And let
+    stdout and stderr escape what their encoding cannot write."""
     for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
         try:
             os.fstat(fd)
@@ -70,6 +71,12 @@ def open_std_streams() -> None:
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process's stdout
     if sys.stderr is None:
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+    # a terminal or PYTHONIOENCODING that cannot encode a title or prompt (ASCII, Latin-1)
+    # shows it escaped (`\\xe9`), never fails the command with UnicodeEncodeError
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
 
 
 def silence_output() -> None:

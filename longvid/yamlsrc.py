@@ -67,6 +67,34 @@ def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = "a lone UTF-16 surrogate"  # in the message of a string that has one
+
+
+def unicode_text(text: str) -> str | None:
+    """`text` as valid Unicode, or None. A surrogate pair written as two escapes
+    ("\\ud83d\\ude00", as JSON writers do; PyYAML keeps them apart) becomes its character;
+    a lone surrogate (an escape of half a pair, or undecodable bytes in a command-line
+    argument) cannot be written to a file, a video's metadata or a terminal."""
+    if not _SURROGATE.search(text):
+        return text
+    try:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        return None
+
+
+def _construct_str(loader: _Loader, node: yaml.ScalarNode) -> str:
+    text = unicode_text(loader.construct_scalar(node))
+    if text is None:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"this string holds {LONE_SURROGATE} (half of a \\uXXXX pair)",
+            node.start_mark)
+    return text
+
+
+_Loader.add_constructor("tag:yaml.org,2002:str", _construct_str)
+
 
 @dataclass(frozen=True)
 class YamlDoc:
@@ -129,14 +157,17 @@ def load_yaml(path: Path, what: str = "storyboard") -> YamlDoc:
                               path=shown) from None
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
-        leading_zero = "leading zero" in str(exc.problem)
-        raise StoryboardError(
-            exc.problem if leading_zero else
-            f"YAML tags that construct objects are not allowed ({exc.problem})",
-            "write the number without the zero (8 or 10), or quote it" if leading_zero else
-            "remove the `!!...` tag: longvid reads plain YAML values only",
-            path=shown, line=mark.line + 1 if mark else None,
-        ) from None
+        problem = str(exc.problem)
+        if "leading zero" in problem:
+            hint = "write the number without the zero (8 or 10), or quote it"
+        elif LONE_SURROGATE in problem:
+            hint = ("write the character itself (UTF-8), or its \\UXXXXXXXX escape, or both "
+                    "halves of its \\uXXXX pair")
+        else:
+            problem = f"YAML tags that construct objects are not allowed ({problem})"
+            hint = "remove the `!!...` tag: longvid reads plain YAML values only"
+        raise StoryboardError(problem, hint, path=shown,
+                              line=mark.line + 1 if mark else None) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
