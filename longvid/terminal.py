@@ -72,7 +72,7 @@ def open_std_streams() -> None:
     if sys.stderr is None:
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
     # a terminal or PYTHONIOENCODING that cannot encode a title or prompt (ASCII, Latin-1)
-    # shows it escaped (`\\xe9`), never fails the command with UnicodeEncodeError
+    # shows it escaped (`\xe9`), never fails the command with UnicodeEncodeError
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
@@ -83,9 +83,6 @@ def silence_output() -> None:
     """Point stdout and stderr at /dev/null, so the interpreter's last flush of what is
     still buffered for a closed pipe prints nothing."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            os.dup2(devnull, stream.fileno())
-        except (OSError, ValueError):
-            continue
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
     os.close(devnull)
