@@ -18,7 +18,7 @@ from typing import Any
 from longvid.backends import caps_of
 from longvid.errors import InputError, LongvidError, ResourceError
 from longvid.plan import make_plan
-from longvid.presets import load_preset
+from longvid.presets import available_presets, load_preset
 from longvid.progress import Progress
 from longvid.render import BackendPool, Job, Prefix, RenderResult, run_job
 from longvid.rundir import file_sha256
@@ -40,6 +40,18 @@ def generation_size(width: int, height: int, multiple: int, max_side: int) -> tu
         return max(multiple, math.floor(v * scale / multiple + 0.5) * multiple)
 
     return fit(width), fit(height)
+
+
+def _any_fps_presets() -> list[str]:
+    """The presets that generate at whatever frame rate a clip has."""
+    names = []
+    for name in sorted(available_presets()):
+        try:
+            if caps_of(load_preset(name)).any_fps:
+                names.append(name)
+        except LongvidError:  # a user's broken preset is reported where it is used
+            continue
+    return names
 
 
 def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: str,
@@ -67,6 +79,12 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
     if not caps.takes_context:
         raise InputError(f"preset {preset.name!r} cannot continue from context frames",
                          "choose a preset whose backend takes context (see docs/presets.md)")
+    if not caps.any_fps and fps != caps.native_fps:  # the clip's rate is the result's
+        raise InputError(f"{clip}: preset {preset.name!r} generates at {caps.native_fps} fps, "
+                         f"and the clip runs at {fps}",
+                         f"re-time the clip first (ffmpeg -i {clip.name} -r {caps.native_fps} "
+                         "retimed.mp4), or choose a preset that takes any frame rate: "
+                         + ", ".join(_any_fps_presets()))
     size = generation_size(info.width, info.height, caps.size_multiple, caps.max_side)
     clip_sha = file_sha256(clip)
     text = prompt or DEFAULT_PROMPT

@@ -63,6 +63,19 @@ def test_extend_needs_a_positive_length(cli, tmp_path):
     assert code == 3 and "--seconds must be positive" in err
 
 
+def test_a_clip_at_a_rate_the_preset_cannot_make_is_exit_3_saying_how_to_retime_it(
+        cli, tmp_path):
+    """The clip's rate is the result's, so the storyboard's "set `fps:`" cannot help: the
+    hint says how to re-time the clip, and which presets take any rate."""
+    clip = ffmpeg_make_clip(tmp_path / "c.mp4", seconds=1, fps=8)
+    code, _, err = cli("extend", clip, "--seconds", "1", "--preset", "skyreels-df-1.3b")
+    assert code == 3, err
+    assert "generates at 24 fps, and the clip runs at 8" in err
+    assert "ffmpeg -i c.mp4 -r 24 retimed.mp4" in err and "`fps:" not in err
+    assert "tiny, tiny-causal" in err and "skyreels" not in err.split("any frame rate")[1]
+    assert not (tmp_path / "c_extended.run").exists()
+
+
 def test_the_clip_seeds_the_memory_bank_and_its_first_frame_is_the_anchor(cli, tmp_path):
     from longvid.memory.store import load_keyframes
 
