@@ -39,6 +39,17 @@ if TYPE_CHECKING:
 
 PREVIEW_TAG = "longvid_preview"  # metadata every preview carries; only such a file is replaced
 _SUFFIX = ".partial.mp4"
+FULL_REFRESH_SEGMENTS = 50  # a preview of up to this many segment videos: after each one
+
+
+def refresh_due(joined: int, since_last: int) -> bool:
+    """Whether `render --preview` refreshes a preview of `joined` segment videos after a
+    segment `since_last` segments after its last refresh. A refresh copies the whole
+    preview, so refreshing after every segment costs quadratic time in a long render:
+    after every segment up to FULL_REFRESH_SEGMENTS, then every ceil(joined / 50)
+    segments, which keeps each segment's share to about one 50-segment copy (0.1-0.2 s
+    at 2.5 MB a segment): linear in the render's length."""
+    return since_last >= -(-joined // FULL_REFRESH_SEGMENTS)
 
 
 def preview_path(output: Path) -> Path:
@@ -165,26 +176,30 @@ class LivePreview:
         self.output, self.run, self.plan, self.progress = output, run, plan, progress
         self.videos = [] if prefix_video is None else [prefix_video]
         self.frames = 0 if prefix_video is None else _frames(prefix_video)
+        self.since_refresh = 0  # segments committed since the preview was last written
         progress.message(f"preview: {preview_path(output)} (the segments done so far, "
                          "refreshed after each)")
 
     def committed(self, done: SegmentDone) -> None:
         """After segment `done` (the loop yields them in order) is committed: join it in.
-        The preview is written after each segment generated now, and after one an earlier
-        run committed when the next is to be generated; not after the last segment, which
-        the final video follows at once."""
+        The preview is written after each segment generated now (once it is long, as
+        `refresh_due` says), and after one an earlier run committed when the next is to
+        be generated; not after the last segment, which the final video follows at once."""
         seg = done.segment
+        self.since_refresh += 1
         if seg.emit_frames:
             self.videos.append(self.run.video(seg.index))
             self.frames += seg.emit_frames
         if seg.index == len(self.plan.segments) - 1:
             return
-        if not done.skipped or not self.run.is_done(seg.index + 1):
+        if (not done.skipped or not self.run.is_done(seg.index + 1)) and refresh_due(
+                len(self.videos), self.since_refresh):
             self._write()
 
     def _write(self) -> None:
         if not self.frames:
             return
+        self.since_refresh = 0
         tags = {"title": self.plan.title, "longvid_storyboard_sha256": self.plan.content_sha256}
         try:
             write_preview(self.output, self.run.root, Committed(tuple(self.videos), self.frames),

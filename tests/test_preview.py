@@ -195,3 +195,22 @@ def test_the_preview_of_an_extend_run_starts_with_the_clip(tmp_path, cli):
     partial = tmp_path / "clip_extended.partial.mp4"
     assert np.array_equal(frames_of(partial), frames_of(out))
     assert not probe(partial).has_audio  # the video's frames, not its sound
+
+
+def test_a_long_render_refreshes_its_preview_in_linear_time():
+    """A refresh copies the whole preview: after every segment up to 50, then every
+    ceil(n / 50), so the copying over a 2,000-segment render is linear in its length
+    (about 50 segment videos per segment) where a refresh after each would copy 2 million,
+    and the preview lags by at most 2 % of what is done."""
+    from longvid.preview import FULL_REFRESH_SEGMENTS, refresh_due
+
+    assert all(refresh_due(n, 1) for n in range(1, FULL_REFRESH_SEGMENTS + 1))
+    assert not refresh_due(51, 1) and refresh_due(51, 2) and refresh_due(1000, 20)
+    copied, since, lag = 0, 0, 0
+    for joined in range(1, 2001):
+        since += 1
+        if refresh_due(joined, since):
+            copied, since = copied + joined, 0
+        lag = max(lag, since / joined)
+    assert copied < 2 * FULL_REFRESH_SEGMENTS * 2000 < 2000 * 2001 // 2 // 10
+    assert lag <= 0.02
