@@ -3,12 +3,11 @@ so far joined by stream copy (nothing is encoded again).
 
 `render --preview` refreshes it after each segment it commits (a long one less often:
 `refresh_due`); `longvid preview` makes it from a run directory in progress or
-interrupted, without the run's lock: it joins
-only segments whose record (written last) exists and whose video has the size and
-SHA-256 the record sealed, in order from the first, and stops at the first that is
-missing or does not match. Like every output it is written to a temporary name and
-moved into place, so a player never opens half a file. When the final video is
-written the preview is removed.
+interrupted, without the run's lock: it joins only segments whose record (written last)
+exists and whose video has the size and SHA-256 the record sealed, in order from the
+first, and stops at the first that is missing or does not match. Like every output it is
+written to a temporary name and moved into place, so a player never opens half a file.
+When the final video is written the preview is removed.
 
 What it shows: exactly the first frames of the final video (the same encoded
 segments), without audio. Around a crossfade the outgoing shot's last frames are
