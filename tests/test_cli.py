@@ -62,6 +62,32 @@ def test_plan_table_shows_switches_and_work(cli):
     assert "crossfade 8f" in out
 
 
+def test_a_long_plan_table_shows_its_first_and_last_100_rows(cli, tmp_path):
+    """A terminal gains nothing from thousands of rows (rich took 10 s for 14,000): beyond
+    200 the tables show the first and last 100 and say how many are left out."""
+    shots = "".join(f"  - {{id: s{i}, duration: 2s, prompt: p{i % 3}, transition: cut}}\n"
+                    for i in range(260))
+    sb = tmp_path / "long.yaml"
+    sb.write_text("version: 1\nresolution: 32x32\nshots:\n" + shots)
+    plan = json.loads(cli("plan", sb, "--json")[1])
+    n = len(plan["segments"])
+    assert n > 200 and len(plan["shots"]) == 260
+    code, out, err = cli("plan", sb)
+    assert code == 0, err
+    table = out[out.index("Segments"):out.index(f"{n - 200:,} segments not shown")]
+    rows = [int(line.split()[0]) for line in table.splitlines()
+            if line.split() and line.split()[0].isdigit()]
+    assert rows == list(range(100)) + list(range(n - 100, n)) and "..." in table
+    assert f"{n - 200:,} segments not shown (the first and last 100 are)" in " ".join(
+        out.split())
+    assert "60 shots not shown" in out and "s159 " not in out and "s259 " in out
+    short = tmp_path / "short.yaml"
+    short.write_text("version: 1\nresolution: 32x32\nshots:\n" + shots[:shots.index("s5,")
+                                                                      - 10])
+    code, out, _ = cli("plan", short)
+    assert code == 0 and "not shown" not in out and "s4 " in out
+
+
 def test_plan_preset_override_and_unknown_preset(cli):
     code, _, err = cli("plan", HARBOUR, "--preset", "nope")
     assert code == 3 and "unknown preset 'nope'" in err and "choose one of: " in err

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 from rich import box
 from rich.table import Table
 
@@ -12,7 +15,29 @@ from longvid.terminal import console as make_console
 from longvid.terminal import for_rich
 from longvid.timecode import timecode
 
+T = TypeVar("T")
 NEGATIVE_SHOWN_CHARS = 60
+SHOWN_ROWS = 200  # a longer table shows its first and last 100 rows (`--json`: all)
+
+
+def shown(items: Sequence[T]) -> tuple[list[T], list[T]]:
+    """The rows a table shows, before and after the gap: all of them up to SHOWN_ROWS, else
+    the first and last SHOWN_ROWS // 2. A terminal gains nothing from 14,000 rows, and
+    rich takes seconds per thousand."""
+    if len(items) <= SHOWN_ROWS:
+        return list(items), []
+    half = SHOWN_ROWS // 2
+    return list(items[:half]), list(items[-half:])
+
+
+def _gap(table: Table, left: int, what: str) -> None:
+    """The row that stands for the rows left out, and a caption that says so."""
+    if left:
+        table.add_row("...", *[""] * (len(table.columns) - 1))
+        note = (f"{left:,} {what} not shown (the first and last {SHOWN_ROWS // 2} are); "
+                "`plan --json` lists them all")
+        table.caption = f"{table.caption}\n{note}" if table.caption else note
+        table.caption_justify = "left"
 
 
 def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = "",
@@ -24,7 +49,10 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = 
                   f"(backend {p.backend})")
     shots = Table("shot", "start", "end", "frames", "take", "transition", "recall",
                   title="Shots", title_justify="left")
-    for s in p.shots:
+    head, tail = shown(p.shots)
+    for i, s in enumerate(head + tail):
+        if i == len(head):
+            _gap(shots, len(p.shots) - len(head) - len(tail), "shots")
         trans = s.transition + (f" {s.transition_frames}f" if s.transition_frames else "")
         shots.add_row(for_rich(s.id), tc(s.start_frame), tc(s.end_frame),
                       str(s.end_frame - s.start_frame), str(s.take), trans,
@@ -35,7 +63,10 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = 
         console.print(for_rich(_reuse_line(p, reuse)))
     sw = Table("shot", "asked at", "takes effect", "moved", "prompt",
                title="Prompt switches", title_justify="left")
-    for s in p.switches:
+    head_sw, tail_sw = shown(p.switches)
+    for i, s in enumerate(head_sw + tail_sw):
+        if i == len(head_sw):
+            _gap(sw, len(p.switches) - len(head_sw) - len(tail_sw), "prompt switches")
         moved = "dropped: a later prompt snaps to the same frame" if s.dropped else (
             f"{s.frame - s.requested_frame:+d}f" if s.frame != s.requested_frame else "exact")
         sw.add_row(for_rich(s.shot_id), tc(s.requested_frame), tc(s.frame), moved,
@@ -113,7 +144,10 @@ def _segments_table(p: Plan, width: int, reuse: RunReuse | None = None) -> Table
     segs.add_column("seed", no_wrap=True, overflow="ellipsis", max_width=8 if narrow else None)
     if reuse is not None and reuse.resumable:
         segs.add_column("run", no_wrap=True)
-    for g in p.segments:
+    head, tail = shown(p.segments)
+    for i, g in enumerate(head + tail):
+        if i == len(head):
+            _gap(segs, len(p.segments) - len(head) - len(tail), "segments")
         note = f" +{g.hold_frames} held" if g.hold_frames else ""
         note += f" {g.blend_frames} faded" if g.blend_frames else ""
         mix = f"{g.blend_weight:.0%}" if g.blend_prompt else ""
@@ -123,7 +157,8 @@ def _segments_table(p: Plan, width: int, reuse: RunReuse | None = None) -> Table
                      *(() if reuse is None or not reuse.resumable else
                        ("reused" if reuse.reused[g.index] else "render",)))
     if any(g.blend_prompt for g in p.segments):
-        segs.caption = "mix: share of the neighbouring prompt's embeddings in a `continue`"
+        mix = "mix: share of the neighbouring prompt's embeddings in a `continue`"
+        segs.caption = f"{segs.caption}\n{mix}" if segs.caption else mix
         segs.caption_justify = "left"
     return segs
 
