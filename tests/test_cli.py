@@ -63,7 +63,7 @@ def test_plan_table_shows_switches_and_work(cli):
 
 
 def test_a_long_plan_table_shows_its_first_and_last_100_rows(cli, tmp_path):
-    """A terminal gains nothing from thousands of rows (rich took 10 s for 14,000): beyond
+    """A terminal gains nothing from thousands of rows (rich took 10 s for 13,000): beyond
     200 the tables show the first and last 100 and say how many are left out."""
     shots = "".join(f"  - {{id: s{i}, duration: 2s, prompt: p{i % 3}, transition: cut}}\n"
                     for i in range(260))

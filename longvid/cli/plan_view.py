@@ -22,7 +22,7 @@ SHOWN_ROWS = 200  # a longer table shows its first and last 100 rows (`--json`: 
 
 def shown(items: Sequence[T]) -> tuple[list[T], list[T]]:
     """The rows a table shows, before and after the gap: all of them up to SHOWN_ROWS, else
-    the first and last SHOWN_ROWS // 2. A terminal gains nothing from 14,000 rows, and
+    the first and last SHOWN_ROWS // 2. A terminal gains nothing from 13,000 rows, and
     rich takes seconds per thousand."""
     if len(items) <= SHOWN_ROWS:
         return list(items), []
