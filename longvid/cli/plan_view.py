@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 from rich import box
@@ -20,24 +20,22 @@ NEGATIVE_SHOWN_CHARS = 60
 SHOWN_ROWS = 200  # a longer table shows its first and last 100 rows (`--json`: all)
 
 
-def shown(items: Sequence[T]) -> tuple[list[T], list[T]]:
-    """The rows a table shows, before and after the gap: all of them up to SHOWN_ROWS, else
-    the first and last SHOWN_ROWS // 2. A terminal gains nothing from 13,000 rows, and
-    rich takes about 0.8 s per thousand here."""
+def rows(table: Table, items: Sequence[T], what: str) -> Iterator[T]:
+    """The items `table` shows, in order: all of them up to SHOWN_ROWS, else the first
+    and last SHOWN_ROWS // 2 with a "..." row between them (added to the table when the
+    caller has added the first half) and a caption that says how many are left out. A
+    terminal gains nothing from 13,000 rows, and rich takes about 0.8 s per thousand."""
     if len(items) <= SHOWN_ROWS:
-        return list(items), []
+        yield from items
+        return
     half = SHOWN_ROWS // 2
-    return list(items[:half]), list(items[-half:])
-
-
-def _gap(table: Table, left: int, what: str) -> None:
-    """The row that stands for the rows left out, and a caption that says so."""
-    if left:
-        table.add_row("...", *[""] * (len(table.columns) - 1))
-        note = (f"{left:,} {what} not shown (the first and last {SHOWN_ROWS // 2} are); "
-                "`plan --json` lists them all")
-        table.caption = f"{table.caption}\n{note}" if table.caption else note
-        table.caption_justify = "left"
+    yield from items[:half]
+    table.add_row("...", *[""] * (len(table.columns) - 1))
+    note = (f"{len(items) - 2 * half:,} {what} not shown (the first and last {half} are); "
+            "`plan --json` lists them all")
+    table.caption = f"{table.caption}\n{note}" if table.caption else note
+    table.caption_justify = "left"
+    yield from items[-half:]
 
 
 def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = "",
@@ -49,10 +47,7 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = 
                   f"(backend {p.backend})")
     shots = Table("shot", "start", "end", "frames", "take", "transition", "recall",
                   title="Shots", title_justify="left")
-    head, tail = shown(p.shots)
-    for i, s in enumerate(head + tail):
-        if i == len(head):
-            _gap(shots, len(p.shots) - len(head) - len(tail), "shots")
+    for s in rows(shots, p.shots, "shots"):
         trans = s.transition + (f" {s.transition_frames}f" if s.transition_frames else "")
         shots.add_row(for_rich(s.id), tc(s.start_frame), tc(s.end_frame),
                       str(s.end_frame - s.start_frame), str(s.take), trans,
@@ -63,10 +58,7 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = 
         console.print(for_rich(_reuse_line(p, reuse)))
     sw = Table("shot", "asked at", "takes effect", "moved", "prompt",
                title="Prompt switches", title_justify="left")
-    head_sw, tail_sw = shown(p.switches)
-    for i, s in enumerate(head_sw + tail_sw):
-        if i == len(head_sw):
-            _gap(sw, len(p.switches) - len(head_sw) - len(tail_sw), "prompt switches")
+    for s in rows(sw, p.switches, "prompt switches"):
         moved = "dropped: a later prompt snaps to the same frame" if s.dropped else (
             f"{s.frame - s.requested_frame:+d}f" if s.frame != s.requested_frame else "exact")
         sw.add_row(for_rich(s.shot_id), tc(s.requested_frame), tc(s.frame), moved,
@@ -144,10 +136,7 @@ def _segments_table(p: Plan, width: int, reuse: RunReuse | None = None) -> Table
     segs.add_column("seed", no_wrap=True, overflow="ellipsis", max_width=8 if narrow else None)
     if reuse is not None and reuse.resumable:
         segs.add_column("run", no_wrap=True)
-    head, tail = shown(p.segments)
-    for i, g in enumerate(head + tail):
-        if i == len(head):
-            _gap(segs, len(p.segments) - len(head) - len(tail), "segments")
+    for g in rows(segs, p.segments, "segments"):
         note = f" +{g.hold_frames} held" if g.hold_frames else ""
         note += f" {g.blend_frames} faded" if g.blend_frames else ""
         mix = f"{g.blend_weight:.0%}" if g.blend_prompt else ""
