@@ -149,7 +149,8 @@ def _json_error(path: Path, exc: BaseException) -> int:
     from longvid.cli._ui import error_dict
 
     err = error_dict(exc)
-    print(json.dumps({"status": "error", "source": str(path.absolute()), "error": err}),
-          flush=True)
+    if err["code"] != ExitCode.OUTPUT_CLOSED:  # else nobody reads stdout any more
+        print(json.dumps({"status": "error", "source": str(path.absolute()), "error": err}),
+              flush=True)
     report(exc, as_json=False)  # the human-readable line goes to stderr as well
     return err["code"]
