@@ -330,9 +330,9 @@ def text_keys(transformer: Any, cond: torch.Tensor) -> list[torch.Tensor]:
     """Each block's cross-attention keys of the prompt (MemFlow's `crossattn_cache["k"]`):
     cond (1, L, D_text) -> per layer (1, L, H, D), as WanAttnProcessor computes them, on
     the device and in the dtype the model computes in. A group-offloaded model's weights
-    wait on the CPU between forwards, and a consumer CPU has no fast bf16 matmul (about a
-    minute per prompt at 1.3B without AVX-512-BF16), so the layers used here are read
-    onto the GPU for the call (about 150 MB at 1.3B, once per prompt)."""
+    wait on the CPU between forwards, and a consumer CPU has no fast bf16 matmul (about
+    100 s per 512-token prompt at 1.3B without AVX-512-BF16), so the layers used here
+    are read onto the GPU for the call (about 150 MB at 1.3B, once per prompt)."""
     device, dtype = compute_placement(transformer)
     embedder = transformer.condition_embedder.text_embedder  # PixArtAlphaTextProjection
     with torch.no_grad():
