@@ -22,6 +22,7 @@ from longvid.backends.causal_engine import CausalEngine, FewStepSchedule
 
 C, H, W = 16, 4, 6  # latent channels, height, width: 2 x 3 = 6 tokens per latent frame
 TOKENS = (H // 2) * (W // 2)
+SCHEDULE = FewStepSchedule.warped(4, 5.0)
 TOL = 1e-5
 
 
@@ -72,6 +73,27 @@ def block_mask(policy: CachePolicy, blocks: list[range]) -> torch.Tensor:
     return allowed.repeat_interleave(TOKENS, 0).repeat_interleave(TOKENS, 1)[None, None]
 
 
+def denoise_after(model, clean, cond, b, g, schedule=None):
+    """One block of b latents denoised after `clean` (1, C, done, H, W), no cache: each
+    step runs the whole sequence, the clean frames at t = 0; the processors set on the
+    model hold the mask. Returns the block's x0 (1, C, b, H, W). The reference for the
+    engine here and for MAG's and MemFlow's rules (test_causal_memory.py)."""
+    schedule = schedule or SCHEDULE
+    done = clean.shape[2]
+    x = torch.randn((1, C, b, H, W), generator=g)
+    for i, sigma in enumerate(schedule.sigmas):
+        seq = torch.cat([clean, x], dim=2)
+        t = torch.zeros(1, seq.shape[2] * TOKENS)
+        t[:, done * TOKENS:] = 1000.0 * sigma
+        with torch.no_grad():
+            v = model(seq, timestep=t, encoder_hidden_states=cond, return_dict=False)[0]
+        x0 = x - sigma * v[:, :, done:]
+        if i + 1 < len(schedule.sigmas):
+            s = schedule.sigmas[i + 1]
+            x = (1 - s) * x0 + s * torch.randn(x.shape, generator=g)
+    return x0
+
+
 def reference(model, policy, schedule, cond, context, n_new, seed, positions=None):
     """Latents of n_new frames after `context`, without any cache."""
     model = copy.deepcopy(model)
@@ -91,18 +113,8 @@ def reference(model, policy, schedule, cond, context, n_new, seed, positions=Non
         mask = block_mask(policy, blocks[:j + 1])
         for blk in model.blocks:
             blk.attn1.set_processor(MaskedProcessor(mask))
-        x = torch.randn((1, C, len(blocks[j]), H, W), generator=g)
-        done = sum(len(r) for r in blocks[:j])
-        for i, sigma in enumerate(schedule.sigmas):
-            seq = torch.cat(clean + [x], dim=2)
-            t = torch.zeros(1, seq.shape[2] * TOKENS)
-            t[:, done * TOKENS:] = 1000.0 * sigma
-            with torch.no_grad():
-                v = model(seq, timestep=t, encoder_hidden_states=cond, return_dict=False)[0]
-            x0 = x - sigma * v[:, :, done:]
-            if i + 1 < len(schedule.sigmas):
-                s = schedule.sigmas[i + 1]
-                x = (1 - s) * x0 + s * torch.randn(x.shape, generator=g)
+        x0 = denoise_after(model, torch.cat(clean, dim=2) if clean else torch.zeros(
+            1, C, 0, H, W), cond, len(blocks[j]), g, schedule)
         clean.append(x0)
     return torch.cat(clean[first_new:], dim=2)
 
@@ -125,7 +137,6 @@ def setup():
     return model, cond, context
 
 
-SCHEDULE = FewStepSchedule.warped(4, 5.0)
 POLICIES = {
     "global": CachePolicy(block_latents=3),
     "longlive": CachePolicy(block_latents=3, window_latents=12, sink_latents=3),

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import WanTransformer3DModel
+from test_causal_engine import denoise_after
 
 from longvid.backends.causal_cache import CachePolicy
 from longvid.backends.causal_engine import CausalEngine, FewStepSchedule
@@ -114,25 +115,6 @@ def memory_pass(memory, policy, clean, empty):
     with torch.no_grad():
         memory(clean, timestep=torch.zeros(1), encoder_hidden_states=empty, return_dict=False)
     return [p.captured for p in procs]
-
-
-def denoise_after(model, clean, cond, b, g):
-    """One block of b latents denoised after `clean` (1, C, done, H, W), no cache: each
-    step runs the whole sequence, the clean frames at t = 0; the processors set on the
-    model hold the mask. Returns the block's x0 (1, C, b, H, W)."""
-    done = clean.shape[2]
-    x = torch.randn((1, C, b, H, W), generator=g)
-    for i, sigma in enumerate(SCHEDULE.sigmas):
-        seq = torch.cat([clean, x], dim=2)
-        t = torch.zeros(1, seq.shape[2] * TOKENS)
-        t[:, done * TOKENS:] = 1000.0 * sigma
-        with torch.no_grad():
-            v = model(seq, timestep=t, encoder_hidden_states=cond, return_dict=False)[0]
-        x0 = x - sigma * v[:, :, done:]
-        if i + 1 < len(SCHEDULE.sigmas):
-            s = SCHEDULE.sigmas[i + 1]
-            x = (1 - s) * x0 + s * torch.randn(x.shape, generator=g)
-    return x0
 
 
 def mag_reference(gen, memory, policy, cond, empty, blocks, seed, want_cache=False):
