@@ -152,7 +152,8 @@ def install_preset(cache: Path, preset: Any, *, tiny: bool, device: str = "cpu",
     """Every Hub source of `preset` in `cache`, holding just the files the preset
     downloads: the diffusers snapshot, and the GGUF file of its transformer if any.
     Only what the load path reads is written (a GGUF preset's transformer safetensors
-    are not); blobs are named by a cheap digest (huggingface_hub does not verify them)."""
+    are not); blobs over 64 MiB are named by a cheap digest (neither huggingface_hub
+    nor longvid's filecheck hashes them), smaller ones by their SHA-256."""
     pipe = build_pipeline(preset.backend, tiny=tiny, device=device)
     fast = not tiny
     with tempfile.TemporaryDirectory(dir=work or cache.parent) as tmp:

@@ -20,7 +20,8 @@ the one-time conversion to safetensors. For each preset, in a process of its own
 1. builds the models on the meta device and fills them in place on the GPU (no CPU
    random init), and writes only the files the preset's load path reads (no GGUF
    preset's transformer safetensors) into a Hub cache on RAM-backed storage
-   (/dev/shm when it has room), blobs named without SHA-256; the work folder is deleted
+   (/dev/shm when it has room), weight blobs named without SHA-256 (configs and
+   tokenizers are hashed, as longvid checks them); the work folder is deleted
    when the preset is done, whatever happens;
 2. caps PyTorch's allocator at CAP_GIB (12 GiB less the CUDA context and a desktop),
    plans with that cap exactly as `render --vram 11.4` does, with the allocator set as

@@ -2,9 +2,10 @@
 snapshots/<commit>/... symlinks, refs/<revision>), so that huggingface_hub finds it
 exactly as it finds a real download. Used by the tests and by gpu_proof.py.
 
-Blobs are named by their SHA-256, as on the Hub; `fast=True` names them by a digest of
-path and size instead (huggingface_hub resolves the symlinks and never checks a blob's
-content), which saves hashing gigabytes of random weights."""
+Blobs are named by their SHA-256, as on the Hub; `fast=True` names a file over
+longvid.filecheck.HASHED_MAX_BYTES by a digest of path and size instead (neither
+huggingface_hub nor longvid hashes a blob that large), which saves hashing gigabytes of
+random weights."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
+
+from longvid.filecheck import HASHED_MAX_BYTES
 
 
 def write_hub_snapshot(cache: Path, repo: str, source: Path, revision: str = "main", *,
@@ -23,7 +26,7 @@ def write_hub_snapshot(cache: Path, repo: str, source: Path, revision: str = "ma
     (root / "blobs").mkdir(parents=True, exist_ok=True)
     for path in files:
         digest = hashlib.sha256()
-        if fast:
+        if fast and path.stat().st_size > HASHED_MAX_BYTES:
             digest.update(f"{repo}/{path.relative_to(source)}:{path.stat().st_size}".encode())
         else:
             with open(path, "rb") as f:
@@ -38,3 +41,12 @@ def write_hub_snapshot(cache: Path, repo: str, source: Path, revision: str = "ma
     (root / "refs").mkdir(exist_ok=True)
     (root / "refs" / revision).write_text(commit)
     return snapshot
+
+
+def replace_cached_file(link: Path, data: bytes) -> None:
+    """Another version of one file of a cached snapshot, as a download of it lands: a blob
+    of its own, named by its SHA-256, with the snapshot's link pointed at it."""
+    blob = Path(os.path.realpath(link)).parent / hashlib.sha256(data).hexdigest()
+    blob.write_bytes(data)
+    link.unlink()
+    os.symlink(os.path.relpath(blob, link.parent), link)

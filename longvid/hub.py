@@ -3,7 +3,9 @@
 Paths and the offline switch are read at call time (HF_HUB_CACHE, HF_HOME,
 HF_HUB_OFFLINE, HF_TOKEN), so a process can be pointed at another cache. A render
 never downloads silently when offline: it exits 4 with the `longvid models pull`
-command to run.
+command to run. Every file a preset loads is checked whole first (longvid.filecheck: a
+download cut short, a damaged copy): online, only that file is fetched again; offline,
+exit 4 names it and the command that fixes it.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from longvid.errors import InputError, ResourceError
+from longvid.filecheck import damage
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
@@ -27,6 +32,16 @@ class HubSource:
     verified: bool  # False: a community repo id nobody here could check
 
 
+# huggingface_hub sends its API calls (a repo's revision, its file tree) with no timeout:
+# a network that takes the connection and never answers (a dropped route, a stuck proxy)
+# would hold a render or a pull forever. Every request gets these bounds instead (a read
+# is one wait for bytes, so a large download is not cut). Measured: a Hub that takes the
+# connection and never answers is exit 4 after 38 s (LONGVID_HUB_TIMEOUT_S sets the read
+# bound; a 2-core test machine, 2026-11-28).
+HUB_CONNECT_TIMEOUT_S = 15.0
+HUB_READ_TIMEOUT_S = 30.0
+
+
 def hub_cache_dir() -> Path:
     if cache := os.environ.get("HF_HUB_CACHE"):
         return Path(cache)
@@ -36,6 +51,25 @@ def hub_cache_dir() -> Path:
 
 def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def bound_waits() -> None:
+    """Give every request of huggingface_hub's shared HTTP client finite timeouts (it may
+    make a new client, so this is called before each use of the network)."""
+    from huggingface_hub.utils import get_session
+
+    hooks = get_session().event_hooks
+    if _finite_timeouts not in hooks.setdefault("request", []):
+        hooks["request"].append(_finite_timeouts)
+
+
+def _finite_timeouts(request: Any) -> None:  # an httpx request, before it is sent
+    read_s = float(os.environ.get("LONGVID_HUB_TIMEOUT_S") or HUB_READ_TIMEOUT_S)
+    bounds = {"connect": min(read_s, HUB_CONNECT_TIMEOUT_S), "read": read_s, "write": read_s,
+              "pool": read_s}
+    asked = request.extensions.get("timeout") or {}
+    request.extensions["timeout"] = {key: asked.get(key) if asked.get(key) is not None
+                                     else bound for key, bound in bounds.items()}
 
 
 def refuse_pickles(source: HubSource) -> None:
@@ -71,6 +105,10 @@ def resolve(source: HubSource, preset_name: str, *, download: bool = True) -> Pa
     """Local snapshot of the preset's files: from the cache, else downloaded (if allowed)."""
     refuse_pickles(source)
     folder = cached_snapshot(source)
+    if folder is not None:
+        folder = whole(source, folder, download=download, offline_hint=(
+            f"run `longvid models pull {preset_name}` with network access: it fetches them "
+            "again"))
     if folder is None:
         if is_offline() or not download:
             raise ResourceError(
@@ -79,11 +117,63 @@ def resolve(source: HubSource, preset_name: str, *, download: bool = True) -> Pa
                 f"run `longvid models pull {preset_name}` with network access"
                 + (" (HF_HUB_OFFLINE is set)" if is_offline() else ""))
         folder = download_snapshot(source)
+        if bad := damaged_files(source, folder):
+            raise ResourceError(
+                f"{source.repo}@{source.revision} was downloaded but {_listing(bad)}",
+                "check the disk and HF_ENDPOINT, then run the same command again")
     for path in folder.rglob("*"):
         if path.suffix.lower() in PICKLE_SUFFIXES:
             raise InputError(f"{path.name} in {source.repo} is a pickle checkpoint; refused",
                              "longvid loads only .safetensors and .gguf files")
     return folder
+
+
+def damaged_files(source: HubSource, folder: Path) -> list[tuple[str, str]]:
+    """(path in the repo, why) for each of the preset's files in `folder` that cannot be
+    whole (cut short, not of its format): longvid.filecheck, from structure, no hashing."""
+    return [(name, why) for name, _ in snapshot_files(source, folder)
+            if (why := damage(folder / name)) is not None]
+
+
+def _listing(bad: list[tuple[str, str]]) -> str:
+    return ("these files are damaged: " if len(bad) > 1 else "a file is damaged: ") + \
+        "; ".join(f"{name} ({why})" for name, why in bad)
+
+
+def whole(source: HubSource, folder: Path, *, download: bool, offline_hint: str) -> Path:
+    """`folder` once every file of the source in it is whole: a damaged file is fetched
+    again (only that file), or, offline or without `download`, is exit 4 naming it."""
+    bad = damaged_files(source, folder)
+    if not bad:
+        return folder
+    if is_offline() or not download:
+        raise ResourceError(
+            f"{source.repo}@{source.revision} in the Hub cache at {hub_cache_dir()}: "
+            f"{_listing(bad)}",
+            offline_hint + (" (HF_HUB_OFFLINE is set)" if is_offline() else ""))
+    fetch_again(source, [name for name, _ in bad])
+    if still := damaged_files(source, folder):
+        raise ResourceError(f"{source.repo}@{source.revision} was fetched again but "
+                            f"{_listing(still)}",
+                            "check the disk and HF_ENDPOINT, then run the same command again")
+    return folder
+
+
+def fetch_again(source: HubSource, names: list[str]) -> None:
+    """Download `names` of the source anew over their damaged copies in the cache (the
+    copy is replaced only once the new one is complete)."""
+    from huggingface_hub import hf_hub_download
+
+    sizes = {f.filename: f.file_size or 0 for f in remote_files(source)}
+    _check_room(sum(sizes.get(name, 0) for name in names), source.repo)
+    for name in names:
+        print(f"{source.repo}: {name} in the Hub cache is damaged; fetching it again",
+              file=sys.stderr, flush=True)
+        try:
+            hf_hub_download(source.repo, name, revision=source.revision,
+                            cache_dir=hub_cache_dir(), force_download=True)
+        except Exception as exc:  # noqa: BLE001 - any transport or Hub error
+            raise _unreachable(source, exc) from None
 
 
 def _unreachable(source: HubSource, exc: Exception) -> ResourceError:
@@ -100,6 +190,7 @@ def download_snapshot(source: HubSource) -> Path:
     from huggingface_hub import snapshot_download
 
     check_disk_space([source])
+    bound_waits()
     try:
         return Path(snapshot_download(source.repo, revision=source.revision,
                                       allow_patterns=list(source.files),
@@ -113,13 +204,16 @@ def check_disk_space(sources: list[HubSource]) -> list[list]:
     Returns each source's `remote_files` listing, asked of the Hub once here."""
     listings = [remote_files(s) for s in sources]
     needed = sum(f.file_size or 0 for files in listings for f in files if f.will_download)
+    _check_room(needed, " + ".join(s.repo for s in sources))
+    return listings
+
+
+def _check_room(needed: int, repos: str) -> None:
     free = shutil.disk_usage(_existing_parent(hub_cache_dir())).free
     if needed > free:
-        repos = " + ".join(s.repo for s in sources)
         raise ResourceError(
             f"{repos} needs {needed / 2**30:.1f} GiB but {hub_cache_dir()} has "
             f"{free / 2**30:.1f} GiB free", "free some disk, or point HF_HOME elsewhere")
-    return listings
 
 
 def snapshot_files(source: HubSource, folder: Path) -> list[tuple[str, int]]:
@@ -134,6 +228,7 @@ def remote_files(source: HubSource) -> list:
     """What a pull would fetch (name and size), asked of the Hub; network required."""
     from huggingface_hub import snapshot_download
 
+    bound_waits()
     try:
         return list(snapshot_download(source.repo, revision=source.revision,
                                       allow_patterns=list(source.files),

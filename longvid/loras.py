@@ -1,8 +1,8 @@
 """LoRAs named by a preset or a storyboard: the schema, checked files, their identity.
 
 Torch-free: presets and storyboards load (and `longvid plan` runs) without it. A
-local LoRA is checked when its file loads (exists, is a safetensors file with a
-readable header) and identified by the sha256 of its bytes; a Hub LoRA by
+local LoRA is checked when its file loads (exists, is a whole safetensors file:
+header and every tensor's bytes) and identified by the sha256 of its bytes; a Hub LoRA by
 `repo@revision:file` (pin `revision` to a commit for a reproducible render) and
 fetched through the same cache and offline rules as model weights (longvid/hub.py)
 when a render needs it. Applying them is longvid/backends/lora.py's work.
@@ -10,19 +10,16 @@ when a render needs it. Applying them is longvid/backends/lora.py's work.
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from longvid.errors import ResourceError
+from longvid.filecheck import damage, safetensors_header
 from longvid.rundir import file_sha256
 from longvid.yamlsrc import YamlDoc
-
-MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit on the JSON header
 
 
 class LoraIn(BaseModel):
@@ -82,19 +79,15 @@ def lora_ref(entry: LoraIn, base: Path) -> LoraRef:
 
 
 def check_safetensors(path: Path) -> None:
-    """A safetensors file starts with an 8-byte header length and a JSON header."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-        text = f.read(size) if 0 < size <= MAX_HEADER_BYTES else b""
-    try:
-        header = json.loads(text)
-    except ValueError:
-        header = None
-    if not isinstance(header, dict) or not any(k != "__metadata__" for k in header):
-        raise LoraProblem(f"{path.name} is not a safetensors file with tensors in it",
+    """A whole safetensors file (header, tensors, all their bytes) with tensors in it."""
+    why = damage(path)
+    read = safetensors_header(path) if why is None else why
+    if isinstance(read, str) or not any(k != "__metadata__" for k in read[0]):
+        raise LoraProblem(f"{path.name} is not a safetensors file with tensors in it"
+                          + (f" ({read})" if isinstance(read, str) else ""),
                           "give the LoRA's .safetensors file (as trainers such as "
-                          "diffusers, musubi-tuner or ai-toolkit write it)", key="path")
+                          "diffusers, musubi-tuner or ai-toolkit write it); a copy cut short "
+                          "must be copied again", key="path")
 
 
 def lora_refs(doc: YamlDoc, entries: list[LoraIn], base: Path) -> tuple[LoraRef, ...]:
@@ -121,6 +114,9 @@ def local_file(ref: LoraRef) -> Path:
         return Path(ref.path)
     source = hub.HubSource(str(ref.repo), ref.revision, (str(ref.file),), verified=False)
     folder = hub.cached_snapshot(source)
+    if folder is not None:
+        folder = hub.whole(source, folder, download=True, offline_hint=(
+            "render once with network access (unset HF_HUB_OFFLINE): it fetches it again"))
     if folder is None:
         if hub.is_offline():
             raise ResourceError(

@@ -135,3 +135,18 @@ class Spy:
         self.requests.append(req)
         self.outputs.append(out)
         return out
+
+
+@pytest.fixture
+def fake_hub(tmp_path: Path):
+    """The tiny SkyReels-V2 DF pipeline served as its real repo id by a Hub on the loopback
+    interface (tests/fakehub.py); point a process at it with fakehub.online_env."""
+    from diffusers import SkyReelsV2DiffusionForcingPipeline
+    from fakehub import FakeHub
+    from hubfixture import SKYREELS_REPO, tiny_skyreels_components
+
+    SkyReelsV2DiffusionForcingPipeline(**tiny_skyreels_components()).save_pretrained(
+        tmp_path / "upstream", safe_serialization=True)
+    with FakeHub() as served:
+        served.add(SKYREELS_REPO, tmp_path / "upstream")
+        yield served

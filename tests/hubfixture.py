@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from checkpoints import storage_of, write_gguf  # noqa: E402, F401 - storage_of for tests
-from hubcache import write_hub_snapshot  # noqa: E402
+from hubcache import replace_cached_file, write_hub_snapshot  # noqa: E402, F401
 
 SKYREELS_REPO = "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers"
 GGUF_REPO = "wsbagnsv1/SkyReels-V2-DF-1.3B-540P-GGUF"

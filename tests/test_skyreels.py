@@ -18,6 +18,7 @@ from hubfixture import (
     install_tiny_skyreels,
     offline_env,
     pipeline_frames,
+    replace_cached_file,
 )
 
 from longvid.backends.skyreels_df import SkyReelsDFBackend
@@ -305,7 +306,7 @@ def test_a_snapshot_whose_scheduler_disagrees_is_exit_3_naming_the_setting(
         hub_cache, tmp_path, cli, key, value):
     config = next(hub_cache.glob("models--*/snapshots/*/scheduler/scheduler_config.json"))
     data = json.loads(config.read_text())
-    config.resolve().write_text(json.dumps(data | {key: value}))  # the blob behind the link
+    replace_cached_file(config, json.dumps(data | {key: value}).encode())
     code, _, err = cli("render", half_second_story(tmp_path))
     assert code == 3, err
     assert f"the scheduler's {key} is {value!r}" in " ".join(err.split())

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from longvid.errors import InputError, ResourceError
+from longvid.filecheck import damage
 from longvid.hub import HubSource
 from longvid.rundir import file_sha256
 
@@ -92,7 +93,10 @@ def conversions(ckpt: CausalCheckpoint) -> list[Conversion]:
         done = folder / "transformer" / DONE
         if not done.is_file():
             continue  # an interrupted conversion leaves only a hidden .tmp folder
-        record = json.loads(done.read_text())
+        try:
+            record = json.loads(done.read_text())
+        except (ValueError, UnicodeDecodeError):
+            continue  # damaged since: the next render converts again
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         found.append(Conversion(folder, size, dict(record.get("sources", {})),
                                 str(record.get("converter", ""))))
@@ -110,29 +114,42 @@ def remove_conversions(ckpt: CausalCheckpoint) -> list[Conversion]:
 
 
 def hub_file(ckpt: CausalCheckpoint, name: str, label: str) -> Path:
-    """A file of the checkpoint's repo from the Hub cache; downloaded unless offline."""
+    """A whole file of the checkpoint's repo from the Hub cache; downloaded unless
+    offline, and fetched again if its cached copy is damaged."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    from longvid.hub import hub_cache_dir, is_offline
+    from longvid.hub import bound_waits, fetch_again, hub_cache_dir, is_offline
 
     found = try_to_load_from_cache(ckpt.repo, name, cache_dir=hub_cache_dir(),
                                    revision=ckpt.revision)
-    if isinstance(found, str):
+    why = damage(Path(found)) if isinstance(found, str) else None
+    if isinstance(found, str) and why is None:
         return Path(found)
     if is_offline():
         raise ResourceError(
-            f"{name} of {ckpt.repo}@{ckpt.revision} (preset {label!r}) is not in the Hub cache "
-            f"at {hub_cache_dir()}",
+            f"{name} of {ckpt.repo}@{ckpt.revision} (preset {label!r}) "
+            + (f"in the Hub cache is damaged ({why})" if why else
+               f"is not in the Hub cache at {hub_cache_dir()}"),
             f"run `longvid models pull {label}` with network access (it fetches the generator "
             f"and converts it once), or `hf download {ckpt.repo} {name} --revision "
-            f"{ckpt.revision}` (HF_HUB_OFFLINE is set)")
+            f"{ckpt.revision}`" + (" --force-download" if why else "")
+            + " (HF_HUB_OFFLINE is set)")
+    bound_waits()
     try:
-        return Path(hf_hub_download(ckpt.repo, name, revision=ckpt.revision,
+        if why is not None:
+            fetch_again(generator_source(ckpt), [name])
+        path = Path(hf_hub_download(ckpt.repo, name, revision=ckpt.revision,
                                     cache_dir=hub_cache_dir()))
+    except ResourceError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any transport or Hub error
         raise ResourceError(f"cannot fetch {name} from {ckpt.repo}: {type(exc).__name__}: {exc}",
                             "check the network, or pull on a machine with network and copy "
                             "the Hub cache over") from None
+    if why := damage(path):
+        raise ResourceError(f"{name} of {ckpt.repo} was downloaded but is damaged ({why})",
+                            "check the disk and HF_ENDPOINT, then run the same command again")
+    return path
 
 
 def converted_transformer(ckpt: CausalCheckpoint, config_folder: Path, label: str) -> Path:
@@ -141,9 +158,16 @@ def converted_transformer(ckpt: CausalCheckpoint, config_folder: Path, label: st
     `transformer/config.json` describes the network."""
     sources = [hub_file(ckpt, name, label) for name in ckpt.files]
     folder = conversion_folder(ckpt, sources)
-    if not (folder / "transformer" / DONE).exists():
-        convert(ckpt, sources, config_folder, folder)
+    if not (folder / "transformer" / DONE).exists() or _damaged(folder):
+        convert(ckpt, sources, config_folder, folder)  # a damaged conversion is redone
     return folder
+
+
+def _damaged(folder: Path) -> bool:
+    """A finished conversion whose files were damaged since (the cache derives from the
+    Hub files, so it is rebuilt rather than reported)."""
+    return any(damage(folder / "transformer" / name) is not None
+               for name in ("config.json", "diffusion_pytorch_model.safetensors", DONE))
 
 
 def convert(ckpt: CausalCheckpoint, sources: list[Path], config_folder: Path,

@@ -44,9 +44,9 @@ class PromptCache:
         diffusers pipeline that holds only a tokenizer and text encoder (its own cleaning
         and padding)."""
         import torch
-        from safetensors.torch import load_file
 
-        missing = list(dict.fromkeys(t for t in texts if not self.path(t).exists()))
+        # an entry that does not load whole (cut short, damaged) is encoded again
+        missing = list(dict.fromkeys(t for t in texts if not self._load(t)))
         if missing:
             encoder = text_pipeline()
             embeddings_cache_dir().mkdir(parents=True, exist_ok=True)
@@ -57,8 +57,27 @@ class PromptCache:
                 self._encode(encoder, missing, max_sequence_length, device)
             del encoder
             release_gpu_memory()  # the text encoder is gone before the first denoising step
-        for text in texts:
-            self._embeds[text] = load_file(str(self.path(text)))["embeds"]
+        for text in missing:
+            if not self._load(text):
+                raise RuntimeError(f"the embeddings just written to {self.path(text)} do not "
+                                   "load back")
+
+    def _load(self, text: str) -> bool:
+        """Load `text`'s cached embeddings (float32 (1, L, D)); False if there are none
+        whole on disk."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if text in self._embeds:
+            return True
+        try:
+            embeds = load_file(str(self.path(text)))["embeds"]
+        except (OSError, KeyError, SafetensorError):
+            return False
+        if embeds.dim() != 3 or embeds.shape[0] != 1:
+            return False
+        self._embeds[text] = embeds
+        return True
 
     def _encode(self, encoder: Any, missing: list[str], max_sequence_length: int,
                 device: Any) -> None:

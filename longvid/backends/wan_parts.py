@@ -50,6 +50,21 @@ def check_installed(quant: Quantization, transformer_cls: Any) -> None:
                              "set `quantization.transformer` to fp8 (or bf16) in the preset")
 
 
+def quiet_loading_bars() -> None:
+    """No "Loading weights" bars from transformers and diffusers between longvid's own
+    progress lines (a cluster job's log fills with them); huggingface_hub's download bars
+    stay as they were, since transformers turns those off with its own."""
+    import diffusers
+    import transformers
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+
+    downloads_shown = not are_progress_bars_disabled()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.disable_progress_bar()
+    if downloads_shown:
+        enable_progress_bars()
+
+
 @dataclass(frozen=True)
 class Weights:
     """Where a preset's weights are: the diffusers snapshot, and its GGUF file if any."""
@@ -63,6 +78,7 @@ class Weights:
         """From the Hub cache, or downloaded (longvid.hub decides; offline: exit 4)."""
         from longvid import hub
 
+        quiet_loading_bars()
         label = preset.cli_name  # for `longvid models pull LABEL`
         folder = hub.resolve(preset.hub, label)
         if (gguf := preset.transformer_gguf) is None:

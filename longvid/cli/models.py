@@ -55,11 +55,14 @@ def pull(
         if ckpt is not None:  # pickles, read only by the weights_only conversion below
             sources.append(causal_weights.generator_source(ckpt))
         cached = [hub.cached_snapshot(src) for src in sources]
+        damaged = {(src.repo, name) for src, folder in zip(sources, cached, strict=True)
+                   if folder is not None for name, _ in hub.damaged_files(src, folder)}
         if dry_run:
             files = []
             for src, folder in zip(sources, cached, strict=True):
                 if folder is not None:
-                    files += [_file(src, name, size, "cached")
+                    files += [_file(src, name, size, "damaged" if (src.repo, name) in damaged
+                                    else "cached")
                               for name, size in hub.snapshot_files(src, folder)]
                 else:
                     files += [_file(src, f.filename, f.file_size or 0,
@@ -90,10 +93,11 @@ def pull(
                     print(f"{src.repo}: fetching {len(todo)} of {len(listing)} files, "
                           f"{sum(f.file_size or 0 for f in todo) / 2**30:.2f} GiB",
                           file=sys.stderr)
-        # 2. download (huggingface_hub's progress bars on stderr: files, bytes)
+        # 2. download what is missing, and again what is damaged (huggingface_hub's
+        #    progress bars on stderr: files, bytes)
         n = len(p.hub_sources)
-        folders = [folder or hub.resolve(src, p.name, download=True)
-                   for src, folder in zip(sources[:n], cached[:n], strict=True)]
+        folders = [hub.resolve(src, p.name, download=True) for src in sources[:n]]
+        fetch |= damaged
         conversion = None
         if ckpt is not None:  # 2b. the generator's .pt files, then their one conversion
             for name in ckpt.files:
@@ -106,12 +110,14 @@ def pull(
         rows, files = [], []
         for src, folder, before in zip(sources, folders, cached, strict=True):
             rows.append({"repo": src.repo, "revision": src.revision, "path": str(folder),
-                         "already_cached": before is not None})
+                         "already_cached": before is not None
+                         and not any(repo == src.repo for repo, _ in damaged)})
             files += [_file(src, name, size, "downloaded" if (src.repo, name) in fetch
                             else "cached") for name, size in hub.snapshot_files(src, folder)]
         if as_json:
             print(json.dumps({"preset": p.name, "repo": p.hub.repo, "path": rows[0]["path"],
-                              "already_cached": not missing, "sources": rows, "files": files,
+                              "already_cached": not missing and not damaged, "sources": rows,
+                              "files": files,
                               "bytes": sum(f["bytes"] for f in files)}
                              | ({} if conversion is None else {"conversion": conversion})))
             return
@@ -146,10 +152,15 @@ def _convert(ckpt, wan_folder, label: str) -> dict:  # noqa: ANN001 - CausalChec
     """Convert the generator unless done (torch.load(weights_only=True), once)."""
     from longvid.backends import causal_weights
 
-    done = {c.folder for c in causal_weights.conversions(ckpt)}
+    def marks() -> dict:  # each finished conversion's completion mark, as on disk now
+        return {c.folder: (c.folder / "transformer" / causal_weights.DONE).stat().st_mtime_ns
+                for c in causal_weights.conversions(ckpt)}
+
+    before = marks()
     folder = causal_weights.converted_transformer(ckpt, wan_folder, label)
     record = next(c for c in causal_weights.conversions(ckpt) if c.folder == folder)
-    state = "already converted" if folder in done else "converted"
+    # redone (a damaged conversion) counts as converted
+    state = "already converted" if before.get(folder) == marks()[folder] else "converted"
     return {"state": state, "folder": str(folder), "bytes": record.bytes,
             "sources_sha256": record.sources_sha256,
             "note": f"{state}: {folder} ({record.bytes / 2**30:.2f} GiB bf16 safetensors)"}
@@ -189,9 +200,11 @@ def list_models(
                 folder = hub.cached_snapshot(src)
                 size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) \
                     if folder else 0
+                bad = hub.damaged_files(src, folder) if folder else []
                 sources.append({"role": role, "repo": src.repo, "revision": src.revision,
-                                "cached": folder is not None, "bytes": size,
-                                "verified": src.verified})
+                                "cached": folder is not None and not bad, "bytes": size,
+                                "verified": src.verified,
+                                "damaged": [{"file": f, "why": why} for f, why in bad]})
             if sources:
                 extra = {} if ckpt is None else {"converted": [
                     {"path": str(c.folder), "bytes": c.bytes, "sources_sha256": c.sources_sha256,
@@ -205,11 +218,15 @@ def list_models(
             print(json.dumps(rows, indent=2))
             return
         for r in rows:
-            state = f"cached, {r['bytes'] / 2**30:.2f} GiB" if r["cached"] else "not downloaded"
+            bad = sum(len(s["damaged"]) for s in r["sources"])
+            state = (f"cached, {r['bytes'] / 2**30:.2f} GiB" if r["cached"] else
+                     f"{bad} damaged file(s): `longvid models pull {r['preset']}` fetches "
+                     "them again" if bad else "not downloaded")
             print(f"{r['preset']:<26} {r['repo']}@{r['revision']}  {state}"
                   + ("" if r["verified"] else "  (repo id unverified)"))
             for s in r["sources"][1:]:
-                state = "cached" if s["cached"] else "not downloaded"
+                state = ("cached" if s["cached"] else "damaged" if s["damaged"]
+                         else "not downloaded")
                 print(f"{'':<26} + {s['role']}: {s['repo']}@{s['revision']}  {state}"
                       + ("" if s["verified"] else "  (repo id unverified)"))
             for c in r.get("converted", []):

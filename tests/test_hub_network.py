@@ -1,0 +1,60 @@
+"""The Hub over the network, from a Hub on the loopback interface (tests/fakehub.py):
+a first pull fetches each file once, and a Hub that takes the connection and never
+answers ends in exit 4 within the bound on every wait, not in a render that hangs."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import socket
+
+import pytest
+from conftest import run_longvid, write
+from fakehub import online_env
+from test_skyreels import preset_file
+
+from longvid.presets import load_preset
+
+
+@pytest.mark.slow
+def test_a_pull_fetches_every_file_once_and_a_second_pull_none(fake_hub, tmp_path):
+    hub = fake_hub
+    env = online_env(tmp_path, hub.endpoint)
+    preset = preset_file(tmp_path)
+    first = run_longvid("models", "pull", preset, "--json", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    served = dict(hub.fetched)
+    _, files = hub.repos[next(iter(hub.repos))]
+    patterns = load_preset(str(preset)).hub.files
+    wanted = {f for f in files if any(fnmatch.fnmatch(f, p) for p in patterns)}
+    assert {name.split("/", 2)[2] for name in served} == wanted and set(served.values()) == {1}
+    listing = json.loads(first.stdout)
+    assert not listing["already_cached"]
+    assert listing["bytes"] == sum(len(files[f]) for f in wanted)
+    again = run_longvid("models", "pull", preset, "--json", cwd=tmp_path, env=env)
+    assert again.returncode == 0 and json.loads(again.stdout)["already_cached"]
+    assert dict(hub.fetched) == served  # nothing fetched twice
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["render", "pull"])
+def test_a_hub_that_never_answers_is_exit_4_not_a_hang(tmp_path, command):
+    silent = socket.socket()  # the kernel takes connections; nobody ever answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    env = online_env(tmp_path, f"http://127.0.0.1:{silent.getsockname()[1]}")
+    env["LONGVID_HUB_TIMEOUT_S"] = "1"
+    preset = preset_file(tmp_path)
+    story = write(tmp_path / "story.yaml", f"""\
+        version: 1
+        preset: {preset.name}
+        shots:
+          - {{id: a, duration: 0.5s, prompt: a harbour}}
+        """)
+    args = ("render", story) if command == "render" else ("models", "pull", preset)
+    # without the bounds it never returns: the subprocess timeout fails the test
+    result = run_longvid(*args, cwd=tmp_path, env=env, timeout=240)
+    silent.close()
+    assert result.returncode == 4, result.stderr
+    assert "cannot fetch" in result.stderr and "check the network" in result.stderr
+    assert not (tmp_path / "story").exists()
