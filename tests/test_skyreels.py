@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from conftest import Spy, write
+from conftest import Spy, run_longvid, write
 from hubfixture import (
     SKYREELS_REPO,
     assert_frames_close,
@@ -476,3 +476,12 @@ def test_lora_applies_and_weight_zero_is_the_models_own_output(hub_cache, tmp_pa
     base = run(None)
     assert (run(1.0) - base).abs().max() > 1e-4
     assert torch.equal(run(0.0), base)
+
+
+@pytest.mark.slow
+def test_a_quiet_render_of_a_hub_preset_prints_nothing(hub_cache, tmp_path, monkeypatch):
+    """No "Loading weights" bars from transformers or diffusers in a cluster job's log
+    (huggingface_hub's download bars are left on, as a user has them)."""
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    done = run_longvid("render", half_second_story(tmp_path), "-q", cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
