@@ -10,6 +10,7 @@ exit 4 names it and the command that fixes it.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import shutil
@@ -40,6 +41,9 @@ class HubSource:
 # bound; a 2-core test machine, 2026-11-28).
 HUB_CONNECT_TIMEOUT_S = 15.0
 HUB_READ_TIMEOUT_S = 30.0
+# what the local disk says when a download cannot be written (not the Hub's fault)
+_LOCAL_REFUSALS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                   errno.EPERM}
 
 
 def hub_cache_dir() -> Path:
@@ -177,10 +181,21 @@ def fetch_again(source: HubSource, names: list[str]) -> None:
 
 
 def _unreachable(source: HubSource, exc: Exception) -> ResourceError:
-    return ResourceError(f"cannot fetch {source.repo}@{source.revision} from the Hub: "
-                         f"{type(exc).__name__}: {exc}",
-                         "check the network, HF_ENDPOINT and HF_TOKEN (gated repos need a token), "
-                         "or pull on a machine with network and copy the Hub cache over")
+    return fetch_failed(f"{source.repo}@{source.revision}", exc)
+
+
+def fetch_failed(what: str, exc: Exception) -> ResourceError:
+    """The error for a download of `what` that failed: the local disk's refusal (full,
+    over quota, read-only), or else the Hub out of reach."""
+    if isinstance(exc, OSError) and exc.errno in _LOCAL_REFUSALS:
+        return ResourceError(
+            f"cannot write {what} into the Hub cache at {hub_cache_dir()}: {exc.strerror}",
+            "free disk space there (or fix its permissions), or point HF_HUB_CACHE at another "
+            "disk, then run the same command again: the download resumes")
+    return ResourceError(f"cannot fetch {what} from the Hub: {type(exc).__name__}: {exc}",
+                         "check the network, HF_ENDPOINT and HF_TOKEN (gated repos need a "
+                         "token), or pull on a machine with network and copy the Hub cache "
+                         "over")
 
 
 def download_snapshot(source: HubSource) -> Path:

@@ -1,17 +1,22 @@
 """The Hub over the network, from a Hub on the loopback interface (tests/fakehub.py):
 a first pull fetches each file once, and a Hub that takes the connection and never
-answers ends in exit 4 within the bound on every wait, not in a render that hangs."""
+answers ends in exit 4 within the bound on every wait, not in a render that hangs; a
+disk that refuses the download is exit 4 about the disk, and the next pull finishes."""
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 from conftest import run_longvid, write
 from fakehub import online_env
 from test_skyreels import preset_file
+from test_verify_outputs import limited_writes
 
 from longvid.presets import load_preset
 
@@ -58,3 +63,20 @@ def test_a_hub_that_never_answers_is_exit_4_not_a_hang(tmp_path, command):
     assert result.returncode == 4, result.stderr
     assert "cannot fetch" in result.stderr and "check the network" in result.stderr
     assert not (tmp_path / "story").exists()
+
+
+@pytest.mark.slow
+def test_a_download_the_disk_refuses_is_exit_4_about_the_disk_and_a_later_pull_finishes(
+        fake_hub, tmp_path):
+    env = online_env(tmp_path, fake_hub.endpoint)
+    preset = preset_file(tmp_path)
+    full = subprocess.run([sys.executable, "-m", "longvid", "models", "pull", str(preset)],
+                          cwd=tmp_path, env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=300, preexec_fn=limited_writes(100_000))
+    flat = " ".join(full.stderr.split())
+    assert full.returncode == 4, flat
+    assert "into the Hub cache at" in flat and "File too large" in flat, flat
+    assert "free disk space there" in flat and "check the network" not in flat
+    again = run_longvid("models", "pull", preset, "--json", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert {f["state"] for f in json.loads(again.stdout)["files"]} <= {"cached", "downloaded"}

@@ -118,7 +118,7 @@ def hub_file(ckpt: CausalCheckpoint, name: str, label: str) -> Path:
     offline, and fetched again if its cached copy is damaged."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    from longvid.hub import bound_waits, fetch_again, hub_cache_dir, is_offline
+    from longvid.hub import bound_waits, fetch_again, fetch_failed, hub_cache_dir, is_offline
 
     found = try_to_load_from_cache(ckpt.repo, name, cache_dir=hub_cache_dir(),
                                    revision=ckpt.revision)
@@ -142,10 +142,8 @@ def hub_file(ckpt: CausalCheckpoint, name: str, label: str) -> Path:
                                     cache_dir=hub_cache_dir()))
     except ResourceError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any transport or Hub error
-        raise ResourceError(f"cannot fetch {name} from {ckpt.repo}: {type(exc).__name__}: {exc}",
-                            "check the network, or pull on a machine with network and copy "
-                            "the Hub cache over") from None
+    except Exception as exc:  # noqa: BLE001 - any transport, Hub or disk error
+        raise fetch_failed(f"{name} of {ckpt.repo}", exc) from None
     if why := damage(path):
         raise ResourceError(f"{name} of {ckpt.repo} was downloaded but is damaged ({why})",
                             "check the disk and HF_ENDPOINT, then run the same command again")
