@@ -130,3 +130,38 @@ def test_an_offline_render_without_the_generator_stops_before_writing_anything(
     assert "longvid models pull longlive-1.3b" in err and "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == ["s.yaml"]  # no run directory, no video
     assert not (tmp_path / "home" / "cache" / "converted").exists()
+
+
+@pytest.mark.slow
+def test_a_pull_waits_for_another_process_converting_the_same_generator(offline_cache):
+    """A Slurm array's first renders all need the conversion: one converts, the others
+    wait and read it (before, each converted and deleted the folder another was reading)."""
+    import fcntl
+    import subprocess
+    import sys
+
+    from longvid.backends import causal_weights
+    from longvid.backends.causal_wan import preset_checkpoint
+    from longvid.presets import load_preset
+
+    ckpt = preset_checkpoint(load_preset("self-forcing-1.3b"))
+    sources = [cached_file(offline_cache, SELF_FORCING_REPO, name) for name in ckpt.files]
+    wan = cached_file(offline_cache, WAN_REPO, "transformer/config.json").parent.parent
+    folder = causal_weights.conversion_folder(ckpt, sources)
+    folder.parent.mkdir(parents=True)
+    with open(folder.with_name(f".{folder.name}.lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # this process is converting
+        pull = subprocess.Popen([sys.executable, "-m", "longvid", "models", "pull",
+                                 "self-forcing-1.3b", "--json"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        said = ""
+        while "waiting for another longvid process" not in said:
+            line = pull.stderr.readline()
+            assert line, f"the pull went on without waiting: {said}"
+            said += line
+        causal_weights.convert(ckpt, sources, wan, folder)
+        mark = (folder / "transformer" / DONE).stat().st_mtime_ns
+    out, err = pull.communicate(timeout=300)
+    assert pull.returncode == 0, err
+    assert json.loads(out)["conversion"]["state"] == "already converted"
+    assert (folder / "transformer" / DONE).stat().st_mtime_ns == mark  # read, not redone

@@ -16,11 +16,13 @@ Every later load reads that folder.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import pickle
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,7 +111,10 @@ def remove_conversions(ckpt: CausalCheckpoint) -> list[Conversion]:
     root = converted_root()
     for folder in root.glob(f"*{_repo_prefix(ckpt)}*") if root.is_dir() else ():
         if folder.name.startswith((_repo_prefix(ckpt), f".{_repo_prefix(ckpt)}")):
-            shutil.rmtree(folder)
+            if folder.is_dir():
+                shutil.rmtree(folder)
+            else:  # a conversion's lock file
+                folder.unlink()
     return gone
 
 
@@ -154,18 +159,38 @@ def converted_transformer(ckpt: CausalCheckpoint, config_folder: Path, label: st
     """The folder holding `transformer/` converted from the checkpoint (converted now if
     this is the first time). `config_folder` is the diffusers snapshot whose
     `transformer/config.json` describes the network."""
+    return convert_once(ckpt, config_folder, label)[0]
+
+
+def convert_once(ckpt: CausalCheckpoint, config_folder: Path, label: str) -> tuple[Path, bool]:
+    """(the converted folder, whether this call converted it): what `converted_transformer`
+    does, telling `longvid models pull` whether it converted or found the work done."""
     sources = [hub_file(ckpt, name, label) for name in ckpt.files]
     folder = conversion_folder(ckpt, sources)
-    if not (folder / "transformer" / DONE).exists() or _damaged(folder):
+    if _finished(folder):
+        return folder, False
+    # one process converts; another that needs the same conversion (a Slurm array's
+    # first renders) waits for it, then reads what it wrote
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(f".{folder.name}.lock"), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another longvid process converting {ckpt.files[0]} of "
+                  f"{ckpt.repo} into {folder}", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if _finished(folder):  # by the process this one waited for
+            return folder, False
         convert(ckpt, sources, config_folder, folder)  # a damaged conversion is redone
-    return folder
+    return folder, True
 
 
-def _damaged(folder: Path) -> bool:
-    """A finished conversion whose files were damaged since (the cache derives from the
-    Hub files, so it is rebuilt rather than reported)."""
-    return any(damage(folder / "transformer" / name) is not None
-               for name in ("config.json", "diffusion_pytorch_model.safetensors", DONE))
+def _finished(folder: Path) -> bool:
+    """A finished conversion whose files are still whole (the cache derives from the Hub
+    files, so a damaged one is rebuilt rather than reported)."""
+    return (folder / "transformer" / DONE).is_file() and all(
+        damage(folder / "transformer" / name) is None
+        for name in ("config.json", "diffusion_pytorch_model.safetensors", DONE))
 
 
 def convert(ckpt: CausalCheckpoint, sources: list[Path], config_folder: Path,

@@ -152,15 +152,9 @@ def _convert(ckpt, wan_folder, label: str) -> dict:  # noqa: ANN001 - CausalChec
     """Convert the generator unless done (torch.load(weights_only=True), once)."""
     from longvid.backends import causal_weights
 
-    def marks() -> dict:  # each finished conversion's completion mark, as on disk now
-        return {c.folder: (c.folder / "transformer" / causal_weights.DONE).stat().st_mtime_ns
-                for c in causal_weights.conversions(ckpt)}
-
-    before = marks()
-    folder = causal_weights.converted_transformer(ckpt, wan_folder, label)
+    folder, converted = causal_weights.convert_once(ckpt, wan_folder, label)
     record = next(c for c in causal_weights.conversions(ckpt) if c.folder == folder)
-    # redone (a damaged conversion) counts as converted
-    state = "already converted" if before.get(folder) == marks()[folder] else "converted"
+    state = "converted" if converted else "already converted"
     return {"state": state, "folder": str(folder), "bytes": record.bytes,
             "sources_sha256": record.sources_sha256,
             "note": f"{state}: {folder} ({record.bytes / 2**30:.2f} GiB bf16 safetensors)"}
