@@ -209,10 +209,14 @@ _VIDEO = re.compile(r"Stream #\S+.*?: Video: .*?(\d{2,5})x(\d{2,5}).*?, ([\d.]+(
 _DURATION = re.compile(r"Duration: (\d+):(\d+):([\d.]+)")
 _FRAME = re.compile(r"frame=\s*(\d+)")
 _TAG = re.compile(r"^\s{4}(\w+)\s*: (.*)$")
+# a phone clip's orientation: the stream's display matrix, which ffmpeg applies on decode
+_ROTATION = re.compile(r"(?i)display ?matrix: rotation of (-?[\d.]+) degrees")
 
 
 def probe(path: Path) -> MediaInfo:
     """What a video file holds, or InputError if it is missing, empty or not a video.
+    Width and height are the picture as shown: a clip whose display matrix turns it a
+    quarter (a phone held upright) has them swapped, as ffmpeg decodes it upright.
 
     One ffmpeg run: the stream header it prints, and the frames it counts while
     stream-copying the video to the null muxer."""
@@ -242,7 +246,11 @@ def probe(path: Path) -> MediaInfo:
     tags = {t.group(1).lower(): t.group(2).strip() for t in map(_TAG.match, header.splitlines())
             if t}
     inputs = info.split("Output #", 1)[0]
-    return MediaInfo(width=int(m.group(1)), height=int(m.group(2)), fps=Fraction(m.group(3)),
+    width, height = int(m.group(1)), int(m.group(2))
+    stream = info[m.end():].split("Stream #", 1)[0].split("Output #", 1)[0]
+    if (turn := _ROTATION.search(stream)) and round(float(turn.group(1)) / 90) % 2:
+        width, height = height, width  # shown (and decoded) upright: portrait stays portrait
+    return MediaInfo(width=width, height=height, fps=Fraction(m.group(3)),
                      frames=frames[-1], duration_s=duration, has_audio=" Audio: " in inputs,
                      tags=tags)
 

@@ -183,3 +183,48 @@ def test_a_sink_backend_continues_a_clip_with_its_first_latents_as_the_sink(cli,
     torch.testing.assert_close(kept, with_sink.latents[0, :, 1:])
     without = backend.generate(SegmentRequest(**ask), lambda i, k: None)
     assert (without.latents - with_sink.latents).abs().max() > 1e-4
+
+
+def shown_size(path, *, from_end: bool) -> tuple[int, int]:
+    """A frame's size as a player shows it: decoded by ffmpeg, not scaled."""
+    import subprocess
+
+    from PIL import Image
+
+    from longvid.mux import ffmpeg_exe
+
+    png = path.with_name(f"{path.stem}.{'last' if from_end else 'first'}.png")
+    seek = ["-sseof", "-0.2"] if from_end else []
+    subprocess.run([ffmpeg_exe(), "-v", "error", *seek, "-i", str(path), "-frames:v", "1",
+                    "-y", str(png)], check=True)
+    return Image.open(png).size
+
+
+def upright(flat, clip):
+    """The clip as a phone held upright records it: landscape pixels, turned a quarter by
+    the display matrix (older ffmpeg: the `rotate` tag)."""
+    import subprocess
+
+    from longvid.mux import ffmpeg_exe
+
+    for how in (["-display_rotation", "90", "-i", str(flat)],
+                ["-i", str(flat), "-metadata:s:v:0", "rotate=90"]):
+        made = subprocess.run([ffmpeg_exe(), "-v", "error", *how, "-c", "copy", "-y", str(clip)])
+        if made.returncode == 0 and shown_size(clip, from_end=False) == (24, 40):
+            return clip
+    raise AssertionError("this ffmpeg cannot write a display rotation")
+
+
+def test_a_clip_shown_upright_is_continued_upright(cli, tmp_path):
+    """Phone clips carry their orientation in a display matrix that ffmpeg applies when it
+    decodes. Before, the continuation was made at the stored (landscape) size from
+    squashed frames and joined to the upright clip: a video whose frames change shape."""
+    clip = upright(ffmpeg_make_clip(tmp_path / "flat.mp4", seconds=1, size="40x24"),
+                   tmp_path / "phone.mp4")
+    assert (probe(clip).width, probe(clip).height) == (24, 40)
+    code, _, err = cli("extend", clip, "-s", "0.5", "-o", tmp_path / "x.mp4", "-q")
+    assert code == 0, err
+    out = tmp_path / "x.mp4"
+    assert (probe(out).width, probe(out).height) == (24, 40)
+    assert shown_size(out, from_end=False) == shown_size(out, from_end=True) == (24, 40)
+    assert psnr(frames_of(out)[:16], frames_of(clip)) > 35  # the clip itself, upright
