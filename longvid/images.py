@@ -18,6 +18,8 @@ from longvid.yamlsrc import YamlDoc
 
 MIN_SIDE_PX = 16  # smaller images carry too little to condition a shot on
 MAX_PIXELS = 64 * 2**20  # Pillow's decompression-bomb guard sits near here too
+_ORIENTATION = 0x0112  # the EXIF tag a camera sets instead of turning the pixels
+_QUARTER_TURN = {5: True, 6: True, 7: True, 8: True}  # orientations that swap the sides
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ def inspect_image(path: Path) -> ImageFile:
     try:
         with Image.open(path) as img:
             width, height = img.size
+            if _QUARTER_TURN.get(img.getexif().get(_ORIENTATION, 1)):
+                width, height = height, width  # shown upright, as read_rgb reads it
             if width * height > MAX_PIXELS:
                 raise ImageProblem(f"image {path.name} is {width}x{height} px, more than "
                                    f"{MAX_PIXELS // 2**20} megapixels",
@@ -72,12 +76,19 @@ def checked_image(doc: YamlDoc, loc: tuple[str | int, ...], path: Path) -> Image
 
 
 def read_rgb(path: str | Path) -> Any:
-    """The image as uint8 (H, W, 3); an alpha channel is dropped, greyscale expanded."""
+    """The image as shown, uint8 (H, W, 3): turned upright by its EXIF orientation (a
+    phone photo), an alpha channel dropped, greyscale expanded, 16-bit greys scaled to
+    8 bits (Pillow would clip them to white)."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB")).copy()
+        upright = ImageOps.exif_transpose(img)
+        if upright.mode in ("I;16", "I;16B", "I;16L", "I"):
+            grey = np.asarray(upright, dtype=np.float64)  # (H, W), 0..65535
+            eight = np.clip(np.rint(grey * 255 / 65535), 0, 255).astype(np.uint8)
+            return np.repeat(eight[..., None], 3, axis=2)
+        return np.asarray(upright.convert("RGB")).copy()
 
 
 def fit_frame(image: Any, width: int, height: int) -> Any:

@@ -158,3 +158,32 @@ def test_extend_cannot_start_its_first_shot_from_an_image(tmp_path):
     with pytest.raises(StoryboardError, match="`extend` continues the clip into it") as exc:
         make_plan(sb, preset, caps_of(preset), continues=True)
     assert exc.value.line == 4 and exc.value.key == "shots.0.image"
+
+
+@pytest.mark.parametrize(("orientation", "turn"), [(6, -1), (8, 1), (3, 2), (1, 0)])
+def test_a_photo_is_read_as_shown_by_its_exif_orientation(tmp_path, orientation, turn):
+    """Cameras store landscape pixels and an EXIF orientation; a portrait phone photo read
+    without it was a sideways first frame."""
+    from PIL import Image
+
+    stored = smooth_image(64, 32)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    shown = np.rot90(stored, turn)  # 6: turned 90 degrees clockwise to be upright
+    assert np.array_equal(read_rgb(path), shown)
+    image = inspect_image(path)
+    assert (image.width, image.height) == (shown.shape[1], shown.shape[0])
+
+
+def test_a_16_bit_grey_image_keeps_its_tones(tmp_path):
+    from PIL import Image
+
+    grey = (np.arange(32 * 64).reshape(32, 64) * 32).astype(np.uint16)  # 0..65504
+    path = tmp_path / "grey16.png"
+    Image.fromarray(grey).save(path)
+    rgb = read_rgb(path)
+    assert rgb.shape == (32, 64, 3) and (rgb[..., 0] == rgb[..., 2]).all()
+    expected = np.rint(grey / 65535 * 255).astype(np.uint8)
+    assert np.array_equal(rgb[..., 1], expected)  # before: clipped, nearly all white
