@@ -81,13 +81,16 @@ def lora_ref(entry: LoraIn, base: Path) -> LoraRef:
 def check_safetensors(path: Path) -> None:
     """A whole safetensors file (header, tensors, all their bytes) with tensors in it."""
     why = damage(path)
-    read = safetensors_header(path) if why is None else why
-    if isinstance(read, str) or not any(k != "__metadata__" for k in read[0]):
-        raise LoraProblem(f"{path.name} is not a safetensors file with tensors in it"
-                          + (f" ({read})" if isinstance(read, str) else ""),
+    if why is not None and not why.startswith("not a safetensors file"):
+        raise LoraProblem(f"{path.name} is damaged: {why}",
+                          "copy or download the LoRA file again: this copy was cut short",
+                          key="path")
+    read = safetensors_header(path)
+    if why is not None or isinstance(read, str) or not any(k != "__metadata__"
+                                                           for k in read[0]):
+        raise LoraProblem(f"{path.name} is not a safetensors file with tensors in it",
                           "give the LoRA's .safetensors file (as trainers such as "
-                          "diffusers, musubi-tuner or ai-toolkit write it); a copy cut short "
-                          "must be copied again", key="path")
+                          "diffusers, musubi-tuner or ai-toolkit write it)", key="path")
 
 
 def lora_refs(doc: YamlDoc, entries: list[LoraIn], base: Path) -> tuple[LoraRef, ...]:

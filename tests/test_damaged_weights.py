@@ -198,8 +198,8 @@ def test_a_lora_file_cut_short_is_exit_3_naming_it(tmp_path, cli):
         shots: [{id: a, duration: 1s, prompt: sea}]
         """)
     code, _, err = cli("plan", story)
-    assert code == 3 and "style.safetensors is not a safetensors file" in err
-    assert "truncated:" in err
+    assert code == 3 and "style.safetensors is damaged: truncated:" in err
+    assert "copy or download the LoRA file again" in " ".join(err.split())
 
 
 # --- longvid's converted generator is rebuilt when damaged -----------------------------

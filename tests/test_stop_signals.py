@@ -81,8 +81,11 @@ def test_a_second_stop_while_the_first_unwinds_leaves_at_once_with_the_first_cod
     """Without it the second KeyboardInterrupt escapes the rim, and click exits 130 without
     a word after a SIGTERM."""
     sb = story(tmp_path)
+    # as from a terminal: a shell's background job (`cmd &`) would start it with SIGINT
+    # ignored, and longvid leaves an ignored SIGINT ignored
     proc = subprocess.run([sys.executable, "-c", DRIVER, "twice", str(sb)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.returncode == 143, proc.stderr
     assert "stopped again; run the same command again to resume" in proc.stderr
     assert "Aborted" not in proc.stderr and "Traceback" not in proc.stderr
