@@ -10,6 +10,7 @@ aspect ratio is kept and the overhanging sides are cut off equally.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,18 +47,23 @@ def inspect_image(path: Path) -> ImageFile:
         raise ImageProblem(f"image file not found: {path}",
                            "image paths are relative to the storyboard file")
     data = path.read_bytes()
+    too_big = (f"more than {MAX_PIXELS // 2**20} megapixels",
+               "scale it down; a frame is at most a few hundred pixels a side")
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-            if _QUARTER_TURN.get(img.getexif().get(_ORIENTATION, 1)):
-                width, height = height, width  # shown upright, as read_rgb reads it
-            if width * height > MAX_PIXELS:
-                raise ImageProblem(f"image {path.name} is {width}x{height} px, more than "
-                                   f"{MAX_PIXELS // 2**20} megapixels",
-                                   "scale it down; a frame is at most a few hundred pixels a side")
-            img.load()  # decodes the pixels: a truncated file fails here
+        with warnings.catch_warnings():  # Pillow's bomb warning: the limit below says more
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if _QUARTER_TURN.get(img.getexif().get(_ORIENTATION, 1)):
+                    width, height = height, width  # shown upright, as read_rgb reads it
+                if width * height > MAX_PIXELS:
+                    raise ImageProblem(f"image {path.name} is {width}x{height} px, {too_big[0]}",
+                                       too_big[1])
+                img.load()  # decodes the pixels: a truncated file fails here
     except ImageProblem:
         raise
+    except Image.DecompressionBombError:  # too large for Pillow even to open
+        raise ImageProblem(f"image {path.name} has {too_big[0]}", too_big[1]) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageProblem(f"cannot decode {path.name} as an image ({exc})",
                            "use a PNG, JPEG or WebP file") from None

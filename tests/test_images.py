@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import write
+from conftest import run_longvid, write
 
 from longvid.backends.base import SegmentRequest, ShotImages
 from longvid.images import fit_frame, inspect_image, read_rgb
@@ -187,3 +187,21 @@ def test_a_16_bit_grey_image_keeps_its_tones(tmp_path):
     assert rgb.shape == (32, 64, 3) and (rgb[..., 0] == rgb[..., 2]).all()
     expected = np.rint(grey / 65535 * 255).astype(np.uint8)
     assert np.array_equal(rgb[..., 1], expected)  # before: clipped, nearly all white
+
+
+@pytest.mark.parametrize("size", [(12000, 8000), (20000, 10000)])
+def test_an_image_too_large_is_exit_3_without_pillows_own_noise(tmp_path, size):
+    """96 megapixels made Pillow print a DecompressionBombWarning; 200 made it raise an
+    error that was exit 1."""
+    from PIL import Image
+
+    Image.new("1", size).save(tmp_path / "huge.png")  # a 1-bit field: a small file
+    sb = write(tmp_path / "s.yaml", """\
+        version: 1
+        shots:
+          - {id: a, duration: 1s, prompt: sea, image: huge.png}
+        """)
+    done = run_longvid("plan", sb, cwd=tmp_path)  # a process of its own: warnings print
+    err = done.stderr
+    assert done.returncode == 3 and "huge.png" in err and "more than 64 megapixels" in err, err
+    assert "Warning" not in err and "warnings.warn" not in err
