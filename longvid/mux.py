@@ -223,8 +223,9 @@ def probe(path: Path) -> MediaInfo:
     import ffmpeg
 
     if not path.is_file() or path.stat().st_size == 0:
-        raise InputError(f"{path}: {'empty file' if path.is_file() else 'file not found'}",
-                         "pass an existing, non-empty video file")
+        what = ("empty file" if path.is_file() else "a folder, not a video file"
+                if path.is_dir() else "file not found")
+        raise InputError(f"{path}: {what}", "pass an existing, non-empty video file")
     count = (ffmpeg.input(ffmpeg_path(path)).output("-", format="null", map="0:v:0", c="copy")
              .global_args("-hide_banner", "-nostdin"))
     try:

@@ -47,11 +47,13 @@ def test_generation_size_rounds_to_the_backend_grid():
 
 @pytest.mark.parametrize(("content", "message"), [
     (None, "file not found"), (b"", "empty file"),
-    (b"\x00garbage" * 100, "no readable video stream"),
+    (b"\x00garbage" * 100, "no readable video stream"), ("folder", "a folder, not a video file"),
 ])
 def test_bad_clips_are_explained(cli, tmp_path, content, message):
     clip = tmp_path / "bad.mp4"
-    if content is not None:
+    if content == "folder":
+        clip.mkdir()
+    elif content is not None:
         clip.write_bytes(content)
     code, _, err = cli("extend", clip, "--seconds", "1")
     assert code == 3 and message in err and "Traceback" not in err
