@@ -8,6 +8,7 @@ needed (no ffprobe): probing parses `ffmpeg -i` and counts frames by stream copy
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import shutil
@@ -30,24 +31,53 @@ _OS_REFUSALS = {"No space left on device": errno.ENOSPC, "File too large": errno
 
 
 def ffmpeg_exe() -> str:
-    """$LONGVID_FFMPEG if set, else ffmpeg on PATH, else imageio-ffmpeg's binary."""
+    """$LONGVID_FFMPEG if set, else ffmpeg on PATH, else imageio-ffmpeg's binary; the first
+    that can encode H.264 (libx264: some distributions' ffmpeg, Fedora's ffmpeg-free for
+    one, leave it out, and longvid writes every segment with it)."""
     explicit = os.environ.get("LONGVID_FFMPEG")
     if explicit:
         if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
             raise ResourceError(f"LONGVID_FFMPEG={explicit} is not an executable file",
                                 "point it at an ffmpeg binary, or unset it")
+        if not _encodes_h264(explicit):
+            raise ResourceError(f"LONGVID_FFMPEG={explicit} cannot encode H.264 (it has no "
+                                "libx264 encoder)", _NO_X264_HINT)
         return explicit
     found = shutil.which("ffmpeg")
-    if found:
+    if found and _encodes_h264(found):
         return found
     try:
         import imageio_ffmpeg
 
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        bundled = imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError):
-        raise ResourceError("ffmpeg not found",
-                            "install it (apt install ffmpeg, brew install ffmpeg) or "
-                            "`pip install imageio-ffmpeg`") from None
+        bundled = None
+    if bundled and _encodes_h264(bundled):
+        return bundled
+    if found:
+        raise ResourceError(f"the ffmpeg at {found} cannot encode H.264 (it has no libx264 "
+                            "encoder)", _NO_X264_HINT)
+    raise ResourceError("ffmpeg not found",
+                        "install it (apt install ffmpeg, brew install ffmpeg) or "
+                        "`pip install imageio-ffmpeg`")
+
+
+_NO_X264_HINT = ("install an ffmpeg built with libx264 (the distribution's full ffmpeg, or a "
+                 "static build), or `pip install imageio-ffmpeg` (longvid then uses its "
+                 "binary), or point LONGVID_FFMPEG at one")
+
+
+@functools.lru_cache(maxsize=8)
+def _encodes_h264(exe: str) -> bool:
+    """Whether this ffmpeg lists the libx264 video encoder (asked once per process)."""
+    import subprocess
+
+    try:
+        listed = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True,
+                                text=True, errors="replace", timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return re.search(r"^\s*V\S*\s+libx264\s", listed, re.MULTILINE) is not None
 
 
 def ffmpeg_path(path: Path) -> str:

@@ -70,3 +70,45 @@ def test_an_output_folder_under_a_file_is_exit_4_and_writes_nothing(cli, tmp_pat
     code, _, err = cli("render", sb, "-o", tmp_path / "plain" / "deeper" / "out.mp4")
     assert code == 4 and str(tmp_path / "plain") in err and "is a file" in err
     assert tree(tmp_path) == before
+
+
+def ffmpeg_without_x264(folder):
+    """An ffmpeg as some distributions ship it (Fedora's ffmpeg-free): everything but the
+    libx264 encoder. A wrapper around the real one that hides it."""
+    import imageio_ffmpeg
+
+    wrapper = folder / "ffmpeg"
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper.write_text(f"""#!/usr/bin/env bash
+real="{imageio_ffmpeg.get_ffmpeg_exe()}"
+for a in "$@"; do
+  if [ "$a" = libx264 ]; then echo "Unknown encoder 'libx264'" >&2; exit 8; fi
+done
+for a in "$@"; do
+  if [ "$a" = -encoders ]; then "$real" "$@" | grep -v libx264; exit 0; fi
+done
+exec "$real" "$@"
+""")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_an_ffmpeg_without_h264_is_exit_4_before_any_work_and_on_path_is_passed_over(
+        tmp_path, monkeypatch):
+    """Before, segment 0's encode failed with exit 1 ("this is a bug")."""
+    import os
+
+    from conftest import run_longvid
+
+    wrapper = ffmpeg_without_x264(tmp_path / "bin")
+    sb = write(tmp_path / "s.yaml", STORY)
+    refused = run_longvid("render", sb, cwd=tmp_path, env={"LONGVID_FFMPEG": str(wrapper)})
+    assert refused.returncode == 4, refused.stderr
+    assert f"LONGVID_FFMPEG={wrapper} cannot encode H.264" in refused.stderr
+    assert "pip install imageio-ffmpeg" in " ".join(refused.stderr.split())
+    assert set(tree(tmp_path)) == {"bin", "bin/ffmpeg", "s.yaml"}  # nothing written
+    monkeypatch.delenv("LONGVID_FFMPEG", raising=False)
+    path = f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}"  # found first on PATH
+    done = run_longvid("render", sb, "-q", cwd=tmp_path, env={"PATH": path})
+    assert done.returncode == 0, done.stderr  # imageio-ffmpeg's binary took over
+    assert probe(tmp_path / "s.mp4").frames == 8
