@@ -25,6 +25,7 @@ from typing import Any
 from longvid.errors import InputError, StoryboardError
 from longvid.rundir import foreign_entries, run_dir_for
 from longvid.storyboard import Storyboard
+from longvid.yamlsrc import source_folder, source_stem
 
 VIDEO_SUFFIX = ".mp4"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -40,8 +41,8 @@ def is_video_name(path: Path) -> bool:
 def default_output(sb: Storyboard) -> Path:
     """The storyboard's `output:`, confined to its folder, else `<stem>.mp4` in the cwd."""
     if sb.output is None:
-        return Path.cwd() / f"{Path(sb.path).stem}{VIDEO_SUFFIX}"
-    folder = Path(sb.path).parent.resolve()
+        return Path.cwd() / f"{source_stem(Path(sb.path))}{VIDEO_SUFFIX}"
+    folder = source_folder(Path(sb.path)).resolve()
     target = (folder / sb.output).resolve()
 
     def refuse(why: str) -> StoryboardError:

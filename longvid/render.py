@@ -35,6 +35,7 @@ from longvid.rundir import (
 from longvid.storyboard import Storyboard, load_storyboard
 from longvid.timecode import MAX_SECONDS
 from longvid.vram import choose_policy
+from longvid.yamlsrc import source_id, source_label
 
 
 @dataclass
@@ -138,7 +139,7 @@ def render_storyboard(path: Path, *, output: Path | None, preset_name: str | Non
         policy = choose_policy(preset, plan, vram_gib)
     except ResourceError as exc:
         found.append(exc)  # reported with whatever else the preflight finds
-    job = Job(plan, preset, out, audio, policy, label=Path(path).name, rerolls=rerolls)
+    job = Job(plan, preset, out, audio, policy, label=source_label(Path(path)), rerolls=rerolls)
     return run_job(job, pool, progress, crf=crf, fresh=fresh, found=found, preview=preview)
 
 
@@ -281,7 +282,7 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh:
                      "generate_s": round(sum(r["seconds"] for r in records), 3)},
             segments=tuple(records))
         atomic_write_text(sidecar_path(out), json.dumps(sidecar.to_dict(), indent=2))
-        return RenderResult(str(Path(plan.storyboard).absolute()), out, run.root, total_frames,
+        return RenderResult(source_id(Path(plan.storyboard)), out, run.root, total_frames,
                             total_frames / plan.fps, len(plan.segments), done_before, seconds)
     finally:
         run.close()

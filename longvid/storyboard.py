@@ -25,7 +25,7 @@ from longvid.errors import StoryboardError
 from longvid.images import ImageFile, checked_image
 from longvid.loras import LoraIn, LoraRef, lora_refs
 from longvid.timecode import TIME_FORMS, Time, parse_time
-from longvid.yamlsrc import YamlDoc, load_yaml
+from longvid.yamlsrc import YamlDoc, load_yaml, source_folder, source_stem
 
 TRANSITION_KINDS = ("cut", "continue", "crossfade")
 DEFAULT_TRANSITION_S = {"continue": 1, "crossfade": "0.5"}
@@ -303,7 +303,7 @@ def _allowed_keys(parent: tuple[str | int, ...]) -> list[str]:
 
 def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
     """Check the frame-free rules and convert to frozen dataclasses."""
-    base = path.parent
+    base = source_folder(path)
     loras = lora_refs(doc, model.loras, base)
     top_refs = tuple(checked_image(doc, ("refs", j), base / r) for j, r in enumerate(model.refs))
     seen: dict[str, int] = {}
@@ -383,7 +383,7 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
         resolution = (int(m.group(1)), int(m.group(2)))
 
     return Storyboard(
-        path=str(path), version=model.version, title=model.title or path.stem,
+        path=str(path), version=model.version, title=model.title or source_stem(path),
         preset=model.preset, fps=model.fps, resolution=resolution, seed=model.seed,
         negative_prompt=model.negative_prompt, style=model.style, audio=audio,
         output=(base / model.output) if model.output else None, shots=tuple(shots),

@@ -14,6 +14,7 @@ followed once per node and nesting is bounded, so a small file cannot cost minut
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,16 +126,66 @@ class YamlDoc:
         return StoryboardError(message, hint, path=self.path, line=self.line_of(loc), key=key)
 
 
+STDIN = "-"  # a storyboard path that means: read it from standard input
+_piped_texts: dict[str, bytes] = {}  # what a pipe held: it can be read only once
+
+
+def is_piped(path: Path) -> bool:
+    """A source without a file of its own: `-` (standard input), or a pipe such as the
+    shell's `<(command)` or /dev/stdin. Its relative paths start from the current folder,
+    and it has no name to give a video."""
+    return str(path) == STDIN or (path.exists() and not path.is_file() and not path.is_dir())
+
+
+def source_folder(path: Path) -> Path:
+    """Where the source's relative paths (images, audio, LoRAs, `output:`) start."""
+    return Path.cwd() if is_piped(path) else path.parent
+
+
+def source_stem(path: Path) -> str:
+    """The name a source gives its video and title: its file's stem; `stdin` when piped."""
+    return "stdin" if is_piped(path) else path.stem
+
+
+def source_label(path: Path) -> str:
+    """How progress lines name the source: its file's name; `stdin` when piped."""
+    return "stdin" if is_piped(path) else path.name
+
+
+def source_id(path: Path) -> str:
+    """How results (`--json`'s `source`) name it: its absolute path; `-` for stdin."""
+    return STDIN if str(path) == STDIN else str(path.absolute())
+
+
+def shown_path(path: Path) -> str:
+    return "<stdin>" if str(path) == STDIN else str(path)
+
+
+def _read_text(path: Path) -> str:
+    """The text of a file, or of standard input or a pipe (read once, then remembered:
+    `render` reads a storyboard more than once), with newlines as read_text gives them."""
+    if not is_piped(path):
+        return path.read_text(encoding="utf-8")
+    key = str(path)
+    if key not in _piped_texts:
+        _piped_texts[key] = sys.stdin.buffer.read() if key == STDIN else path.read_bytes()
+    return _piped_texts[key].decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def load_yaml(path: Path, what: str = "storyboard") -> YamlDoc:
-    """Read a YAML mapping from `path`, or raise a StoryboardError that says why not."""
-    shown = str(path)
-    if not path.is_file():
+    """Read a YAML mapping from `path` (`-`: standard input), or raise a StoryboardError
+    that says why not."""
+    shown = shown_path(path)
+    if path.is_dir():
+        raise StoryboardError(f"a folder, not a {what} file",
+                              f"name the {what}'s .yaml file", path=shown)
+    if not path.is_file() and not is_piped(path):
         raise StoryboardError(
             f"{what} file not found", "check the path; it is relative to the current directory",
             path=shown,
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise StoryboardError(f"cannot read the {what}: {exc}", "save it as UTF-8 text",
                               path=shown) from None

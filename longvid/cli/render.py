@@ -113,11 +113,12 @@ def _outputs(storyboards: list[Path], output: Path | None, as_json: bool
     from longvid.errors import InputError, LongvidError
     from longvid.output import check_output, default_output
     from longvid.storyboard import load_storyboard
+    from longvid.yamlsrc import source_stem
 
     if output is None:
         chosen: list[Path | None] = [None] * len(storyboards)
     elif output.is_dir() or output.suffix == "":
-        chosen = [output / f"{path.stem}.mp4" for path in storyboards]
+        chosen = [output / f"{source_stem(path)}.mp4" for path in storyboards]
     elif len(storyboards) > 1:
         raise InputError(f"-o {output} is neither a folder nor an .mp4",
                          "for several storyboards pass a folder (create it first if its "
@@ -147,10 +148,11 @@ def _report(run_dir: Path) -> dict[str, str]:
 
 def _json_error(path: Path, exc: BaseException) -> int:
     from longvid.cli._ui import error_dict
+    from longvid.yamlsrc import source_id
 
     err = error_dict(exc)
     if err["code"] != ExitCode.OUTPUT_CLOSED:  # else nobody reads stdout any more
-        print(json.dumps({"status": "error", "source": str(path.absolute()), "error": err}),
+        print(json.dumps({"status": "error", "source": source_id(path), "error": err}),
               flush=True)
     report(exc, as_json=False)  # the human-readable line goes to stderr as well
     return err["code"]
