@@ -12,7 +12,8 @@ from longvid.cli._ui import guarded
 
 
 def plan(
-    storyboard: Annotated[Path, typer.Argument(help="Storyboard YAML file.")],
+    storyboard: Annotated[Path, typer.Argument(
+        help="Storyboard YAML file; - reads it from standard input.")],
     preset: Annotated[str | None, typer.Option("--preset", "-p",
                                                help="Preset name or .yaml path; overrides "
                                                     "the storyboard's.")] = None,

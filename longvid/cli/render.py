@@ -34,7 +34,8 @@ def shard(items: list[T], i: int, n: int) -> list[T]:
 
 
 def render(
-    storyboards: Annotated[list[Path], typer.Argument(help="Storyboard YAML files.")],
+    storyboards: Annotated[list[Path], typer.Argument(
+        help="Storyboard YAML files; - reads one from standard input.")],
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Output .mp4 (one storyboard) or folder (several).")] = None,
     preset: Annotated[str | None, typer.Option(
