@@ -62,13 +62,27 @@ def bound_waits() -> None:
     make a new client, so this is called before each use of the network)."""
     from huggingface_hub.utils import get_session
 
+    hub_timeout_s()  # a bad LONGVID_HUB_TIMEOUT_S is said here, before any request
     hooks = get_session().event_hooks
     if _finite_timeouts not in hooks.setdefault("request", []):
         hooks["request"].append(_finite_timeouts)
 
 
+def hub_timeout_s() -> float:
+    """How long the Hub may stay silent in a request: LONGVID_HUB_TIMEOUT_S, or 30 s."""
+    text = os.environ.get("LONGVID_HUB_TIMEOUT_S", "").strip()
+    try:
+        seconds = float(text) if text else HUB_READ_TIMEOUT_S
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < 86400:  # NaN fails this too
+        raise InputError(f"LONGVID_HUB_TIMEOUT_S={text} is not a number of seconds",
+                         "set it to the seconds the Hub may stay silent (like 60), or unset it")
+    return seconds
+
+
 def _finite_timeouts(request: Any) -> None:  # an httpx request, before it is sent
-    read_s = float(os.environ.get("LONGVID_HUB_TIMEOUT_S") or HUB_READ_TIMEOUT_S)
+    read_s = hub_timeout_s()
     bounds = {"connect": min(read_s, HUB_CONNECT_TIMEOUT_S), "read": read_s, "write": read_s,
               "pool": read_s}
     asked = request.extensions.get("timeout") or {}
@@ -134,7 +148,7 @@ def resolve(source: HubSource, preset_name: str, *, download: bool = True) -> Pa
 
 def damaged_files(source: HubSource, folder: Path) -> list[tuple[str, str]]:
     """(path in the repo, why) for each of the preset's files in `folder` that cannot be
-    whole (cut short, not of its format): longvid.filecheck, from structure, no hashing."""
+    whole (cut short, not of its format, a small file unlike its hash): longvid.filecheck."""
     return [(name, why) for name, _ in snapshot_files(source, folder)
             if (why := damage(folder / name)) is not None]
 

@@ -80,3 +80,12 @@ def test_a_download_the_disk_refuses_is_exit_4_about_the_disk_and_a_later_pull_f
     again = run_longvid("models", "pull", preset, "--json", cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr
     assert {f["state"] for f in json.loads(again.stdout)["files"]} <= {"cached", "downloaded"}
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf"])
+def test_a_bad_hub_timeout_is_exit_3_before_any_request(tmp_path, monkeypatch, cli, value):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("LONGVID_HUB_TIMEOUT_S", value)
+    code, _, err = cli("models", "pull", preset_file(tmp_path), "--dry-run")
+    assert code == 3 and f"LONGVID_HUB_TIMEOUT_S={value} is not a number of seconds" in err
