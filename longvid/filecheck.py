@@ -50,13 +50,12 @@ def damage(path: Path) -> str | None:
 def _hub_blob(path: Path) -> str | None:
     """A small file in a Hub cache against the hash its blob is named by (the sha256 of
     an LFS file, the git hash of any other), whatever its format."""
+    blob = Path(os.path.realpath(path))
+    if blob.parent.name != "blobs" or len(blob.name) not in (40, 64) \
+            or not _HEX.issuperset(blob.name) or blob.stat().st_size > HASHED_MAX_BYTES:
+        return None
     from huggingface_hub.utils.sha import git_hash, sha_fileobj
 
-    blob = Path(os.path.realpath(path))
-    size = blob.stat().st_size
-    if blob.parent.name != "blobs" or size > HASHED_MAX_BYTES \
-            or len(blob.name) not in (40, 64) or not _HEX.issuperset(blob.name):
-        return None
     if len(blob.name) == 64:
         with blob.open("rb") as f:
             digest = sha_fileobj(f).hex()
