@@ -36,9 +36,9 @@ class HubSource:
 # huggingface_hub sends its API calls (a repo's revision, its file tree) with no timeout:
 # a network that takes the connection and never answers (a dropped route, a stuck proxy)
 # would hold a render or a pull forever. Every request gets these bounds instead (a read
-# is one wait for bytes, so a large download is not cut). Measured: a Hub that takes the
-# connection and never answers is exit 4 after 38 s (LONGVID_HUB_TIMEOUT_S sets the read
-# bound; a 2-core test machine, 2026-11-28).
+# is one wait for bytes, so a large download is not cut). A Hub that takes the connection
+# and never answers is exit 4 after about 35 s (docs/performance.md);
+# LONGVID_HUB_TIMEOUT_S sets the read bound.
 HUB_CONNECT_TIMEOUT_S = 15.0
 HUB_READ_TIMEOUT_S = 30.0
 # what the local disk says when a download cannot be written (not the Hub's fault)
