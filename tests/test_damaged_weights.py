@@ -19,7 +19,7 @@ from hubfixture import SKYREELS_REPO, install_tiny_skyreels, offline_env
 from safetensors.torch import load_file, save_file
 from test_causal_models import cached_file
 from test_causal_wan import SELF_FORCING_REPO, install
-from test_skyreels import preset_file
+from test_skyreels import half_second_story, preset_file
 
 from longvid.backends.causal_weights import DONE
 from longvid.filecheck import damage
@@ -132,12 +132,7 @@ def offline(tmp_path, monkeypatch):
     snapshot = install_tiny_skyreels(cache)
     offline_env(monkeypatch, cache, tmp_path / "home")
     preset = preset_file(tmp_path)
-    story = write(tmp_path / "story.yaml", f"""\
-        version: 1
-        preset: {preset.name}
-        shots:
-          - {{id: a, duration: 0.5s, prompt: a harbour}}
-        """)
+    story = half_second_story(tmp_path)
     return snapshot, preset, story
 
 
@@ -250,12 +245,7 @@ def test_online_a_damaged_file_is_fetched_again_alone_and_the_render_goes_on(fak
     snapshot = next((tmp_path / "hf" / "hub").glob("models--*/snapshots/*"))
     cut(snapshot / WEIGHTS)
 
-    story = write(tmp_path / "story.yaml", f"""\
-        version: 1
-        preset: {preset.name}
-        shots:
-          - {{id: a, duration: 0.5s, prompt: a harbour}}
-        """)
+    story = half_second_story(tmp_path)
     done = run_longvid("render", story, "-q", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     # that line alone: no library's loading bars around it

@@ -13,9 +13,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_longvid, write
+from conftest import run_longvid
 from fakehub import online_env
-from test_skyreels import preset_file
+from test_skyreels import half_second_story, preset_file
 from test_verify_outputs import limited_writes
 
 from longvid.presets import load_preset
@@ -50,12 +50,7 @@ def test_a_hub_that_never_answers_is_exit_4_not_a_hang(tmp_path, command):
     env = online_env(tmp_path, f"http://127.0.0.1:{silent.getsockname()[1]}")
     env["LONGVID_HUB_TIMEOUT_S"] = "1"
     preset = preset_file(tmp_path)
-    story = write(tmp_path / "story.yaml", f"""\
-        version: 1
-        preset: {preset.name}
-        shots:
-          - {{id: a, duration: 0.5s, prompt: a harbour}}
-        """)
+    story = half_second_story(tmp_path)
     args = ("render", story) if command == "render" else ("models", "pull", preset)
     # without the bounds it never returns: the subprocess timeout fails the test
     result = run_longvid(*args, cwd=tmp_path, env=env, timeout=240)
