@@ -168,6 +168,12 @@ def test_models_list_and_a_dry_run_pull_show_the_damaged_file(offline, cli):
     assert {s for f, s in states.items() if f != WEIGHTS} == {"cached"}
     code, out, err = cli("models", "pull", preset)  # offline: cannot fetch it again
     assert code == 4 and WEIGHTS in err
+    code, out, _ = cli("models", "list", "--json")  # the built-in SkyReels preset, same repo
+    row = {r["preset"]: r for r in json.loads(out)}["skyreels-df-1.3b"]
+    assert code == 0 and not row["cached"]
+    assert [d["file"] for d in row["sources"][0]["damaged"]] == [WEIGHTS]
+    code, out, _ = cli("models", "list")
+    assert "skyreels-df-1.3b" in out and "damaged file(s): `longvid models pull" in out
 
 
 def test_a_damaged_prompt_embedding_is_encoded_again(offline, tmp_path, cli):
