@@ -158,6 +158,7 @@ def source_id(path: Path) -> str:
 
 
 def shown_path(path: Path) -> str:
+    """How error messages name the source: its path; `<stdin>` for standard input."""
     return "<stdin>" if str(path) == STDIN else str(path)
 
 
