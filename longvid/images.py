@@ -44,7 +44,8 @@ def inspect_image(path: Path) -> ImageFile:
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
-        raise ImageProblem(f"image file not found: {path}",
+        what = "path is a folder" if path.is_dir() else "file not found"
+        raise ImageProblem(f"image {what}: {path}",
                            "image paths are relative to the storyboard file")
     data = path.read_bytes()
     too_big = (f"more than {MAX_PIXELS // 2**20} megapixels",

@@ -370,8 +370,9 @@ def _freeze(model: _StoryboardIn, doc: YamlDoc, path: Path) -> Storyboard:
     if model.audio is not None:
         audio_path = (base / model.audio.path).resolve()
         if not audio_path.is_file():
+            what = "path is a folder" if audio_path.is_dir() else "file not found"
             raise doc.error(("audio", "path") if isinstance(doc.data["audio"], dict)
-                            else ("audio",), f"audio file not found: {audio_path}",
+                            else ("audio",), f"audio {what}: {audio_path}",
                             "audio paths are relative to the storyboard file")
         audio = Audio(audio_path, model.audio.offset)
     resolution = None

@@ -55,7 +55,14 @@ def test_a_pipe_is_read_once_and_its_errors_name_stdin(tmp_path):
     assert probe(tmp_path / "piped.mp4").frames == 8
 
 
-def test_a_folder_is_not_a_storyboard(tmp_path):
+def test_a_folder_where_a_file_is_named_is_called_a_folder(tmp_path):
     (tmp_path / "shots.yaml").mkdir()
     done = longvid("plan", "shots.yaml", cwd=tmp_path)
     assert done.returncode == 3 and "a folder, not a storyboard file" in done.stderr
+    (tmp_path / "pic.png").mkdir()
+    (tmp_path / "sound.wav").mkdir()
+    shot = "shots:\n  - {id: a, duration: 1s, prompt: sea%s}\n"
+    for story, said in ((f"version: 1\n{shot % ', image: pic.png'}", "image path is a folder"),
+                        (f"version: 1\naudio: sound.wav\n{shot % ''}", "audio path is a folder")):
+        done = longvid("plan", "-", cwd=tmp_path, stdin=story)
+        assert done.returncode == 3 and said in done.stderr, done.stderr
