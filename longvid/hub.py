@@ -135,6 +135,11 @@ def resolve(source: HubSource, preset_name: str, *, download: bool = True) -> Pa
                 f"run `longvid models pull {preset_name}` with network access"
                 + (" (HF_HUB_OFFLINE is set)" if is_offline() else ""))
         folder = download_snapshot(source)
+        if absent := _missing(folder, source):
+            raise ResourceError(
+                f"{source.repo}@{source.revision} has no file matching "
+                f"{', '.join(absent)}", "check the preset's `hub.files` against the repo's "
+                "files at that revision")
         if bad := damaged_files(source, folder):
             raise ResourceError(
                 f"{source.repo}@{source.revision} was downloaded but {_listing(bad)}",
@@ -206,10 +211,32 @@ def fetch_failed(what: str, exc: Exception) -> ResourceError:
             f"cannot write {what} into the Hub cache at {hub_cache_dir()}: {exc.strerror}",
             "free disk space there (or fix its permissions), or point HF_HUB_CACHE at another "
             "disk, then run the same command again: the download resumes")
-    return ResourceError(f"cannot fetch {what} from the Hub: {type(exc).__name__}: {exc}",
-                         "check the network, HF_ENDPOINT and HF_TOKEN (gated repos need a "
-                         "token), or pull on a machine with network and copy the Hub cache "
-                         "over")
+    # the Hub's own answer (a missing repo, a gated one, ...), which huggingface_hub may
+    # wrap (a dry run's DryRunError); else the error as raised
+    chain: list[BaseException] = [exc]
+    while (inner := chain[-1].__cause__) is not None and len(chain) < 8:
+        chain.append(inner)
+    cause = next((e for e in chain if type(e).__name__ in _HUB_HINTS), exc)
+    said = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return ResourceError(f"cannot fetch {what} from the Hub: {type(cause).__name__}: {said}",
+                         _HUB_HINTS.get(type(cause).__name__, _NETWORK_HINT))
+
+
+_NETWORK_HINT = ("check the network, HF_ENDPOINT and HF_TOKEN (gated repos need a token), or "
+                 "pull on a machine with network and copy the Hub cache over")
+# what the Hub's own answers mean for a preset (huggingface_hub's error classes, by name)
+_HUB_HINTS = {
+    "RepositoryNotFoundError": "the repo does not exist, or is private: check the preset's "
+                               "`hub.repo`, and set HF_TOKEN for a private repo",
+    "GatedRepoError": "the repo is gated: accept its terms on its Hub page, then set HF_TOKEN "
+                      "to a token of that account",
+    "RevisionNotFoundError": "the repo has no such revision: check the preset's "
+                             "`hub.revision` (a branch, tag or commit)",
+    "RemoteEntryNotFoundError": "the repo has no such file at that revision: check the "
+                                "preset's `hub.files`",
+    "EntryNotFoundError": "the repo has no such file at that revision: check the preset's "
+                          "`hub.files`",
+}
 
 
 def download_snapshot(source: HubSource) -> Path:

@@ -71,19 +71,23 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _missing(self) -> None:
+        def _missing(self, what: str = "EntryNotFound") -> None:
+            """The Hub's 404, with the error code huggingface_hub turns into its own
+            error class (RepoNotFound, RevisionNotFound, EntryNotFound)."""
             self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("X-Error-Code", what)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
         def _route(self, send_body: bool) -> None:
             parts = unquote(urlparse(self.path).path).strip("/").split("/")
             if parts[:2] == ["api", "models"] and len(parts) >= 6:
-                repo, kind = "/".join(parts[2:4]), parts[4]
+                repo, kind, revision = "/".join(parts[2:4]), parts[4], parts[5]
                 if repo not in hub.repos:
-                    return self._missing()
+                    return self._missing("RepoNotFound")
                 commit, files = hub.repos[repo]
+                if revision not in ("main", commit):
+                    return self._missing("RevisionNotFound")
                 if kind == "revision":
                     return self._json({"id": repo, "sha": commit, "private": False,
                                        "siblings": [{"rfilename": f} for f in files]})
@@ -95,7 +99,11 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                         for f, d in files.items()])
             if len(parts) >= 5 and parts[2] == "resolve":
                 repo, path = "/".join(parts[:2]), "/".join(parts[4:])
-                commit, files = hub.repos.get(repo, ("", {}))
+                if repo not in hub.repos:
+                    return self._missing("RepoNotFound")
+                commit, files = hub.repos[repo]
+                if parts[3] not in ("main", commit):
+                    return self._missing("RevisionNotFound")
                 if path not in files:
                     return self._missing()
                 data = files[path]

@@ -84,3 +84,21 @@ def test_a_bad_hub_timeout_is_exit_3_before_any_request(tmp_path, monkeypatch, c
     monkeypatch.setenv("LONGVID_HUB_TIMEOUT_S", value)
     code, _, err = cli("models", "pull", preset_file(tmp_path), "--dry-run")
     assert code == 3 and f"LONGVID_HUB_TIMEOUT_S={value} is not a number of seconds" in err
+
+
+@pytest.mark.parametrize(("change", "said", "hint"), [
+    (("Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers", "Skywork/No-Such-Repo"),
+     "RepositoryNotFoundError", "check the preset's `hub.repo`"),
+    ("revision: main", "RevisionNotFoundError", "check the preset's `hub.revision`"),
+    (("vae/*.json,", "vae/*.json, extra/*.bin.json,"), "has no file matching extra/*.bin.json",
+     "check the preset's `hub.files`"),
+])
+def test_what_the_hub_answers_is_said_with_what_to_change(fake_hub, tmp_path, change, said,
+                                                          hint):
+    preset = preset_file(tmp_path)
+    old, new = change if isinstance(change, tuple) else (change, "revision: v9.9")
+    preset.write_text(preset.read_text().replace(old, new))
+    done = run_longvid("models", "pull", preset, cwd=tmp_path,
+                       env=online_env(tmp_path, fake_hub.endpoint))
+    flat = " ".join(done.stderr.split())
+    assert done.returncode == 4 and said in flat and hint in flat, flat
