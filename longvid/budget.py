@@ -150,6 +150,15 @@ class LoadPolicy:
     def fits(self) -> bool:
         return self.peak_gib <= self.vram_gib
 
+    @property
+    def host_weights_gib(self) -> float:
+        """Weights that stay in host RAM for the whole render: every component streamed
+        through the GPU (diffusers' group offload keeps it all on the host, pinned). A
+        floor of the render's RAM, not its peak: Python, torch and the loaders come on top."""
+        streamed = [s for s in (*self.stages, self.second)
+                    if s is not None and s.placement == "group offload"]
+        return sum(s.weights_gib for s in streamed)
+
     def to_dict(self) -> dict[str, Any]:
         """As JSON data; `kv_cache` and `second` only for a backend that has one."""
         data = asdict(self)

@@ -12,9 +12,11 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from longvid.budget import LoadPolicy
 from longvid.errors import ExitCode, LongvidError, ResourceError
 from longvid.plan import Plan
 from longvid.presets import Preset
+from longvid.vram import available_ram_gib
 
 MIN_FREE_BYTES = 64 * 2**20  # headroom beyond the estimate: records, states, the sidecar
 # H.264 at the default CRF keeps well under 1/20 of the raw RGB bytes; segments and the
@@ -42,11 +44,15 @@ class Problems(LongvidError):
 def check(plan: Plan, preset: Preset, output: Path, run_root: Path, *,
           audio: tuple[Path, float] | None, generates: bool,
           found: Sequence[LongvidError] = (),
-          more: Sequence[Callable[[], object]] = ()) -> list[str]:
+          more: Sequence[Callable[[], object]] = (),
+          policy: LoadPolicy | None = None) -> list[str]:
     """Raise Problems naming everything that would stop this render; return warnings.
     `generates`: some segment is still to be made (a re-join needs no GPU and no
-    weights); `found`: problems the caller met already; `more`: its own checks."""
+    weights); `found`: problems the caller met already; `more`: its own checks;
+    `policy`: where the components will live (its host RAM is checked)."""
     warnings: list[str] = []
+    if generates and policy is not None:
+        warnings += host_ram_warnings(policy, available_ram_gib())
     checks: list[Callable[[], object]] = [_ffmpeg,
                                           lambda: _ffmpeg_names(output, run_root, audio),
                                           lambda: _writable(output.parent),
@@ -65,6 +71,22 @@ def check(plan: Plan, preset: Preset, output: Path, run_root: Path, *,
     if problems:
         raise Problems(problems)
     return warnings
+
+
+def host_ram_warnings(policy: LoadPolicy, available_gib: float | None) -> list[str]:
+    """A warning when the weights a placement keeps in host RAM (the streamed components)
+    exceed what the system has available: the render would swap, or be killed by the
+    system (it resumes). A warning, not a refusal: swap and freed memory may cover it."""
+    need = policy.host_weights_gib
+    if available_gib is None or need <= available_gib:
+        return []
+    streamed = ", ".join(s.name for s in (*policy.stages, policy.second)
+                         if s is not None and s.placement == "group offload")
+    return [f"this placement keeps {need:.1f} GiB of weights in host RAM ({streamed} "
+            f"streamed through the GPU) and {available_gib:.1f} GiB is available: expect "
+            "heavy swapping, or the system stopping the render (run it again to resume); "
+            "close other programs, or choose a preset with a quantized text encoder "
+            "(`-lowvram`), which stays on the GPU"]
 
 
 def _ffmpeg() -> None:

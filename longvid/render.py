@@ -213,7 +213,8 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh:
         plan, job.preset, out, run.root, audio=job.audio,
         generates=fresh or not all(reusable.get(s.index) for s in plan.segments),
         found=found or [], more=[lambda: claim_outputs(out, _inputs(job))] + (
-            [lambda: claim_preview(out, _inputs(job))] if preview else []))
+            [lambda: claim_preview(out, _inputs(job))] if preview else []),
+        policy=job.policy)
     manifest = Manifest(
         longvid=longvid.__version__,
         run_key=run_key(plan, job.preset.sha256, crf, prefix.clip_sha256 if prefix else ""),

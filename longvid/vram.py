@@ -26,6 +26,16 @@ def detected_vram_gib() -> float | None:
     return torch.cuda.mem_get_info()[0] / 2**30
 
 
+def available_ram_gib() -> float | None:
+    """The host RAM the kernel says is available (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) / 2**20
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def plan_policy(preset: Preset, plan: Plan, vram_gib: float) -> LoadPolicy | None:
     """Where each component lives for `plan` within `vram_gib`; None for a preset without
     `memory:` figures (a CPU backend)."""

@@ -73,6 +73,7 @@ def test_plan_shows_the_policy_without_torch(cli):
     assert [s["name"] for s in policy["stages"]] == ["text encoder", "transformer", "vae"]
     code, out, _ = cli("plan", HARBOUR, "--preset", "skyreels-df-1.3b")
     assert "GPU policy for 12 GiB (fits" in out and "x 2 (guidance)" in out
+    assert "host RAM: at least 10.6 GiB for the streamed weights" in out  # UMT5 in bf16
     assert json.loads(cli("plan", HARBOUR, "--json")[1])["policy"] is None  # tiny: CPU
 
 
@@ -139,3 +140,37 @@ def test_out_of_vram_names_the_commands_that_show_its_figure(cli, tmp_path):
     assert f"needs at least {max(min_vram, peak):.1f} GiB" in err
     assert f"longvid plan {sb} --vram 5" in " ".join(err.split())
     assert "longvid doctor --vram 5" in " ".join(err.split())
+
+
+def test_the_weights_a_placement_keeps_in_host_ram_are_its_streamed_components():
+    from longvid.budget import text_encoder_weights_gib, transformer_weights_gib
+    from longvid.vram import preset_policy
+
+    full = load_preset("skyreels-df-1.3b")
+    at_12 = preset_policy(full, 11.4)
+    assert at_12.text_encoder == "group offload" and at_12.transformer == "gpu"
+    assert at_12.host_weights_gib == pytest.approx(
+        text_encoder_weights_gib(full.memory, full.quantization))  # UMT5 in bf16 on the host
+    lowvram = load_preset("skyreels-df-1.3b-lowvram")
+    assert preset_policy(lowvram, 11.4).host_weights_gib == 0  # nf4 UMT5 stays on the GPU
+    mag = load_preset("mag-1.3b")
+    streamed = preset_policy(mag, 12)
+    on_host = [s for s in (*streamed.stages, streamed.second) if s.placement == "group offload"]
+    assert streamed.second.placement == "group offload"  # MAG's memory model
+    assert streamed.host_weights_gib == pytest.approx(sum(s.weights_gib for s in on_host))
+    assert streamed.host_weights_gib >= transformer_weights_gib(mag.memory, mag.quantization)
+
+
+def test_a_placement_that_needs_more_host_ram_than_is_available_is_warned_of():
+    from longvid.preflight import host_ram_warnings
+    from longvid.vram import preset_policy
+
+    policy = preset_policy(load_preset("skyreels-df-1.3b"), 11.4)
+    need = policy.host_weights_gib
+    (warning,) = host_ram_warnings(policy, need - 1)
+    assert f"keeps {need:.1f} GiB of weights in host RAM (text encoder streamed" in warning
+    assert f"{need - 1:.1f} GiB is available" in warning and "-lowvram" in warning
+    assert host_ram_warnings(policy, need + 1) == []
+    assert host_ram_warnings(policy, None) == []  # not Linux: nothing to compare with
+    lowvram = preset_policy(load_preset("skyreels-df-1.3b-lowvram"), 11.4)
+    assert host_ram_warnings(lowvram, 0.5) == []

@@ -14,15 +14,6 @@ import typer
 from longvid.cli._ui import guarded
 
 
-def _ram_gib() -> float | None:
-    try:
-        with open("/proc/meminfo") as f:
-            fields = dict(line.split(":", 1) for line in f)
-        return int(fields["MemAvailable"].split()[0]) / 2**20
-    except (OSError, KeyError, ValueError):
-        return None
-
-
 def collect(vram_gib: float | None = None) -> dict[str, Any]:
     """The machine, and each preset's fit in `vram_gib` (default: the free VRAM)."""
     import diffusers
@@ -34,12 +25,12 @@ def collect(vram_gib: float | None = None) -> dict[str, Any]:
     from longvid.hub import hub_cache_dir
     from longvid.mux import ffmpeg_exe
     from longvid.presets import available_presets, load_preset
-    from longvid.vram import preset_policy
+    from longvid.vram import available_ram_gib, preset_policy
 
     info: dict[str, Any] = {
         "longvid": __version__, "python": platform.python_version(), "torch": torch.__version__,
         "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-        "ram_available_gib": _ram_gib(), "cuda": torch.cuda.is_available(), "gpu": None,
+        "ram_available_gib": available_ram_gib(), "cuda": torch.cuda.is_available(), "gpu": None,
         "vram_free_gib": None,
     }
     if info["cuda"]:
