@@ -215,6 +215,8 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh:
         found=found or [], more=[lambda: claim_outputs(out, _inputs(job))] + (
             [lambda: claim_preview(out, _inputs(job))] if preview else []),
         policy=job.policy)
+    for warning in warnings:  # before any model loads: a RAM warning is about the load too
+        progress.message(f"warning: {warning}")
     manifest = Manifest(
         longvid=longvid.__version__,
         run_key=run_key(plan, job.preset.sha256, crf, prefix.clip_sha256 if prefix else ""),
@@ -243,8 +245,6 @@ def run_job(job: Job, pool: BackendPool, progress: Progress, *, crf: int, fresh:
             if prefix is not None and not run.has_init():
                 run.commit_init(prefix.init_state(backend, run.segments))
         progress.start(plan, job.label)
-        for warning in warnings:
-            progress.message(f"warning: {warning}")
         if done_before:
             progress.message(f"resuming {run.root}: {done_before} of {len(plan.segments)} "
                              "segments already done")
