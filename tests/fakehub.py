@@ -132,4 +132,5 @@ def online_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
     LONGVID_HOME under `tmp_path`."""
     return {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": endpoint,
             "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "LONGVID_HOME": str(tmp_path / "home"),
-            "NO_PROXY": "127.0.0.1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+            # a proxy set for the machine must not take loopback requests
+            "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
