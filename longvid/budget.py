@@ -151,13 +151,17 @@ class LoadPolicy:
         return self.peak_gib <= self.vram_gib
 
     @property
+    def streamed(self) -> tuple[Stage, ...]:
+        """The components streamed through the GPU a block at a time."""
+        return tuple(s for s in (*self.stages, self.second)
+                     if s is not None and s.placement == "group offload")
+
+    @property
     def host_weights_gib(self) -> float:
-        """Weights that stay in host RAM for the whole render: every component streamed
-        through the GPU (diffusers' group offload keeps it all on the host, pinned). A
-        floor of the render's RAM, not its peak: Python, torch and the loaders come on top."""
-        streamed = [s for s in (*self.stages, self.second)
-                    if s is not None and s.placement == "group offload"]
-        return sum(s.weights_gib for s in streamed)
+        """Weights that stay in host RAM for the whole render: every streamed component
+        (diffusers' group offload keeps it all on the host, pinned). A floor of the
+        render's RAM, not its peak: Python, torch and the loaders come on top."""
+        return sum(s.weights_gib for s in self.streamed)
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON data; `kv_cache` and `second` only for a backend that has one."""

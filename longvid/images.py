@@ -20,7 +20,7 @@ from longvid.yamlsrc import YamlDoc
 MIN_SIDE_PX = 16  # smaller images carry too little to condition a shot on
 MAX_PIXELS = 64 * 2**20  # Pillow's decompression-bomb guard sits near here too
 _ORIENTATION = 0x0112  # the EXIF tag a camera sets instead of turning the pixels
-_QUARTER_TURN = {5: True, 6: True, 7: True, 8: True}  # orientations that swap the sides
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})  # orientations that swap the sides
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def inspect_image(path: Path) -> ImageFile:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 width, height = img.size
-                if _QUARTER_TURN.get(img.getexif().get(_ORIENTATION, 1)):
+                if img.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS:
                     width, height = height, width  # shown upright, as read_rgb reads it
                 if width * height > MAX_PIXELS:
                     raise ImageProblem(f"image {path.name} is {width}x{height} px, {too_big[0]}",

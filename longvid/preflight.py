@@ -80,13 +80,14 @@ def host_ram_warnings(policy: LoadPolicy, available_gib: float | None) -> list[s
     need = policy.host_weights_gib
     if available_gib is None or need <= available_gib:
         return []
-    streamed = ", ".join(s.name for s in (*policy.stages, policy.second)
-                         if s is not None and s.placement == "group offload")
-    return [f"this placement keeps {need:.1f} GiB of weights in host RAM ({streamed} "
-            f"streamed through the GPU) and {available_gib:.1f} GiB is available: expect "
-            "heavy swapping, or the system stopping the render (run it again to resume); "
-            "close other programs, or choose a preset with a quantized text encoder "
-            "(`-lowvram`), which stays on the GPU"]
+    names = [s.name for s in policy.streamed]
+    way_out = ("choose a preset with a quantized text encoder (`-lowvram`), which stays on "
+               "the GPU" if "text encoder" in names else
+               "give the render more VRAM (--vram), so that less is streamed")
+    return [f"this placement keeps {need:.1f} GiB of weights in host RAM ("
+            f"{', '.join(names)} streamed through the GPU) and {available_gib:.1f} GiB is "
+            "available: expect heavy swapping, or the system stopping the render (run it "
+            f"again to resume); close other programs, or {way_out}"]
 
 
 def _ffmpeg() -> None:

@@ -155,9 +155,10 @@ def test_the_weights_a_placement_keeps_in_host_ram_are_its_streamed_components()
     assert preset_policy(lowvram, 11.4).host_weights_gib == 0  # nf4 UMT5 stays on the GPU
     mag = load_preset("mag-1.3b")
     streamed = preset_policy(mag, 12)
-    on_host = [s for s in (*streamed.stages, streamed.second) if s.placement == "group offload"]
     assert streamed.second.placement == "group offload"  # MAG's memory model
-    assert streamed.host_weights_gib == pytest.approx(sum(s.weights_gib for s in on_host))
+    assert streamed.second in streamed.streamed
+    assert streamed.host_weights_gib == pytest.approx(
+        sum(s.weights_gib for s in streamed.streamed))
     assert streamed.host_weights_gib >= transformer_weights_gib(mag.memory, mag.quantization)
 
 
@@ -174,3 +175,8 @@ def test_a_placement_that_needs_more_host_ram_than_is_available_is_warned_of():
     assert host_ram_warnings(policy, None) == []  # not Linux: nothing to compare with
     lowvram = preset_policy(load_preset("skyreels-df-1.3b-lowvram"), 11.4)
     assert host_ram_warnings(lowvram, 0.5) == []
+    at_8 = preset_policy(load_preset("skyreels-df-1.3b-lowvram"), 8)  # its DiT streams
+    assert at_8.streamed and at_8.text_encoder == "gpu"
+    (warning,) = host_ram_warnings(at_8, 0.5)
+    assert "(transformer streamed" in warning and "more VRAM (--vram)" in warning
+    assert "-lowvram" not in warning
