@@ -15,10 +15,10 @@ one line why a file of a format longvid loads cannot be whole, or None:
 - any file of a Hub cache up to HASHED_MAX_BYTES (configs, tokenizers, whatever their
   format): its bytes against the hash its blob is named by.
 
-Reading a header costs microseconds. A 10 MB tokenizer-like JSON blob, parsed and
-hashed, took 0.13-0.17 s (measured on this project's 2-core machine, 2026-11-28, under
-load); a Wan snapshot's tokenizer files are about twice that. Torch-free: `gguf` is
-imported only for a GGUF, huggingface_hub only for a Hub blob.
+Reading a header costs microseconds; the small files are the cost: the check of a
+Wan2.1-sized snapshot takes about 0.2 s (benchmarks/weights_check.py,
+docs/performance.md). Torch-free: `gguf` is imported only for a GGUF, huggingface_hub
+only for a Hub blob.
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def test_an_offline_render_with_a_damaged_file_is_exit_4_naming_it_and_writes_no
     flat = " ".join(err.split())
     assert code == 4, err
     assert f"{name} ({said}" in flat and f"longvid models pull {preset}" in flat, flat
-    assert not (tmp_path / "story").exists() and not (tmp_path / "story.mp4").exists()
+    assert not (tmp_path / "story.run").exists() and not (tmp_path / "story.mp4").exists()
 
 
 def test_models_list_and_a_dry_run_pull_show_the_damaged_file(offline, cli):

@@ -184,6 +184,7 @@ def list_models(
         from longvid.presets import available_presets, load_preset
 
         rows = []
+        checked: dict[tuple, list] = {}  # presets share snapshots: each is checked once
         for name in available_presets():
             p = load_preset(name)
             sources = []
@@ -194,7 +195,10 @@ def list_models(
                 folder = hub.cached_snapshot(src)
                 size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) \
                     if folder else 0
-                bad = hub.damaged_files(src, folder) if folder else []
+                key = (folder, src.files)
+                if folder and key not in checked:
+                    checked[key] = hub.damaged_files(src, folder)
+                bad = checked.get(key, [])
                 sources.append({"role": role, "repo": src.repo, "revision": src.revision,
                                 "cached": folder is not None and not bad, "bytes": size,
                                 "verified": src.verified,
