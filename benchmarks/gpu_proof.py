@@ -63,7 +63,9 @@ memflow-1.3b, skyreels-df-1.3b-gguf-q8 (~225 s), group 4 = skyreels-df-1.3b-lowv
 wan-vace-1.3b, skyreels-df-1.3b (~275 s).
 Measured on one H100 with four presets at once (2026-11-27): skyreels-df-1.3b and
 skyreels-df-1.3b-lowvram took 154 and 153 s whole; the causal presets reached their
-first block in 56-82 s. Give each command `timeout_s` 330,
+first block in 56-82 s; on 2026-11-28, four at once, the seven others took 89-196 s
+whole (mag-1.3b the longest, anyflow-far-1.3b 177-183 s with its compiling). Give each
+command `timeout_s` 330,
 and run each group right after the one before (the machine idles out in 30 s).
 
 `--jobs N` runs N presets at once on the one GPU (with `--all`: every preset, longest
@@ -284,7 +286,9 @@ def _measure(name: str, tiny: bool, work: Path, jobs: int) -> dict:
         except torch.cuda.OutOfMemoryError:
             cap_enforced = True
         torch.cuda.empty_cache()
-    policy = choose_policy(preset, plan, cap) if cuda else None  # exit 4 if it cannot fit
+    # render would stop with exit 4 where the plan does not fit even 12 GiB (mag-1.3b at
+    # 480p): the proof measures its leanest placement under the cap all the same
+    policy = (choose_policy(preset, plan, cap) if planned.fits else planned) if cuda else None
 
     meter, stages = Meter(cuda, shared=jobs > 1), {}
     base = {

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# What a session with a lent GPU still owes issue 13, as two device calls that each fit
-# one call's 10 minutes and together about 13 of the 15 minutes a session gets (run the
-# second right after the first: the machine goes back after 30 s idle). Build the wheels
-# here first (`bash benchmarks/gpu_wheels.sh`), then on the device, with carry [".whl"]:
+# What a session with a lent GPU owes issue 13's follow-ups, as device calls that each
+# fit one call's 10 minutes (run them back to back: the machine goes back after 30 s
+# idle). Build the wheels here first (`bash benchmarks/gpu_wheels.sh`), then on the
+# device, with carry [".whl"]:
 #
-#     bash benchmarks/gpu_session.sh proof    # timeout_s 570 (~7 min): seven presets, 4 at
-#                                             # once; fp8 KV's error over 80 blocks
 #     bash benchmarks/gpu_session.sh blocks   # timeout_s 570 (~6 min): 300 bf16 blocks,
 #                                             # their drift from fp32 over 60; GPU tests
+#     bash benchmarks/gpu_session.sh proof    # timeout_s 570 (~7 min): the proof of
+#                                             # 2026-11-28 again, 7 presets 4 at once
 #
-# Results go to $OUT (the device tool's folder; /tmp/gpu-out elsewhere): proof.json and
-# proof.log, blocks-fp8.json, blocks-bf16.json, blocks.log, tests.log. Each step has a
-# timeout of its own, so one that hangs leaves the others' files. The estimates assume
-# an H100: a bf16 block ~0.45 s (measured), an fp32 reference block ~2.8 s (from its
-# FLOPs at ~50 TFLOPS without TF32). docs/performance.md says where the tables go.
+# `proof` ran on 2026-11-28 (docs/performance.md); rerun it after a change to a preset's
+# placement or memory figures. Results go to $OUT (the device tool's folder;
+# /tmp/gpu-out elsewhere): proof.json and proof.log, blocks-fp8.json, blocks-bf16.json,
+# blocks.log, tests.log. Each step has a timeout of its own, so one that hangs leaves
+# the others' files. The estimates assume an H100: a bf16 block ~0.45 s (measured), an
+# fp32 reference block ~2.8 s (from its FLOPs at ~50 TFLOPS without TF32).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/gpu-out}"

@@ -281,3 +281,37 @@ def test_fused_attention_compiles_on_this_gpu():
     from longvid.backends.anyflow_far import check_fused_attention
 
     check_fused_attention(torch.device("cuda"), torch.bfloat16, 128)
+
+
+def test_compiled_blocks_never_fall_back_to_uncompiled_attention(backend):
+    """A window needs several graphs of each compiled block (prefill and denoising,
+    chunks of 1 and 3 latents against a growing cache). Dynamo's default of 8 ran out
+    on an H100 and ran the block eagerly, where flex attention materializes its scores:
+    out of memory at 11.4 GiB. Compiled through longvid (dynamo's eager backend here,
+    so no kernels are built), a window completes with the uncompiled window's latents;
+    one that needs more graphs than allowed is exit 4, never that quiet fallback."""
+    import torch._dynamo
+
+    from longvid.backends import anyflow_far
+    from longvid.errors import ExitCode, ResourceError
+
+    config = torch._dynamo.config
+    expected = backend.generate(request(3, 4), no_progress)
+    torch._dynamo.reset()
+    # dynamo's own save-and-restore: the process's other tests see its settings unchanged
+    with config.patch(recompile_limit=config.recompile_limit,
+                      fail_on_recompile_limit_hit=config.fail_on_recompile_limit_hit):
+        try:
+            anyflow_far.compile_blocks(backend.transformer, backend="eager")
+            assert config.recompile_limit >= anyflow_far.COMPILED_VARIANTS
+            compiled = backend.generate(request(3, 4), no_progress)
+            torch.testing.assert_close(compiled.latents, expected.latents)
+
+            torch._dynamo.reset()
+            config.recompile_limit = 1  # fewer graphs than a window needs
+            with pytest.raises(ResourceError) as caught:
+                backend.generate(request(3, 4), no_progress)
+        finally:
+            torch._dynamo.reset()
+    assert caught.value.code == ExitCode.MISSING_RESOURCE
+    assert "graphs" in str(caught.value) and "skyreels-df-1.3b" in caught.value.hint

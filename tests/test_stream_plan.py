@@ -218,33 +218,44 @@ def test_the_kv_element_size_comes_from_the_options_alone(tmp_path):
 def test_the_budget_holds_the_kv_cache_beside_the_transformer_and_the_decode(tmp_path):
     """The KV cache and the streaming decoder's feature cache (a take long, bf16 on a GPU:
     151,328 elements per latent pixel, 1.76 GiB at 832x480) stay on the GPU while blocks
-    are made and decoded."""
+    are made and decoded, with the allocator's churn around them (a fifth of both,
+    measured on an H100). At 12 GiB the transformer streams: resident, with 1 GiB of
+    overhead, longlive-1.3b ran into an 11.4 GiB cap (docs/performance.md)."""
+    from longvid.budget import CACHE_CHURN_FRACTION
+
     sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 20s}]\n")
     _, preset, plan = load_job(sb, "longlive-1.3b")
-    policy = plan_policy(preset, plan, 12.0)
+    policy = plan_policy(preset, plan, 80.0)
     assert policy is not None and policy.kv_cache is not None
     decoder_gib = 151_328 * (832 // 8) * (480 // 8) * 2 / 2**30
     assert policy.kv_cache.decoder_gib == pytest.approx(decoder_gib)
     assert policy.kv_cache.decoder_storage == "bf16"
-    kv_gib = caps_of(preset).stream.kv_bytes(1560) / 2**30 + decoder_gib
-    assert policy.kv_cache.gib + policy.kv_cache.decoder_gib == pytest.approx(kv_gib)
-    without = policy_for(12.0, preset.memory, plan.max_tokens, preset.quantization)
+    caches_gib = caps_of(preset).stream.kv_bytes(1560) / 2**30 + decoder_gib
+    assert policy.kv_cache.gib + policy.kv_cache.decoder_gib == pytest.approx(caches_gib)
+    assert policy.kv_cache.churn_gib == pytest.approx(CACHE_CHURN_FRACTION * caches_gib)
+    kv_gib = caches_gib * (1 + CACHE_CHURN_FRACTION)
+    without = policy_for(80.0, preset.memory, plan.max_tokens, preset.quantization)
     stages = {s.name: s for s in policy.stages}
     bare = {s.name: s for s in without.stages}
     assert stages["transformer"].peak_gib == pytest.approx(bare["transformer"].peak_gib + kv_gib)
     assert stages["vae"].peak_gib == pytest.approx(bare["vae"].peak_gib + kv_gib)
     assert stages["text encoder"].peak_gib == bare["text encoder"].peak_gib  # before any block
-    assert policy.fits and policy.transformer == "gpu"
+    assert policy.transformer == "gpu"
+    at_12 = plan_policy(preset, plan, 12.0)
+    assert at_12 is not None and at_12.fits and at_12.transformer == "group offload"
+    assert stages["vae"].peak_gib > 11.4  # with the transformer resident, as measured
     # a block is 3 latent frames: its activations, not a 33-latent window's
     assert plan.max_tokens == 3 * 1560
 
 
 @pytest.mark.parametrize("offload", [True, False])
-def test_mag_s_memory_model_is_in_the_budget_and_it_fits_12_gib(tmp_path, offload):
+def test_mag_s_memory_model_is_in_the_budget_and_it_needs_14_gib_at_480p(tmp_path, offload):
     """The memory model is a second fp8 transformer: streamed (memory_offload), it adds
     its blocks in flight to the transformer stage only; resident, its weights to every
     stage. Its cache is sink 2 + 21 slots. With the streaming decoder's cache beside them,
-    MAG fits 12 GiB only with the memory model streamed, and the generator streamed too."""
+    MAG fits 14 GiB only with the memory model streamed, and the generator streamed too;
+    not 12 GiB at 480p (measured on an H100: 10.8 GiB allocated, and a 12 GiB cap the
+    allocator ran into 153 times)."""
     from dataclasses import replace
 
     from longvid.budget import SecondTransformer, streamed_gib
@@ -253,9 +264,11 @@ def test_mag_s_memory_model_is_in_the_budget_and_it_fits_12_gib(tmp_path, offloa
     _, preset, plan = load_job(sb, "mag-1.3b")
     preset = replace(preset, options=preset.options.model_copy(
         update={"memory_offload": offload}))
-    fit = plan_policy(preset, plan, 12.0)
+    fit = plan_policy(preset, plan, 14.0)
     assert fit is not None and fit.transformer == "group offload"
-    assert fit.fits == offload and (fit.peak_gib < 12.0) == offload
+    assert fit.fits == offload and (fit.peak_gib < 14.0) == offload
+    at_12 = plan_policy(preset, plan, 12.0)
+    assert at_12 is not None and not at_12.fits
     policy = plan_policy(preset, plan, 80.0)  # the same placements with and without it
     assert policy is not None and policy.kv_cache is not None and policy.second is not None
     assert policy.kv_cache.latents == 23 and policy.second.storage == "fp8"

@@ -59,6 +59,12 @@ def chunk_partition(memory: int, context: int, new: int, chunk: int) -> list[int
 
 
 FUSED_PROBE_TOKENS = 256  # above the kernel's block sizes, so its real tiling compiles
+# Graphs one compiled block may need: cache prefill and denoising, chunks of 1, 2 and 3
+# latents against a cache that grows chunk by chunk, with and without memory and context.
+# Dynamo's default of 8 ran out in the second window on an H100 (2026-11-28); past its
+# limit dynamo quietly runs the block eagerly, where flex attention materializes its
+# score matrices (3 GiB more at 480p, out of memory at 11.4 GiB). docs/performance.md.
+COMPILED_VARIANTS = 64
 
 
 def check_fused_attention(device: Any, dtype: Any, head_dim: int) -> None:
@@ -82,6 +88,28 @@ def check_fused_attention(device: Any, dtype: Any, head_dim: int) -> None:
             "use skyreels-df-1.3b or wan-vace-1.3b on this GPU (uncompiled, anyflow-far "
             "holds ~10 GiB attention score matrices: set the option `compile_blocks: false` "
             "only on a card with 24 GiB or more)") from None
+
+
+def compile_blocks(transformer: Any, **compile_kwargs: Any) -> None:
+    """torch.compile each repeated block, allowing COMPILED_VARIANTS graphs and never a
+    quiet eager fallback: a block that needs more is a `recompile_limit` error, which
+    `generate` turns into exit 4. `compile_kwargs` go to torch.compile (tests: a cheap
+    dynamo backend)."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, COMPILED_VARIANTS)
+    if hasattr(config, "fail_on_recompile_limit_hit"):  # torch >= 2.6
+        config.fail_on_recompile_limit_hit = True
+    transformer.compile_repeated_blocks(fullgraph=False, **compile_kwargs)
+
+
+def compiler_gave_up(exc: BaseException) -> ResourceError:
+    return ResourceError(
+        f"anyflow-far's compiled blocks needed more than {COMPILED_VARIANTS} graphs, and "
+        f"uncompiled flex attention would not fit ({type(exc).__name__})",
+        "use skyreels-df-1.3b or wan-vace-1.3b on this GPU, and report this with "
+        "`longvid doctor --json` so the limit can be raised")
 
 
 class AnyFlowFARBackend(WanHubBackend):
@@ -120,7 +148,7 @@ class AnyFlowFARBackend(WanHubBackend):
             # blocks use the fused kernel. Not on the CPU: compiling takes minutes there.
             check_fused_attention(self.device, self.dtype,
                                   transformer.config.attention_head_dim)
-            transformer.compile_repeated_blocks(fullgraph=False)
+            compile_blocks(transformer)
         # the pipeline without its text encoder: it runs on cached embeddings
         self.pipe = AnyFlowFARPipeline(tokenizer=None, text_encoder=None,
                                        transformer=transformer, vae=self.vae.model,
@@ -166,16 +194,15 @@ class AnyFlowFARBackend(WanHubBackend):
             on_step(done[0], total)
             return {}
 
+        import torch._dynamo.exc
+
+        gave_up = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())  # torch >= 2.6
         with self.on_gpu("transformer"):
-            latents = self.pipe(
-                prompt_embeds=cond.to(self.device),
-                negative_prompt_embeds=None if uncond is None else uncond.to(self.device),
-                video_latents=None if prefix is None else prefix.to(self.device),
-                height=request.height, width=request.width,
-                num_frames=VAE_STRIDE_T * sum(partition) - 3,
-                num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
-                latents=noise.to(self.device), output_type="latent",
-                chunk_partition=partition, callback_on_step_end=progress).frames
+            try:
+                latents = self._denoise(prefix, noise, cond, uncond, partition, request,
+                                        progress)
+            except gave_up as exc:
+                raise compiler_gave_up(exc) from None
         new = latents[:, :, m + c:m + c + n].float().cpu()  # (1, 16, n, h, w)
         t1 = time.perf_counter()
         head = new if context is None else torch.cat([context.float().cpu(), new], dim=2)
@@ -183,6 +210,19 @@ class AnyFlowFARBackend(WanHubBackend):
             frames = self.vae.decode(head, drop=VAE_STRIDE_T * c - 3 if c else 0)
         return SegmentOutput(latents=new.clone(), frames=frames,
                              seconds={"denoise": t1 - t0, "decode": time.perf_counter() - t1})
+
+    def _denoise(self, prefix: Any, noise: Any, cond: Any, uncond: Any, partition: list[int],
+                 request: SegmentRequest, progress: Any) -> Any:
+        """One pipeline call over the chunks: latents (1, 16, m+c+n, h, w) on the GPU."""
+        return self.pipe(
+            prompt_embeds=cond.to(self.device),
+            negative_prompt_embeds=None if uncond is None else uncond.to(self.device),
+            video_latents=None if prefix is None else prefix.to(self.device),
+            height=request.height, width=request.width,
+            num_frames=VAE_STRIDE_T * sum(partition) - 3,
+            num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
+            latents=noise.to(self.device), output_type="latent",
+            chunk_partition=partition, callback_on_step_end=progress).frames
 
     def encode_frames(self, frames: Any) -> Any:
         return self.vae.encode_frames(frames)

@@ -97,7 +97,8 @@ def show_plan(p: Plan, policy: LoadPolicy | None = None, negative_source: str = 
                                          f"frames, {kv.gib:.2f} GiB)"
                                          + (f" and decoder cache ({kv.decoder_gib:.2f} GiB)"
                                             if kv.decoder_gib else "")
-                                         + " in the transformer and vae stages"))
+                                         + f", with {kv.churn_gib:.2f} GiB of allocator churn,"
+                                         " in the transformer and vae stages"))
         if (host_gib := policy.host_weights_gib) > 0:
             console.print(f"host RAM: at least {host_gib:.1f} GiB for the streamed weights, "
                           "held for the whole render")
