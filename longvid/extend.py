@@ -95,7 +95,10 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
     # segment leaves them (a shorter clip's start is in the context)
     clip_sink = caps.sink is not None and info.frames >= sink_frames + tail_frames
     plan = make_plan(sb, preset, caps, continues=True, clip_sink=clip_sink)
-    out_size = (info.width, info.height) if size != (info.width, info.height) else None
+    # the result is the clip's size as shown, in square pixels: the segments are scaled to it
+    # from the backend's grid, the clip's re-encode from its stored pixels
+    shown = (info.width, info.height)
+    out_size = shown if size != shown or info.sample_aspect != 1 else None
 
     def init_state(backend: Any, segments_dir: Path) -> dict[str, Any]:
         from longvid.mux import read_frames

@@ -138,13 +138,14 @@ def encode_frames(frames: Any, path: Path, fps: int, crf: int,
 
 def reencode_video(source: Path, path: Path, fps: int, crf: int,
                    size: tuple[int, int] | None = None) -> None:
-    """Re-encode a clip with the segment settings so it can be joined by stream copy."""
+    """Re-encode a clip with the segment settings so it can be joined by stream copy;
+    scaled to `size`, if given, in square pixels."""
     import ffmpeg
 
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
     stream = ffmpeg.input(ffmpeg_path(source)).video
     if size is not None:
-        stream = stream.filter("scale", size[0], size[1], flags="bicubic")
+        stream = stream.filter("scale", size[0], size[1], flags="bicubic").filter("setsar", 1)
     out = stream.output(
         ffmpeg_path(tmp), crf=crf, r=fps, video_track_timescale=fps * 1000, **ENCODE_ARGS)
     try:
@@ -233,20 +234,24 @@ class MediaInfo:
     duration_s: float
     has_audio: bool
     tags: dict[str, str]
+    sample_aspect: Fraction = Fraction(1)  # a stored pixel's width over its height
 
 
-_VIDEO = re.compile(r"Stream #\S+.*?: Video: .*?(\d{2,5})x(\d{2,5}).*?, ([\d.]+(?:/\d+)?) fps")
+_VIDEO = re.compile(r"Stream #\S+.*?: Video: .*?, (\d{1,5})x(\d{1,5})\b.*?, ([\d.]+(?:/\d+)?) fps")
 _DURATION = re.compile(r"Duration: (\d+):(\d+):([\d.]+)")
 _FRAME = re.compile(r"frame=\s*(\d+)")
 _TAG = re.compile(r"^\s{4}(\w+)\s*: (.*)$")
 # a phone clip's orientation: the stream's display matrix, which ffmpeg applies on decode
 _ROTATION = re.compile(r"(?i)display ?matrix: rotation of (-?[\d.]+) degrees")
+# pixels that are not square (DV, broadcast, some phones): "30x24 [SAR 4:3 DAR 5:3]"
+_SAR = re.compile(r"\[SAR (\d+):(\d+) DAR")
 
 
 def probe(path: Path) -> MediaInfo:
     """What a video file holds, or InputError if it is missing, empty or not a video.
     Width and height are the picture as shown: a clip whose display matrix turns it a
-    quarter (a phone held upright) has them swapped, as ffmpeg decodes it upright.
+    quarter (a phone held upright) has them swapped, as ffmpeg decodes it upright, and a
+    clip of pixels that are not square is as wide as a player shows it (to an even width).
 
     One ffmpeg run: the stream header it prints, and the frames it counts while
     stream-copying the video to the null muxer."""
@@ -278,12 +283,16 @@ def probe(path: Path) -> MediaInfo:
             if t}
     inputs = info.split("Output #", 1)[0]
     width, height = int(m.group(1)), int(m.group(2))
+    sar = _SAR.search(m.group(0))
+    sample_aspect = Fraction(int(sar.group(1)), int(sar.group(2))) if sar and int(
+        sar.group(1)) and int(sar.group(2)) else Fraction(1)  # 0:1 says "unknown"
+    width = max(2, 2 * round(width * sample_aspect / 2))
     stream = info[m.end():].split("Stream #", 1)[0].split("Output #", 1)[0]
     if (turn := _ROTATION.search(stream)) and round(float(turn.group(1)) / 90) % 2:
         width, height = height, width  # shown (and decoded) upright: portrait stays portrait
     return MediaInfo(width=width, height=height, fps=Fraction(m.group(3)),
                      frames=frames[-1], duration_s=duration, has_audio=" Audio: " in inputs,
-                     tags=tags)
+                     tags=tags, sample_aspect=sample_aspect)
 
 
 def probe_audio(path: Path) -> float:

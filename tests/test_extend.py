@@ -217,6 +217,39 @@ def upright(flat, clip):
     raise AssertionError("this ffmpeg cannot write a display rotation")
 
 
+def anamorphic(wide, clip):
+    """The clip as DV, broadcast or some phones store it: pixels that are not square
+    (here 30x24 stored, 4:3 pixels, shown 40x24), as the sample aspect ratio says."""
+    import subprocess
+
+    from longvid.mux import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(wide), "-vf",
+                    "scale=30:24,setsar=4/3", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    "-crf", "10", "-y", str(clip)], check=True)
+    return clip
+
+
+def test_a_clip_of_wide_pixels_is_continued_as_shown(cli, tmp_path):
+    """A clip whose pixels are not square is shown wider than it is stored. Before, its
+    continuation was made at the stored size and the join kept the clip's pixels: the
+    video changed shape where the continuation began. Now both are square pixels at the
+    size the clip is shown."""
+    from longvid.mux import read_frames
+
+    clip = anamorphic(ffmpeg_make_clip(tmp_path / "wide.mp4", seconds=1, size="40x24"),
+                      tmp_path / "dv.mp4")
+    assert shown_size(clip, from_end=False) == (30, 24)  # stored so; players widen it
+    assert (probe(clip).width, probe(clip).height) == (40, 24)
+    code, _, err = cli("extend", clip, "-s", "0.5", "-o", tmp_path / "x.mp4", "-q")
+    assert code == 0, err
+    out = tmp_path / "x.mp4"
+    assert (probe(out).width, probe(out).height) == (40, 24)
+    assert shown_size(out, from_end=False) == shown_size(out, from_end=True) == (40, 24)
+    # the clip, widened (re-encoded at the render's crf: about 30 dB on a 40x24 pattern)
+    assert psnr(frames_of(out)[:16], read_frames(clip, 40, 24)) > 25
+
+
 def test_a_clip_shown_upright_is_continued_upright(cli, tmp_path):
     """Phone clips carry their orientation in a display matrix that ffmpeg applies when it
     decodes. Before, the continuation was made at the stored (landscape) size from
@@ -230,3 +263,11 @@ def test_a_clip_shown_upright_is_continued_upright(cli, tmp_path):
     assert (probe(out).width, probe(out).height) == (24, 40)
     assert shown_size(out, from_end=False) == shown_size(out, from_end=True) == (24, 40)
     assert psnr(frames_of(out)[:16], frames_of(clip)) > 35  # the clip itself, upright
+
+
+def test_a_clip_a_few_pixels_wide_is_read_not_called_corrupt(tmp_path):
+    """Sizes of one digit (a 4x4 clip, or a 40x24 one of 1:8 pixels, shown 4 px wide
+    after its re-encode) were "no readable video stream (corrupt or not a video)"."""
+    small = ffmpeg_make_clip(tmp_path / "small.mp4", seconds=0.5, size="4x4")
+    info = probe(small)
+    assert (info.width, info.height, info.frames) == (4, 4, 8)
