@@ -8,11 +8,13 @@
 #                                             # their drift from fp32 over 60; GPU tests
 #     bash benchmarks/gpu_session.sh proof    # timeout_s 570 (~7 min): the proof of
 #                                             # 2026-11-28 again, 7 presets 4 at once
+#     bash benchmarks/gpu_session.sh timings  # timeout_s 570 (~7 min): the default preset
+#                                             # and the three SkyReels ones, one at a time
 #
 # `proof` ran on 2026-11-28 (docs/performance.md); rerun it after a change to a preset's
 # placement or memory figures. Results go to $OUT (the device tool's folder;
-# /tmp/gpu-out elsewhere): proof.json and proof.log, blocks-fp8.json, blocks-bf16.json,
-# blocks.log, tests.log. Each step has a timeout of its own, so one that hangs leaves
+# /tmp/gpu-out elsewhere): proof.json and proof.log, timings.json and timings.log,
+# blocks-fp8.json, blocks-bf16.json, blocks.log, tests.log. Each step has a timeout of its own, so one that hangs leaves
 # the others' files. The estimates assume an H100: a bf16 block ~0.45 s (measured), an
 # fp32 reference block ~2.8 s (from its FLOPs at ~50 TFLOPS without TF32).
 set -uo pipefail
@@ -43,8 +45,15 @@ blocks)
     timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_causal_memory.py \
         -k "computed_where_the_model_computes or bank_holds" 2>&1 | tail -5 | tee "$out/tests.log"
     ;;
+timings)
+    # alone on the GPU, so seconds per step are the card's (an H100's, not a consumer
+    # card's); each preset's figures are saved as it ends: about 6.5 minutes
+    timeout 480 python3 benchmarks/gpu_proof.py --json "$out/timings.json" \
+        --presets longlive-1.3b,skyreels-df-1.3b,skyreels-df-1.3b-lowvram,skyreels-df-1.3b-gguf-q8 \
+        2>&1 | tee "$out/timings.log"
+    ;;
 *)
-    echo "usage: bash benchmarks/gpu_session.sh proof|blocks" >&2
+    echo "usage: bash benchmarks/gpu_session.sh proof|blocks|timings" >&2
     exit 2
     ;;
 esac
