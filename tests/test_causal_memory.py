@@ -210,6 +210,35 @@ def test_mag_pinned_frames_survive_eviction(models):
     assert engine.cache.frames == [6, 6]
 
 
+def test_mag_s_cache_in_fp8_keeps_its_layout_and_stays_close(models):
+    """kv_dtype float8_e4m3fn on MAG's cache: sink, pinned frames and slots are stored in
+    fp8 with a scale per token and head that moves with its frame (insertions before the
+    slots, evictions of the oldest); read back, keys and values and the stream stay close
+    to the model-dtype cache's (the stream within 0.02, mean magnitude > 0.1)."""
+    gen, memory, cond, empty = models
+    torch.manual_seed(7)
+    sink, recalled = torch.randn(1, C, 2, H, W), torch.randn(1, C, 1, H, W)
+    out, caches = {}, {}
+    for kv in ("model", "float8_e4m3fn"):
+        engine = mag_engine(gen, memory, MagPolicy(3, 2, 4, kv), empty)
+        engine.commit_sink(sink, cond)
+        engine.pin(recalled, cond)
+        out[kv] = engine.stream(18, (C, H, W), cond, SCHEDULE, torch.Generator().manual_seed(0))
+        caches[kv] = engine.cache
+    full, fp8 = caches["model"], caches["float8_e4m3fn"]
+    assert fp8.count == full.count and fp8.count[0] == {"sink": 2, "pin": 1, "slot": 3}
+    for layer in range(len(fp8.keys)):
+        k8, scale = fp8.keys[layer], fp8.key_scales[layer]
+        assert k8 is not None and scale is not None and fp8.value_scales[layer] is not None
+        assert k8.dtype == torch.float8_e4m3fn and scale.dtype == torch.float32
+        assert scale.shape == (*k8.shape[:3], 1) == fp8.value_scales[layer].shape
+        for got, want in zip(fp8.seen(layer, torch.float32), full.seen(layer), strict=True):
+            assert got.shape == want.shape
+            assert (got - want).abs().max().item() < 0.1 * want.abs().max().item()
+    assert out["model"].abs().mean().item() > 0.1
+    assert 0 < (out["model"] - out["float8_e4m3fn"]).abs().max().item() < 0.02
+
+
 # -- MemFlow ------------------------------------------------------------------------------
 
 LONGLIVE = CachePolicy(block_latents=3, window_latents=12, sink_latents=3)

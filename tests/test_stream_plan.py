@@ -252,10 +252,10 @@ def test_the_budget_holds_the_kv_cache_beside_the_transformer_and_the_decode(tmp
 def test_mag_s_memory_model_is_in_the_budget_and_it_needs_14_gib_at_480p(tmp_path, offload):
     """The memory model is a second fp8 transformer: streamed (memory_offload), it adds
     its blocks in flight to the transformer stage only; resident, its weights to every
-    stage. Its cache is sink 2 + 21 slots. With the streaming decoder's cache beside them,
-    MAG fits 14 GiB only with the memory model streamed, and the generator streamed too;
-    not 12 GiB at 480p (measured on an H100: 10.8 GiB allocated, and a 12 GiB cap the
-    allocator ran into 153 times)."""
+    stage. Its cache is sink 2 + 21 slots. With its keys and values in bf16 and the
+    streaming decoder's cache beside them, MAG fits 14 GiB only with the memory model
+    streamed, and the generator streamed too; not 12 GiB at 480p (measured on an H100:
+    10.8 GiB allocated, and a 12 GiB cap the allocator ran into 153 times)."""
     from dataclasses import replace
 
     from longvid.budget import SecondTransformer, streamed_gib
@@ -263,7 +263,7 @@ def test_mag_s_memory_model_is_in_the_budget_and_it_needs_14_gib_at_480p(tmp_pat
     sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 20s}]\n")
     _, preset, plan = load_job(sb, "mag-1.3b")
     preset = replace(preset, options=preset.options.model_copy(
-        update={"memory_offload": offload}))
+        update={"memory_offload": offload, "kv_dtype": "model"}))
     fit = plan_policy(preset, plan, 14.0)
     assert fit is not None and fit.transformer == "group offload"
     assert fit.fits == offload and (fit.peak_gib < 14.0) == offload
@@ -287,6 +287,26 @@ def test_mag_s_memory_model_is_in_the_budget_and_it_needs_14_gib_at_480p(tmp_pat
     assert stages["text encoder"] == pytest.approx(without["text encoder"] + resident)
     assert policy_for(80.0, preset.memory, plan.max_tokens, preset.quantization, kv,
                       SecondTransformer("memory model", offload)) == policy
+
+
+def test_mag_fits_12_gib_at_480p_with_its_keys_and_values_in_fp8(tmp_path):
+    """The preset stores MAG's cache in fp8 with a scale per token and head (1 + 4/128
+    bytes an element, not 2): 23 frames are 3.4 GiB, not 6.6, and at 12 GiB the plan
+    fits the GPU proof's 11.4 GiB cap with the generator resident."""
+    from dataclasses import replace
+
+    sb = write(tmp_path / "s.yaml", "version: 1\nshots: [{id: a, prompt: x, duration: 20s}]\n")
+    _, preset, plan = load_job(sb, "mag-1.3b")
+    assert preset.options.kv_dtype == "float8_e4m3fn"
+    bf16_preset = replace(preset, options=preset.options.model_copy(
+        update={"kv_dtype": "model"}))
+    fp8, bf16 = plan_policy(preset, plan, 12.0), plan_policy(bf16_preset, plan, 12.0)
+    assert fp8 is not None and fp8.kv_cache is not None
+    assert bf16 is not None and bf16.kv_cache is not None
+    assert (fp8.kv_cache.storage, bf16.kv_cache.storage) == ("fp8", "bf16")
+    assert fp8.kv_cache.gib == pytest.approx(bf16.kv_cache.gib * (1 + 4 / 128) / 2)
+    assert fp8.fits and not bf16.fits
+    assert fp8.peak_gib <= 11.4 and fp8.transformer == "gpu"
 
 
 def test_plan_shows_the_kv_cache_and_the_stream_s_forwards(tmp_path, cli):

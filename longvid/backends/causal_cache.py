@@ -108,6 +108,12 @@ class KVCache:
             cut = (n - recent) * t
             parts = [torch.cat([x[:, :sink * t], x[:, cut:]], dim=1)
                      for x in parts if x is not None]
+        return self._read(parts, dtype)
+
+    def _read(self, parts: list[torch.Tensor | None], dtype: torch.dtype | None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values from the stored lists' slices: as stored, or fp8 ones
+        dequantized to `dtype` (None: fp32)."""
         if self.policy.kv_dtype == "model":
             k, v = parts[0], parts[1]
             assert k is not None and v is not None

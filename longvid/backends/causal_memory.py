@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -65,6 +65,7 @@ class MagPolicy:
     block_latents: int = 3
     sink_latents: int = 2
     slots: int = 21
+    kv_dtype: Literal["model", "float8_e4m3fn"] = "model"  # as CachePolicy's
 
     def __post_init__(self) -> None:
         if self.block_latents < 1 or self.sink_latents < 0 or self.slots < 1:
@@ -72,7 +73,7 @@ class MagPolicy:
 
     def cache_policy(self) -> CachePolicy:
         """The engine's view: a block sees everything cached (sink, pinned and slots)."""
-        return CachePolicy(self.block_latents, 0, self.sink_latents, "last")
+        return CachePolicy(self.block_latents, 0, self.sink_latents, "last", self.kv_dtype)
 
 
 class MagCache(KVCache):
@@ -98,7 +99,7 @@ class MagCache(KVCache):
         self.mode = "block"
 
     def part(self, layer: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """One part's keys and values (B, n*T, H, D), for inspection."""
+        """One part's keys and values (B, n*T, H, D) as stored, for inspection."""
         k, v, c = self.keys[layer], self.values[layer], self.count[layer]
         assert k is not None and v is not None
         start = sum(c[p] for p in self.PARTS[:self.PARTS.index(name)]) * self.frame_tokens
@@ -107,48 +108,54 @@ class MagCache(KVCache):
 
     def seen(self, layer: int, dtype: torch.dtype | None = None
              ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """[sink | pinned | slots] as stored (MAG keeps the model's dtype: no fp8 KV)."""
-        k, v = self.keys[layer], self.values[layer]
-        return None if k is None or v is None else (k, v)
+        """[sink | pinned | slots]: as stored, or fp8 ones dequantized to `dtype`."""
+        parts = [stored[layer] for stored in self._stored()]
+        return None if parts[0] is None else self._read(parts, dtype)
 
-    def _insert(self, layer: int, name: str, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Frames (B, n*T, H, D) at the end of part `name`."""
+    def _insert(self, layer: int, name: str, new: list[torch.Tensor]) -> None:
+        """Frames (B, n*T, ...) of every stored list (keys, values, fp8 scales) at the end
+        of part `name`."""
         c, t = self.count[layer], self.frame_tokens
         at = sum(c[p] for p in self.PARTS[:self.PARTS.index(name) + 1]) * t
-        old_k, old_v = self.keys[layer], self.values[layer]
-        if old_k is None or old_v is None:
-            self.keys[layer], self.values[layer] = k, v
-        else:
-            self.keys[layer] = torch.cat([old_k[:, :at], k, old_k[:, at:]], dim=1)
-            self.values[layer] = torch.cat([old_v[:, :at], v, old_v[:, at:]], dim=1)
-        c[name] += k.shape[1] // t
+        for stored, x in zip(self._stored(), new, strict=True):
+            old = stored[layer]
+            stored[layer] = x if old is None else torch.cat([old[:, :at], x, old[:, at:]], dim=1)
+        c[name] += new[0].shape[1] // t
 
     def _evict_slots(self, layer: int, n: int) -> None:
         """Drop the n oldest slots."""
         c, t = self.count[layer], self.frame_tokens
-        k, v = self.keys[layer], self.values[layer]
-        assert k is not None and v is not None
         at = (c["sink"] + c["pin"]) * t
-        self.keys[layer] = torch.cat([k[:, :at], k[:, at + n * t:]], dim=1)
-        self.values[layer] = torch.cat([v[:, :at], v[:, at + n * t:]], dim=1)
+        for stored in self._stored():
+            x = stored[layer]
+            assert x is not None
+            stored[layer] = torch.cat([x[:, :at], x[:, at + n * t:]], dim=1)
         c["slot"] -= n
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         t, c = self.frame_tokens, self.count[layer]
         frames = k.shape[1] // t
         room = self.mag.sink_latents - c["sink"]
+        new: list[torch.Tensor] = [k, v]  # (B, b*T, H, D) each; fp8: and their scales
+        if self.policy.kv_dtype != "model":
+            (k8, k_scale), (v8, v_scale) = quantize(k), quantize(v)
+            new = [k8, v8, k_scale, v_scale]
+
+        def frames_of(start: int, end: int) -> list[torch.Tensor]:
+            return [x[:, start * t:end * t] for x in new]
+
         if self.mode == "sink":
             n = min(max(room, 0), frames)
             if n:
-                self._insert(layer, "sink", k[:, :n * t], v[:, :n * t])
+                self._insert(layer, "sink", frames_of(0, n))
         elif self.mode == "pin":
-            self._insert(layer, "pin", k, v)
+            self._insert(layer, "pin", new)
         else:
             n = min(max(room, 0), frames - 1)  # the first block: its first frames (never
             if n:  # its last) are the sink
-                self._insert(layer, "sink", k[:, :n * t], v[:, :n * t])
+                self._insert(layer, "sink", frames_of(0, n))
             f = self.slot_frame % frames
-            self._insert(layer, "slot", k[:, f * t:(f + 1) * t], v[:, f * t:(f + 1) * t])
+            self._insert(layer, "slot", frames_of(f, f + 1))
             keep = max(0, self.mag.slots - c["pin"])
             if c["slot"] > keep:
                 self._evict_slots(layer, c["slot"] - keep)

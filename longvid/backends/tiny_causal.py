@@ -60,7 +60,22 @@ TINY_STREAM = StreamCaps(block_latents=BLOCK_LATENTS, sink_latents=SINK_LATENTS,
                          head_dim=16)
 
 
-class CausalOptions(BackendOptions):
+class KVDtypeOptions(BackendOptions):
+    """How a causal cache stores its keys and values (LongLive's window, MemFlow's bank,
+    MAG's slots alike)."""
+
+    kv_dtype: Literal["model", "float8_e4m3fn"] = Field(
+        "model", description="cached keys/values: the transformer's dtype, or fp8 with a "
+        "scale per token and head")
+
+    def kv_bytes_per_element(self, head_dim: int) -> float:
+        """Bytes of one cached key or value element on the GPU: the one place the KV cache's
+        dtype enters the VRAM budget. bf16 (the model's dtype on a GPU): 2; fp8: 1, plus its
+        fp32 scale per token and head, shared by `head_dim` elements."""
+        return 2.0 if self.kv_dtype == "model" else 1 + 4 / head_dim
+
+
+class CausalOptions(KVDtypeOptions):
     """Options of the causal-engine backends: the schedule and the cache policy."""
 
     flow_shift: float = Field(5.0, gt=0, description="shift of the warped few-step schedule")
@@ -70,9 +85,6 @@ class CausalOptions(BackendOptions):
     window_latents: int = Field(12, ge=0, description="latent frames a block attends to, "
                                 "itself and the sink included (0: all)")
     write: Literal["all", "last"] = Field("all", description="frames of a block cached")
-    kv_dtype: Literal["model", "float8_e4m3fn"] = Field(
-        "model", description="cached keys/values: the transformer's dtype, or fp8 with a "
-        "scale per token and head")
 
     @field_validator("window_latents")
     @classmethod
@@ -82,12 +94,6 @@ class CausalOptions(BackendOptions):
             raise ValueError(f"a window of {window} leaves no history beside a sink of {sink} "
                              f"and a block of {block}: make it larger, or 0 for no window")
         return window
-
-    def kv_bytes_per_element(self, head_dim: int) -> float:
-        """Bytes of one cached key or value element on the GPU: the one place the KV cache's
-        dtype enters the VRAM budget. bf16 (the model's dtype on a GPU): 2; fp8: 1, plus its
-        fp32 scale per token and head, shared by `head_dim` elements."""
-        return 2.0 if self.kv_dtype == "model" else 1 + 4 / head_dim
 
     def stream_caps(self, stream: StreamCaps, max_latents: int, pinned: int = 0) -> StreamCaps:
         """The backend's stream part shaped by these options: block, sink, and the frames the

@@ -35,6 +35,7 @@ from longvid.backends.tiny_causal import (
     BLOCK_LATENTS,
     TINY_STREAM,
     CausalOptions,
+    KVDtypeOptions,
     TinyCausalBackend,
 )
 
@@ -44,7 +45,7 @@ MEMFLOW_PINNED = 2  # recalled latents a MemFlow segment pins: one bank frame st
 TINY_MAG_SLOTS = 5  # the tiny RoPE table has 64 positions: 5 slots keep a segment in it
 
 
-class MagOptions(BackendOptions):
+class MagOptions(KVDtypeOptions):
     """Options of MAG's compressed cache."""
 
     flow_shift: float = Field(5.0, gt=0, description="shift of the warped few-step schedule")
@@ -57,18 +58,19 @@ class MagOptions(BackendOptions):
     def stream_caps(self, stream: StreamCaps, max_latents: int, pinned: int = 0) -> StreamCaps:
         """The backend's stream part shaped by MAG's cache: sink + slots (pinned latents
         take slots from the ring, so more only if there are more pins than slots), seen
-        by a block beside itself; the model's dtype (MAG has no fp8 KV); pins one memory
-        pass each; a prompt switch replays the context by blocks (no prompt in the cache)."""
+        by a block beside itself, in `kv_dtype`; pins one memory pass each; a prompt
+        switch replays the context by blocks (no prompt in the cache)."""
         cached = self.sink_latents + max(self.slots, pinned)
         return replace(stream, block_latents=self.block_latents,
                        sink_latents=self.sink_latents, cached_latents=cached,
-                       attended_latents=cached + self.block_latents, kv_bytes_per_element=2,
+                       attended_latents=cached + self.block_latents,
+                       kv_bytes_per_element=self.kv_bytes_per_element(stream.head_dim),
                        pin_each=True, recache_on_switch=False)
 
     def policy(self) -> Any:
         from longvid.backends.causal_memory import MagPolicy
 
-        return MagPolicy(self.block_latents, self.sink_latents, self.slots)
+        return MagPolicy(self.block_latents, self.sink_latents, self.slots, self.kv_dtype)
 
 
 class BankOptions(BackendOptions):
