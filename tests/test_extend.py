@@ -217,6 +217,17 @@ def upright(flat, clip):
     raise AssertionError("this ffmpeg cannot write a display rotation")
 
 
+def extended_as_shown(cli, clip, size):
+    """`clip` extended by 0.5 s: the result is `size` as probed and as a player shows its
+    first and last frames."""
+    out = clip.with_name("x.mp4")
+    code, _, err = cli("extend", clip, "-s", "0.5", "-o", out, "-q")
+    assert code == 0, err
+    assert (probe(out).width, probe(out).height) == size
+    assert shown_size(out, from_end=False) == shown_size(out, from_end=True) == size
+    return out
+
+
 def anamorphic(wide, clip):
     """The clip as DV, broadcast or some phones store it: pixels that are not square
     (here 30x24 stored, 4:3 pixels, shown 40x24), as the sample aspect ratio says."""
@@ -241,11 +252,7 @@ def test_a_clip_of_wide_pixels_is_continued_as_shown(cli, tmp_path):
                       tmp_path / "dv.mp4")
     assert shown_size(clip, from_end=False) == (30, 24)  # stored so; players widen it
     assert (probe(clip).width, probe(clip).height) == (40, 24)
-    code, _, err = cli("extend", clip, "-s", "0.5", "-o", tmp_path / "x.mp4", "-q")
-    assert code == 0, err
-    out = tmp_path / "x.mp4"
-    assert (probe(out).width, probe(out).height) == (40, 24)
-    assert shown_size(out, from_end=False) == shown_size(out, from_end=True) == (40, 24)
+    out = extended_as_shown(cli, clip, (40, 24))
     # the clip, widened (re-encoded at the render's crf: about 30 dB on a 40x24 pattern)
     assert psnr(frames_of(out)[:16], read_frames(clip, 40, 24)) > 25
 
@@ -257,11 +264,7 @@ def test_a_clip_shown_upright_is_continued_upright(cli, tmp_path):
     clip = upright(ffmpeg_make_clip(tmp_path / "flat.mp4", seconds=1, size="40x24"),
                    tmp_path / "phone.mp4")
     assert (probe(clip).width, probe(clip).height) == (24, 40)
-    code, _, err = cli("extend", clip, "-s", "0.5", "-o", tmp_path / "x.mp4", "-q")
-    assert code == 0, err
-    out = tmp_path / "x.mp4"
-    assert (probe(out).width, probe(out).height) == (24, 40)
-    assert shown_size(out, from_end=False) == shown_size(out, from_end=True) == (24, 40)
+    out = extended_as_shown(cli, clip, (24, 40))
     assert psnr(frames_of(out)[:16], frames_of(clip)) > 35  # the clip itself, upright
 
 
