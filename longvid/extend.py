@@ -85,7 +85,10 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
                          f"re-time the clip first (ffmpeg -i {clip.name} -r {caps.native_fps} "
                          "retimed.mp4), or choose a preset that takes any frame rate: "
                          + ", ".join(_any_fps_presets()))
-    size = generation_size(info.width, info.height, caps.size_multiple, caps.max_side)
+    # the result is the clip as shown, in square pixels, to even sides (H.264 in 4:2:0,
+    # as longvid encodes, has no odd ones): 33x25 becomes 32x24
+    shown = (max(2, info.width - info.width % 2), max(2, info.height - info.height % 2))
+    size = generation_size(*shown, caps.size_multiple, caps.max_side)
     clip_sha = file_sha256(clip)
     text = prompt or DEFAULT_PROMPT
     sb = _one_shot(clip, text, seconds, fps, size, seed, clip_sha)
@@ -95,10 +98,10 @@ def extend_clip(clip: Path, *, seconds: float, prompt: str | None, preset_name: 
     # segment leaves them (a shorter clip's start is in the context)
     clip_sink = caps.sink is not None and info.frames >= sink_frames + tail_frames
     plan = make_plan(sb, preset, caps, continues=True, clip_sink=clip_sink)
-    # the result is the clip's size as shown, in square pixels: the segments are scaled to it
-    # from the backend's grid, the clip's re-encode from its stored pixels
-    shown = (info.width, info.height)
-    out_size = shown if size != shown or info.sample_aspect != 1 else None
+    # the segments are scaled to that size from the backend's grid, the clip's re-encode
+    # from its stored pixels
+    stored_as_shown = shown == (info.width, info.height) and info.sample_aspect == 1
+    out_size = None if size == shown and stored_as_shown else shown
 
     def init_state(backend: Any, segments_dir: Path) -> dict[str, Any]:
         from longvid.mux import read_frames

@@ -251,7 +251,7 @@ def probe(path: Path) -> MediaInfo:
     """What a video file holds, or InputError if it is missing, empty or not a video.
     Width and height are the picture as shown: a clip whose display matrix turns it a
     quarter (a phone held upright) has them swapped, as ffmpeg decodes it upright, and a
-    clip of pixels that are not square is as wide as a player shows it (to an even width).
+    clip of pixels that are not square is as wide as a player shows it.
 
     One ffmpeg run: the stream header it prints, and the frames it counts while
     stream-copying the video to the null muxer."""
@@ -286,7 +286,8 @@ def probe(path: Path) -> MediaInfo:
     sar = _SAR.search(m.group(0))
     sample_aspect = Fraction(int(sar.group(1)), int(sar.group(2))) if sar and int(
         sar.group(1)) and int(sar.group(2)) else Fraction(1)  # 0:1 says "unknown"
-    width = max(2, 2 * round(width * sample_aspect / 2))
+    if sample_aspect != 1:
+        width = max(1, round(width * sample_aspect))  # as wide as a player shows it
     stream = info[m.end():].split("Stream #", 1)[0].split("Output #", 1)[0]
     if (turn := _ROTATION.search(stream)) and round(float(turn.group(1)) / 90) % 2:
         width, height = height, width  # shown (and decoded) upright: portrait stays portrait

@@ -257,6 +257,21 @@ def test_a_clip_of_wide_pixels_is_continued_as_shown(cli, tmp_path):
     assert psnr(frames_of(out)[:16], read_frames(clip, 40, 24)) > 25
 
 
+def test_a_clip_of_odd_sides_is_continued_at_the_even_size_below(cli, tmp_path):
+    """H.264 in 4:2:0 has no odd sides: a 33x25 clip (4:4:4, square pixels) failed at its
+    re-encode with exit 1. probe reports it as it is; the result is 32x24 throughout."""
+    import subprocess
+
+    from longvid.mux import ffmpeg_exe
+
+    clip = tmp_path / "odd.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=40x24:rate=16:duration=1", "-vf", "scale=33:25,setsar=1",
+                    "-c:v", "libx264", "-pix_fmt", "yuv444p", "-y", str(clip)], check=True)
+    assert (probe(clip).width, probe(clip).height, probe(clip).sample_aspect) == (33, 25, 1)
+    extended_as_shown(cli, clip, (32, 24))
+
+
 def test_a_clip_shown_upright_is_continued_upright(cli, tmp_path):
     """Phone clips carry their orientation in a display matrix that ffmpeg applies when it
     decodes. Before, the continuation was made at the stored (landscape) size from
